@@ -1,0 +1,93 @@
+//! Interests: who follows which people and things, resolved last-writer-wins.
+
+use std::collections::HashMap;
+
+use differential_dataflow::VecCollection;
+use differential_dataflow::AsCollection;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::StreamVec;
+
+use crate::bolt::EpochStash;
+use crate::event::{InterestOp, Millis, TypedId};
+use crate::grouping::route;
+
+/// What the interests bolt consumes, grouped by user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InterestEvent {
+    /// `user` exists (acted or followed): with `follow_self`, they follow themselves.
+    Seen(TypedId),
+    /// A follow or unfollow.
+    Change {
+        /// When.
+        time: Millis,
+        /// Who.
+        user: TypedId,
+        /// Of whom or what.
+        interest: TypedId,
+        /// Follow or unfollow.
+        op: InterestOp,
+    },
+}
+
+impl InterestEvent {
+    fn user(&self) -> &TypedId {
+        match self {
+            InterestEvent::Seen(user) | InterestEvent::Change { user, .. } => user,
+        }
+    }
+}
+
+/// Resolves follow/unfollow events into the current interest edges.
+pub trait ResolveInterests<'scope> {
+    /// The collection of `(interest, user)` edges. For each (user, interest)
+    /// pair the event with the largest `(time, op)` wins, where unfollow
+    /// beats follow at equal times, so neither delivery order nor replays
+    /// change the result. With `follow_self`, each user seen also follows
+    /// themselves.
+    fn resolve_interests(self, follow_self: bool) -> VecCollection<'scope, u64, (TypedId, TypedId), isize>;
+}
+
+impl<'scope> ResolveInterests<'scope> for StreamVec<'scope, u64, InterestEvent> {
+    fn resolve_interests(self, follow_self: bool) -> VecCollection<'scope, u64, (TypedId, TypedId), isize> {
+        let pact = Exchange::new(|e: &InterestEvent| route(e.user()));
+        self.unary_frontier(pact, "ResolveInterests", move |_cap, _info| {
+            let mut stash = EpochStash::new(1);
+            // user -> interest -> the winning (time, op) so far
+            let mut users: HashMap<TypedId, HashMap<TypedId, (Millis, InterestOp)>> = HashMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| stash.stash(&cap, data.drain(..)));
+                for (caps, events) in stash.take_ready(&[frontier]) {
+                    let time = *caps[0].time();
+                    let mut session = output.session(&caps[0]);
+                    for event in events {
+                        let user = event.user().clone();
+                        let edges = users.entry(user.clone()).or_insert_with(|| {
+                            if follow_self {
+                                session.give(((user.clone(), user.clone()), time, 1));
+                            }
+                            HashMap::new()
+                        });
+                        let InterestEvent::Change {
+                            time: at, interest, op, ..
+                        } = event
+                        else {
+                            continue;
+                        };
+                        let current = edges.get(&interest).copied();
+                        if current.is_none_or(|winner| (at, op) > winner) {
+                            let was = current.is_some_and(|(_, op)| op == InterestOp::Follow);
+                            let is = op == InterestOp::Follow;
+                            edges.insert(interest.clone(), (at, op));
+                            if was != is {
+                                session.give(((interest, user.clone()), time, if is { 1 } else { -1 }));
+                            }
+                        }
+                    }
+                }
+            }
+        })
+        .as_collection()
+    }
+}

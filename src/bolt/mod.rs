@@ -1,0 +1,75 @@
+//! Bolts: the dataflow operators that turn events into feeds. One operator per
+//! file, each an extension trait named after what it does:
+//!
+//! | file | trait | input → output |
+//! |---|---|---|
+//! | [`interests`] | [`ResolveInterests`] | follow/unfollow events → current (interest, user) edges (last writer wins) |
+//! | [`stories`] | [`KeepStories`] | activity/delete events → retained stories per typed id, and activity writes |
+//! | [`fanout`] | [`Fanout`] | stories ⋈ interests → (user, entry) deliveries (differential join) |
+//! | [`feed_head`] | [`MaintainHead`] | deliveries → exact changes to each user's bounded feed head |
+//!
+//! The stateful operators process whole epochs in epoch order ([`EpochStash`]),
+//! so their output never depends on how events were split between workers or
+//! interleaved in flight.
+
+pub mod fanout;
+pub mod feed_head;
+pub mod interests;
+pub mod stories;
+
+use std::collections::BTreeMap;
+
+use timely::dataflow::operators::{Capability, InputCapability};
+use timely::progress::frontier::MutableAntichain;
+
+pub use fanout::Fanout;
+pub use feed_head::MaintainHead;
+pub use interests::{InterestEvent, ResolveInterests};
+pub use stories::{ActivityChange, KeepStories, StoryEvent};
+
+/// Data stashed by epoch until no input can add to the epoch any more; then
+/// handed back oldest first, with a capability per output port to answer it.
+pub struct EpochStash<D> {
+    ports: usize,
+    epochs: BTreeMap<u64, (Vec<Capability<u64>>, Vec<D>)>,
+}
+
+impl<D> EpochStash<D> {
+    /// A stash for an operator with `ports` outputs.
+    pub fn new(ports: usize) -> Self {
+        EpochStash {
+            ports,
+            epochs: BTreeMap::new(),
+        }
+    }
+
+    /// Keeps `data`, received under `cap`.
+    pub fn stash(&mut self, cap: &InputCapability<u64>, data: impl IntoIterator<Item = D>) {
+        let Some(&time) = cap.least() else { return };
+        let ports = self.ports;
+        let entry = self
+            .epochs
+            .entry(time)
+            .or_insert_with(|| ((0..ports).map(|port| cap.delayed(&time, port)).collect(), Vec::new()));
+        entry.1.extend(data);
+    }
+
+    /// Removes and returns the epochs that every input frontier has passed,
+    /// oldest first.
+    pub fn take_ready(&mut self, frontiers: &[&MutableAntichain<u64>]) -> Vec<(Vec<Capability<u64>>, Vec<D>)> {
+        let mut ready = Vec::new();
+        while let Some(entry) = self.epochs.first_entry() {
+            let time = *entry.key();
+            if frontiers.iter().any(|f| f.less_equal(&time)) {
+                break;
+            }
+            ready.push(entry.remove());
+        }
+        ready
+    }
+
+    /// Whether nothing is stashed.
+    pub fn is_empty(&self) -> bool {
+        self.epochs.is_empty()
+    }
+}

@@ -1,0 +1,177 @@
+//! Stories: the retained, de-duplicated, undeleted activities, as stories
+//! about each typed id they name.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use differential_dataflow::{AsCollection, VecCollection};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::StreamVec;
+use timely::container::CapacityContainerBuilder;
+
+use crate::bolt::EpochStash;
+use crate::event::{Activity, Millis, TypedId};
+use crate::feed::FeedKey;
+use crate::grouping::route;
+
+/// What the stories bolt consumes, grouped by activity id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoryEvent {
+    /// An activity (possibly a duplicate).
+    Activity(Activity),
+    /// The activity with this id is withdrawn, whenever it arrives.
+    Delete(String),
+}
+
+impl StoryEvent {
+    fn id(&self) -> &str {
+        match self {
+            StoryEvent::Activity(a) => &a.id,
+            StoryEvent::Delete(id) => id,
+        }
+    }
+}
+
+/// A change to the stored activities that feeds refer to.
+#[derive(Clone, Debug)]
+pub enum ActivityChange {
+    /// Store this activity (it is now retained).
+    Put(Arc<Activity>),
+    /// Forget this activity (deleted or past retention).
+    Remove(String),
+}
+
+/// Keeps the set of retained activities.
+pub trait KeepStories<'scope> {
+    /// Returns the stories, `(typed id, entry)` for each typed id an activity
+    /// names, and the activity writes for the sink. `horizon` carries each
+    /// worker's newest event time per epoch, broadcast to all workers; a story
+    /// older than the newest time seen minus `retention` is dropped.
+    fn keep_stories(
+        self,
+        horizon: StreamVec<'scope, u64, Millis>,
+        retention: Duration,
+    ) -> (
+        VecCollection<'scope, u64, (TypedId, FeedKey), isize>,
+        StreamVec<'scope, u64, ActivityChange>,
+    );
+}
+
+enum Input {
+    Event(StoryEvent),
+    Newest(Millis),
+}
+
+/// The operator's state on one worker.
+#[derive(Default)]
+struct Retained {
+    present: HashMap<String, Arc<Activity>>,
+    by_time: BTreeSet<(Millis, String)>,
+    /// Deleted ids, kept so that a late or replayed copy never shows.
+    deleted: HashSet<String>,
+    newest: Option<Millis>,
+}
+
+type StoryUpdate = ((TypedId, FeedKey), u64, isize);
+
+impl Retained {
+    fn stories(activity: &Activity, time: u64, diff: isize, out: &mut Vec<StoryUpdate>) {
+        let key = FeedKey::new(activity.time, activity.id.clone());
+        for typed in activity.story_ids() {
+            out.push(((typed.clone(), key.clone()), time, diff));
+        }
+    }
+
+    fn remove(&mut self, id: &str, time: u64, stories: &mut Vec<StoryUpdate>, writes: &mut Vec<ActivityChange>) {
+        if let Some(activity) = self.present.remove(id) {
+            self.by_time.remove(&(activity.time, activity.id.clone()));
+            Self::stories(&activity, time, -1, stories);
+            writes.push(ActivityChange::Remove(activity.id.clone()));
+        }
+    }
+
+    /// Applies one complete epoch: newest times first, then deletes (so that
+    /// a delete wins whatever the order within the epoch), then activities,
+    /// then expiry.
+    fn epoch(
+        &mut self,
+        inputs: Vec<Input>,
+        time: u64,
+        retention: Millis,
+        stories: &mut Vec<StoryUpdate>,
+        writes: &mut Vec<ActivityChange>,
+    ) {
+        let mut activities = Vec::new();
+        for input in inputs {
+            match input {
+                Input::Newest(t) => self.newest = Some(self.newest.map_or(t, |n| n.max(t))),
+                Input::Event(StoryEvent::Delete(id)) => {
+                    self.remove(&id, time, stories, writes);
+                    self.deleted.insert(id);
+                }
+                Input::Event(StoryEvent::Activity(a)) => activities.push(a),
+            }
+        }
+        let cutoff = self.newest.map_or(Millis::MIN, |n| n.saturating_sub(retention));
+        for activity in activities {
+            if activity.time < cutoff || self.deleted.contains(&activity.id) || self.present.contains_key(&activity.id) {
+                continue;
+            }
+            Self::stories(&activity, time, 1, stories);
+            self.by_time.insert((activity.time, activity.id.clone()));
+            let activity = Arc::new(activity);
+            self.present.insert(activity.id.clone(), activity.clone());
+            writes.push(ActivityChange::Put(activity));
+        }
+        while let Some((t, id)) = self.by_time.first().cloned() {
+            if t >= cutoff {
+                break;
+            }
+            self.remove(&id, time, stories, writes);
+        }
+    }
+}
+
+impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
+    fn keep_stories(
+        self,
+        horizon: StreamVec<'scope, u64, Millis>,
+        retention: Duration,
+    ) -> (
+        VecCollection<'scope, u64, (TypedId, FeedKey), isize>,
+        StreamVec<'scope, u64, ActivityChange>,
+    ) {
+        let retention = Millis::try_from(retention.as_millis()).unwrap_or(Millis::MAX);
+        let mut builder = OperatorBuilder::new("KeepStories".to_owned(), self.scope());
+        let mut events = builder.new_input(self, Exchange::new(|e: &StoryEvent| route(e.id())));
+        let mut newest = builder.new_input(horizon, timely::dataflow::channels::pact::Pipeline);
+        let (stories_out, stories) = builder.new_output();
+        let (writes_out, writes) = builder.new_output();
+        let mut stories_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<StoryUpdate>>>::from(stories_out);
+        let mut writes_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<ActivityChange>>>::from(writes_out);
+
+        builder.build(move |_caps| {
+            let mut stash = EpochStash::new(2);
+            let mut state = Retained::default();
+            let mut story_buf = Vec::new();
+            let mut write_buf = Vec::new();
+            move |frontiers| {
+                events.for_each(|cap, data| stash.stash(&cap, data.drain(..).map(Input::Event)));
+                newest.for_each(|cap, data| stash.stash(&cap, data.drain(..).map(Input::Newest)));
+                let mut stories_out = stories_out.activate();
+                let mut writes_out = writes_out.activate();
+                for (caps, inputs) in stash.take_ready(&[&frontiers[0], &frontiers[1]]) {
+                    let time = *caps[0].time();
+                    state.epoch(inputs, time, retention, &mut story_buf, &mut write_buf);
+                    stories_out.session(&caps[0]).give_iterator(story_buf.drain(..));
+                    writes_out.session(&caps[1]).give_iterator(write_buf.drain(..));
+                }
+            }
+        });
+        (stories.as_collection(), writes)
+    }
+}

@@ -1,0 +1,88 @@
+//! Typed errors of the library. The binary wraps them in `anyhow` at its edge.
+
+use std::path::PathBuf;
+
+/// Why an event was rejected. A rejected event is counted, logged with its
+/// source position and written to the dead-letter destination; it is never fatal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The message is larger than `max_event_bytes`.
+    #[error("event of {len} bytes exceeds max_event_bytes ({max})")]
+    Oversize {
+        /// Size of the message in bytes.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// The message is not a JSON object.
+    #[error("not a JSON object: {0}")]
+    NotJson(String),
+    /// The `type` field names no known event type.
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    /// A field is missing, null where required, or of the wrong type or shape.
+    #[error("field `{field}`: {reason}")]
+    Field {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Errors of configuration loading and of running a topology.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration or topology file could not be read.
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A configuration or topology file is not valid.
+    #[error("invalid {path}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, as the TOML parser says it.
+        message: String,
+    },
+    /// A setting has a value out of its range.
+    #[error("invalid setting `{setting}`: {message}")]
+    Setting {
+        /// The setting's name.
+        setting: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A spout could not read its source. Retryable for network sources.
+    #[error("spout {spout}: {message}")]
+    Spout {
+        /// Which spout.
+        spout: String,
+        /// What happened.
+        message: String,
+    },
+    /// The sink could not write. Retryable: the topology backs off and retries.
+    #[error("sink: {0}")]
+    Sink(String),
+    /// I/O failure (dead-letter file, listener).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// timely could not start its workers.
+    #[error("timely: {0}")]
+    Timely(String),
+}
+
+impl Error {
+    /// Whether retrying the failed operation may succeed (a server that is down
+    /// may come back); configuration errors are final.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Sink(_) | Error::Spout { .. })
+    }
+}
+
+/// Library result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,405 @@
+//! The wire format (SPEC section 1): one JSON object per Kafka message or JSONL line.
+//!
+//! ```
+//! use feedstorm::event::{decode, Event};
+//!
+//! let line = br#"{"type":"activity","id":"a1","time":"2026-11-21T11:00:00+01:00",
+//!                 "actor":"user:rob","verb":"love","object":"listing:guy-with-bear"}"#;
+//! let Event::Activity(a) = decode(line, 1 << 20).unwrap() else { panic!() };
+//! assert_eq!(a.time, 1_795_258_800_000); // 10:00 UTC, in milliseconds
+//! assert_eq!(a.actor.as_str(), "user:rob");
+//! assert!(decode(br#"{"type":"poke"}"#, 1 << 20).is_err());
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::DecodeError;
+
+/// Milliseconds since the Unix epoch, the unit of every event time.
+pub type Millis = i64;
+
+/// A typed id, `kind:id` with a non-empty kind and id, such as `user:rob`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TypedId(String);
+
+impl TypedId {
+    /// Checks the `kind:id` shape.
+    ///
+    /// ```
+    /// use feedstorm::event::TypedId;
+    /// assert!(TypedId::parse("listing:guy-with-bear").is_some());
+    /// assert!(TypedId::parse("rob").is_none());
+    /// assert!(TypedId::parse(":rob").is_none());
+    /// ```
+    pub fn parse(s: &str) -> Option<TypedId> {
+        match s.split_once(':') {
+            Some((kind, id)) if !kind.is_empty() && !id.is_empty() => Some(TypedId(s.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// The id as written, `kind:id`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TypedId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for TypedId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Something that happened: `actor` did `verb` to `object` (on `target`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Activity {
+    /// Unique id; a second activity with the same id is a duplicate.
+    pub id: String,
+    /// When it happened.
+    pub time: Millis,
+    /// Who did it.
+    pub actor: TypedId,
+    /// What they did (`love`, `post`, ...).
+    pub verb: String,
+    /// What they did it to.
+    pub object: TypedId,
+    /// Optional target (whose listing, which board).
+    pub target: Option<TypedId>,
+    /// Optional JSON object, kept verbatim as its source text.
+    pub extra: Option<String>,
+}
+
+impl Activity {
+    /// The typed ids this activity is a story about: actor, object and target,
+    /// each once.
+    pub fn story_ids(&self) -> impl Iterator<Item = &TypedId> {
+        let object = (self.object != self.actor).then_some(&self.object);
+        let target = self
+            .target
+            .as_ref()
+            .filter(|t| **t != self.actor && **t != self.object);
+        std::iter::once(&self.actor).chain(object).chain(target)
+    }
+}
+
+/// Whether an interest event starts or ends the interest. On equal times the
+/// larger one (unfollow) wins, so the derived order is part of the contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum InterestOp {
+    /// `follow`
+    Follow,
+    /// `unfollow`
+    Unfollow,
+}
+
+/// A decoded event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// An activity (story source).
+    Activity(Activity),
+    /// A follow or an unfollow.
+    Interest {
+        /// When.
+        time: Millis,
+        /// Who.
+        user: TypedId,
+        /// Of whom or what.
+        interest: TypedId,
+        /// Follow or unfollow.
+        op: InterestOp,
+    },
+    /// The activity `id` is withdrawn everywhere.
+    Delete {
+        /// When.
+        time: Millis,
+        /// The activity.
+        id: String,
+    },
+}
+
+impl Event {
+    /// The event's own `time`.
+    pub fn time(&self) -> Millis {
+        match self {
+            Event::Activity(a) => a.time,
+            Event::Interest { time, .. } | Event::Delete { time, .. } => *time,
+        }
+    }
+}
+
+/// The JSON shape, borrowed where it can be; checked into [`Event`] by [`decode`].
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    time: Option<&'a RawValue>,
+    #[serde(borrow)]
+    actor: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    verb: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    object: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    target: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    extra: Option<&'a RawValue>,
+    #[serde(borrow)]
+    user: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    interest: Option<Cow<'a, str>>,
+}
+
+fn missing(field: &'static str) -> DecodeError {
+    DecodeError::Field {
+        field,
+        reason: "missing".into(),
+    }
+}
+
+fn required_id(field: &'static str, value: Option<Cow<'_, str>>) -> Result<String, DecodeError> {
+    match value {
+        None => Err(missing(field)),
+        Some(v) if v.is_empty() => Err(DecodeError::Field {
+            field,
+            reason: "empty".into(),
+        }),
+        Some(v) => Ok(v.into_owned()),
+    }
+}
+
+fn typed_id(field: &'static str, value: Option<Cow<'_, str>>) -> Result<Option<TypedId>, DecodeError> {
+    value
+        .map(|v| {
+            TypedId::parse(&v).ok_or_else(|| DecodeError::Field {
+                field,
+                reason: format!("{v:?} is not a typed id kind:id"),
+            })
+        })
+        .transpose()
+}
+
+fn required_typed_id(field: &'static str, value: Option<Cow<'_, str>>) -> Result<TypedId, DecodeError> {
+    typed_id(field, value)?.ok_or_else(|| missing(field))
+}
+
+/// Parses an event time: RFC 3339 with any offset (sub-second digits truncated
+/// to the millisecond) or an integer of milliseconds since the epoch.
+///
+/// ```
+/// use feedstorm::event::parse_time;
+/// assert_eq!(parse_time("1700000000123"), Some(1_700_000_000_123));
+/// assert_eq!(parse_time("\"1970-01-01T00:00:01.9999Z\""), Some(1_999));
+/// assert_eq!(parse_time("\"1970-01-01T01:00:00+01:00\""), Some(0));
+/// assert_eq!(parse_time("1.5"), None);
+/// ```
+pub fn parse_time(raw_json: &str) -> Option<Millis> {
+    if raw_json.starts_with('"') {
+        let text: Cow<'_, str> = serde_json::from_str(raw_json).ok()?;
+        let parsed =
+            time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339).ok()?;
+        i64::try_from(parsed.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
+    } else {
+        raw_json.parse::<i64>().ok()
+    }
+}
+
+/// Formats milliseconds as RFC 3339 UTC with milliseconds, as the HTTP API answers.
+///
+/// ```
+/// assert_eq!(feedstorm::event::format_time(1_795_258_800_000), "2026-11-21T10:00:00.000Z");
+/// ```
+pub fn format_time(millis: Millis) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| millis.to_string())
+}
+
+/// Decodes one message. Anything that is not a valid event per SPEC section 1
+/// is an error that says what is wrong; unknown fields are ignored and `null`
+/// optional fields are absent.
+pub fn decode(bytes: &[u8], max_event_bytes: usize) -> Result<Event, DecodeError> {
+    if bytes.len() > max_event_bytes {
+        return Err(DecodeError::Oversize {
+            len: bytes.len(),
+            max: max_event_bytes,
+        });
+    }
+    let wire: Wire<'_> = serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_data() {
+            // A syntactically fine object with an ill-typed field: serde names the type.
+            DecodeError::Field {
+                field: "(one of the fields)",
+                reason: e.to_string(),
+            }
+        } else {
+            DecodeError::NotJson(e.to_string())
+        }
+    })?;
+    let kind = wire.kind.ok_or_else(|| missing("type"))?;
+    let time = wire
+        .time
+        .ok_or_else(|| missing("time"))
+        .and_then(|raw| {
+            if raw.get() == "null" {
+                return Err(missing("time"));
+            }
+            parse_time(raw.get()).ok_or_else(|| DecodeError::Field {
+                field: "time",
+                reason: format!("{} is neither RFC 3339 nor integer milliseconds", raw.get()),
+            })
+        });
+    match kind.as_ref() {
+        "activity" => {
+            let extra = match wire.extra {
+                Some(raw) if raw.get() == "null" => None,
+                Some(raw) if raw.get().starts_with('{') => Some(raw.get().to_owned()),
+                Some(_) => {
+                    return Err(DecodeError::Field {
+                        field: "extra",
+                        reason: "not a JSON object".into(),
+                    })
+                }
+                None => None,
+            };
+            Ok(Event::Activity(Activity {
+                id: required_id("id", wire.id)?,
+                time: time?,
+                actor: required_typed_id("actor", wire.actor)?,
+                verb: required_id("verb", wire.verb)?,
+                object: required_typed_id("object", wire.object)?,
+                target: typed_id("target", wire.target)?,
+                extra,
+            }))
+        }
+        "follow" | "unfollow" => Ok(Event::Interest {
+            time: time?,
+            user: required_typed_id("user", wire.user)?,
+            interest: required_typed_id("interest", wire.interest)?,
+            op: if kind == "follow" {
+                InterestOp::Follow
+            } else {
+                InterestOp::Unfollow
+            },
+        }),
+        "delete" => Ok(Event::Delete {
+            time: time?,
+            id: required_id("id", wire.id)?,
+        }),
+        other => Err(DecodeError::UnknownType(other.to_owned())),
+    }
+}
+
+/// Encodes an event in the wire format (the generator and `produce` use it).
+pub fn encode(event: &Event) -> String {
+    use serde_json::json;
+    let value = match event {
+        Event::Activity(a) => {
+            let mut v = json!({
+                "type": "activity", "id": a.id, "time": a.time, "actor": a.actor,
+                "verb": a.verb, "object": a.object,
+            });
+            if let Some(t) = &a.target {
+                v["target"] = json!(t);
+            }
+            if let Some(extra) = &a.extra {
+                v["extra"] = serde_json::from_str(extra).unwrap_or(serde_json::Value::Null);
+            }
+            v
+        }
+        Event::Interest {
+            time,
+            user,
+            interest,
+            op,
+        } => json!({
+            "type": if *op == InterestOp::Follow { "follow" } else { "unfollow" },
+            "time": time, "user": user, "interest": interest,
+        }),
+        Event::Delete { time, id } => json!({"type": "delete", "time": time, "id": id}),
+    };
+    value.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 1 << 20;
+
+    #[test]
+    fn follow_with_null_optional_and_unknown_fields() {
+        let e = decode(
+            br#"{"type":"follow","time":5,"user":"user:a","interest":"user:b","target":null,"x":[1]}"#,
+            MAX,
+        )
+        .unwrap();
+        assert_eq!(
+            e,
+            Event::Interest {
+                time: 5,
+                user: TypedId::parse("user:a").unwrap(),
+                interest: TypedId::parse("user:b").unwrap(),
+                op: InterestOp::Follow
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_each_kind_of_bad_event() {
+        let bad: &[&[u8]] = &[
+            b"not json",
+            b"[1,2]",
+            br#"{"type":"poke","time":1}"#,
+            br#"{"type":"delete","time":1}"#,
+            br#"{"type":"delete","time":"yesterday","id":"a"}"#,
+            br#"{"type":"delete","time":1.5,"id":"a"}"#,
+            br#"{"type":"delete","time":null,"id":"a"}"#,
+            br#"{"type":"delete","time":1,"id":7}"#,
+            br#"{"type":"delete","time":1,"id":""}"#,
+            br#"{"type":"follow","time":1,"user":"rob","interest":"user:b"}"#,
+            br#"{"type":"activity","id":"a","time":1,"actor":"user:a","verb":"v","object":"x:y","extra":[1]}"#,
+        ];
+        for line in bad {
+            assert!(decode(line, MAX).is_err(), "{}", String::from_utf8_lossy(line));
+        }
+        let line = br#"{"type":"delete","time":1,"id":"a"}"#;
+        assert!(matches!(decode(line, 10), Err(DecodeError::Oversize { .. })));
+    }
+
+    #[test]
+    fn extra_is_kept_verbatim_and_story_ids_are_distinct() {
+        let line = br#"{"type":"activity","id":"a","time":1,"actor":"user:a","verb":"v","object":"user:a","target":"x:t","extra":{"k": [1, 2]}}"#;
+        let Event::Activity(a) = decode(line, MAX).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.extra.as_deref(), Some(r#"{"k": [1, 2]}"#));
+        let ids: Vec<_> = a.story_ids().map(|t| t.as_str()).collect();
+        assert_eq!(ids, vec!["user:a", "x:t"]);
+        assert_eq!(decode(encode(&Event::Activity(a.clone())).as_bytes(), MAX).unwrap().time(), 1);
+    }
+
+    #[test]
+    fn times_with_offsets_and_negative_fractions() {
+        assert_eq!(parse_time("\"2026-11-21T23:30:00-02:00\""), parse_time("\"2026-11-22T01:30:00Z\""));
+        assert_eq!(parse_time("\"1969-12-31T23:59:59.9999Z\""), Some(-1));
+        assert_eq!(format_time(-1), "1969-12-31T23:59:59.999Z");
+    }
+}

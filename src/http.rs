@@ -1,0 +1,208 @@
+//! The HTTP API of SPEC section 6 (flat feeds, status, health, metrics).
+//! JSON in and out; errors are `{"error": "..."}` with a 4xx/5xx status.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::event::{format_time, Activity, TypedId};
+use crate::feed::FeedKey;
+use crate::status::Status;
+use crate::store::{PageStart, Store};
+
+/// What the handlers share.
+pub struct Api {
+    /// The store feeds are read from.
+    pub store: Arc<dyn Store>,
+    /// Counters and progress.
+    pub status: Arc<Status>,
+    /// Largest `limit` accepted.
+    pub max_limit: usize,
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+/// The router, for embedding or testing.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/feeds/{user}", get(feed))
+        .route("/status", get(status))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .with_state(api)
+}
+
+/// A feed entry as the API shows it.
+#[derive(Serialize)]
+pub struct EntryOut<'a> {
+    id: &'a str,
+    time: String,
+    actor: &'a TypedId,
+    verb: &'a str,
+    object: &'a TypedId,
+    target: Option<&'a TypedId>,
+    extra: Option<&'a RawValue>,
+}
+
+impl<'a> From<&'a Activity> for EntryOut<'a> {
+    fn from(a: &'a Activity) -> Self {
+        EntryOut {
+            id: &a.id,
+            time: format_time(a.time),
+            actor: &a.actor,
+            verb: &a.verb,
+            object: &a.object,
+            target: a.target.as_ref(),
+            extra: a.extra.as_deref().and_then(|e| serde_json::from_str(e).ok()),
+        }
+    }
+}
+
+/// Parses a `USER` path segment (already percent-decoded).
+pub fn parse_user(path: std::result::Result<Path<String>, PathRejection>) -> std::result::Result<TypedId, ApiError> {
+    let Path(user) = path.map_err(|e| bad_request(e.body_text()))?;
+    TypedId::parse(&user).ok_or_else(|| bad_request(format!("{user:?} is not a typed id kind:id")))
+}
+
+/// Parses `limit`, `offset` and `cursor`.
+pub fn parse_page(
+    query: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
+    max_limit: usize,
+) -> std::result::Result<(PageStart, usize), ApiError> {
+    let Query(query) = query.map_err(|e| bad_request(e.body_text()))?;
+    let limit = match query.get("limit") {
+        None => 20,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=max_limit).contains(&n) => n,
+            _ => return Err(bad_request(format!("limit must be an integer from 1 to {max_limit}"))),
+        },
+    };
+    let start = match (query.get("offset"), query.get("cursor")) {
+        (Some(_), Some(_)) => return Err(bad_request("give offset or cursor, not both")),
+        (Some(offset), None) => PageStart::Offset(
+            offset
+                .parse()
+                .map_err(|_| bad_request("offset must be a non-negative integer"))?,
+        ),
+        (None, Some(cursor)) => {
+            PageStart::After(FeedKey::from_cursor(cursor).ok_or_else(|| bad_request("malformed cursor"))?)
+        }
+        (None, None) => PageStart::Offset(0),
+    };
+    Ok((start, limit))
+}
+
+fn internal(error: Error) -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+}
+
+async fn feed(
+    State(api): State<Arc<Api>>,
+    path: std::result::Result<Path<String>, PathRejection>,
+    query: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> std::result::Result<Response, ApiError> {
+    let user = parse_user(path)?;
+    let (start, limit) = parse_page(query, api.max_limit)?;
+    let page = api.store.feed_page(&user, &start, limit).map_err(internal)?;
+    let entries: Vec<EntryOut<'_>> = page.entries.iter().map(|a| EntryOut::from(a.as_ref())).collect();
+    Ok(Json(json!({"user": user, "entries": entries, "next_cursor": page.next_cursor})).into_response())
+}
+
+async fn status(State(api): State<Arc<Api>>) -> Response {
+    Json(api.status.to_json(api.store.stats())).into_response()
+}
+
+async fn health(State(api): State<Arc<Api>>) -> Response {
+    if api.status.healthy() {
+        Json(json!({"status": "ok"})).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "degraded"}))).into_response()
+    }
+}
+
+async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        api.status.to_prometheus(api.store.stats()),
+    )
+        .into_response()
+}
+
+/// A running HTTP server on its own thread.
+pub struct Server {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `addr` and serves `api` until dropped.
+    pub fn start(addr: SocketAddr, api: Api) -> Result<Server> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let app = router(Arc::new(api));
+        let thread = std::thread::Builder::new().name("http".into()).spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(error) => return tracing::error!(%error, "http listener"),
+                };
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "http server");
+                }
+            })
+        })?;
+        Ok(Server {
+            addr,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! # feedstorm
+//!
+//! A Storm-like stream-processing topology for activity feeds, on
+//! [timely](https://docs.rs/timely) and
+//! [differential](https://docs.rs/differential-dataflow) dataflow.
+//!
+//! Spouts read activity events; bolts keep **interests** (who follows whom and
+//! what), **stories** (activities about each person or thing) and **feed
+//! heads** up to date; a sink writes the heads to a store that the HTTP API
+//! serves. Results never depend on the number of workers.
+//!
+//! ## Layout
+//!
+//! | module | Storm's word | what it holds |
+//! |---|---|---|
+//! | [`event`] | tuple | the wire format: decoding, typed ids, times |
+//! | [`spout`] | spout | sources: JSONL file, seeded generator |
+//! | [`topology`] | topology | wiring spouts → bolts → sink as one dataflow |
+//! | [`bolt`] | bolt | one operator per file: interests, stories, fanout, feed heads |
+//! | [`grouping`] | fields grouping | which worker owns a user, a typed id, an activity |
+//! | [`store`] | sink | the store trait, the embedded store, the sink bolt |
+//! | [`runtime`] | worker / acking | timely workers, epochs, back-pressure, progress |
+//! | [`http`] | — | the HTTP API of SPEC section 6 |
+//! | [`reference`] | — | the from-scratch oracle the tests compare against |
+//! | [`config`] | topology conf | settings; their doc comments are the user docs |
+//! | [`status`], [`dead_letter`], [`error`], [`feed`], [`bench`] | — | counters, bad events, errors, feed order, benchmarks |
+
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod bolt;
+pub mod config;
+pub mod dead_letter;
+pub mod error;
+pub mod event;
+pub mod feed;
+pub mod grouping;
+pub mod http;
+pub mod reference;
+pub mod runtime;
+pub mod spout;
+pub mod status;
+pub mod store;
+pub mod topology;
+
+pub use error::{Error, Result};

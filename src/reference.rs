@@ -1,0 +1,101 @@
+//! The reference model: feeds recomputed from scratch, in plain Rust, straight
+//! from SPEC section 2. No dataflow, no incremental state: the oracle that
+//! tests compare the topology against, and the batch baseline of `bench`.
+//!
+//! ```
+//! use feedstorm::config::FeedConfig;
+//! use feedstorm::event::decode;
+//! use feedstorm::reference::feeds;
+//!
+//! let events: Vec<_> = [
+//!     r#"{"type":"follow","time":1,"user":"user:a","interest":"user:b"}"#,
+//!     r#"{"type":"activity","id":"x","time":2,"actor":"user:b","verb":"post","object":"note:1"}"#,
+//!     r#"{"type":"unfollow","time":1,"user":"user:a","interest":"user:b"}"#,
+//! ].iter().map(|l| decode(l.as_bytes(), 1 << 20).unwrap()).collect();
+//! let feeds = feeds(&events, &FeedConfig::default());
+//! // The unfollow wins the tie, so user:a sees only stories about itself (none).
+//! assert!(!feeds.contains_key(&feedstorm::event::TypedId::parse("user:a").unwrap()));
+//! assert_eq!(feeds[&feedstorm::event::TypedId::parse("user:b").unwrap()].len(), 1);
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use crate::config::FeedConfig;
+use crate::event::{Activity, Event, InterestOp, Millis, TypedId};
+use crate::feed::FeedKey;
+
+/// Every user's feed head (newest first), for users whose head is not empty.
+pub fn feeds(events: &[Event], config: &FeedConfig) -> BTreeMap<TypedId, Vec<FeedKey>> {
+    let retained = retained_activities(events, config);
+    let mut interests: HashMap<&TypedId, BTreeSet<&TypedId>> = HashMap::new();
+    let mut winners: HashMap<(&TypedId, &TypedId), (Millis, InterestOp)> = HashMap::new();
+    for event in events {
+        match event {
+            Event::Interest {
+                time,
+                user,
+                interest,
+                op,
+            } => {
+                interests.entry(user).or_default();
+                let winner = winners.entry((user, interest)).or_insert((*time, *op));
+                *winner = (*winner).max((*time, *op));
+            }
+            Event::Activity(a) => {
+                interests.entry(&a.actor).or_default();
+            }
+            Event::Delete { .. } => {}
+        }
+    }
+    for ((user, interest), (_, op)) in winners {
+        if op == InterestOp::Follow {
+            interests.entry(user).or_default().insert(interest);
+        }
+    }
+    let mut about: HashMap<&TypedId, Vec<&Activity>> = HashMap::new();
+    for activity in &retained {
+        for typed in activity.story_ids() {
+            about.entry(typed).or_default().push(activity);
+        }
+    }
+    let mut feeds = BTreeMap::new();
+    for (user, mut followed) in interests {
+        if config.follow_self {
+            followed.insert(user);
+        }
+        let entries: BTreeSet<FeedKey> = followed
+            .iter()
+            .flat_map(|i| about.get(i).into_iter().flatten())
+            .map(|a| FeedKey::new(a.time, a.id.clone()))
+            .collect();
+        let head: Vec<FeedKey> = entries.into_iter().rev().take(config.feed_size).collect();
+        if !head.is_empty() {
+            feeds.insert(user.clone(), head);
+        }
+    }
+    feeds
+}
+
+/// The activities that feeds may show: first copy of each id, not deleted,
+/// not older than the newest event time minus retention.
+pub fn retained_activities<'a>(events: &'a [Event], config: &FeedConfig) -> Vec<&'a Activity> {
+    let newest = events.iter().map(Event::time).max().unwrap_or(Millis::MIN);
+    let cutoff = newest.saturating_sub(config.retention.as_millis() as Millis);
+    let deleted: HashSet<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Delete { id, .. } => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Activity(a) => Some(a),
+            _ => None,
+        })
+        .filter(|a| seen.insert(a.id.as_str()))
+        .filter(|a| !deleted.contains(a.id.as_str()) && a.time >= cutoff)
+        .collect()
+}

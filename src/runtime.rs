@@ -1,0 +1,225 @@
+//! The runtime: timely workers, each driving its spouts into the topology in
+//! epochs, with back-pressure and progress tracking.
+//!
+//! Epochs are wall-clock milliseconds since start (at least one more than the
+//! previous epoch), so the workers' inputs advance together even when some
+//! have nothing to read, and an epoch completes soon after it is sent.
+//! A worker keeps at most `max_inflight_epochs` epochs unwritten; beyond that
+//! its spouts are not polled (back-pressure), and when the probe passes an
+//! epoch the worker knows it is written (the hook for Kafka acking).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use timely::WorkerConfig;
+
+use crate::config::{SpoutConfig, TopologyConfig};
+use crate::dead_letter::DeadLetters;
+use crate::error::{Error, Result};
+use crate::spout::{FileSpout, Generator, Spout, SpoutState};
+use crate::status::Status;
+use crate::store::{EmbeddedStore, Store};
+use crate::topology;
+
+/// A running topology.
+pub struct Running {
+    /// Counters and progress.
+    pub status: Arc<Status>,
+    /// The store the sink writes and the API reads.
+    pub store: Arc<dyn Store>,
+    stop: Arc<AtomicBool>,
+    guards: Option<timely::communication::WorkerGuards<()>>,
+}
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Worker threads in this process.
+    pub workers: usize,
+}
+
+impl Running {
+    /// Starts `topology` on worker threads; returns at once.
+    pub fn start(topology: &TopologyConfig, options: &RunOptions) -> Result<Running> {
+        topology.validate()?;
+        let workers = options.workers.max(1);
+        let status = Arc::new(Status::new(&topology.name, workers));
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+        let dead_letters = Arc::new(DeadLetters::open(&topology.dead_letter.path)?);
+        let stop = Arc::new(AtomicBool::new(false));
+        // Fail early on a spout that cannot open; workers open their own copies.
+        for spout in &topology.spouts {
+            if let SpoutConfig::File(file) = spout {
+                std::fs::metadata(&file.path).map_err(|e| Error::Spout {
+                    spout: file.path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+            }
+        }
+        let config = timely::Config {
+            communication: timely::CommunicationConfig::Process(workers),
+            worker: WorkerConfig::default(),
+        };
+        let guards = {
+            let (topology, status, store, stop) = (topology.clone(), status.clone(), store.clone(), stop.clone());
+            timely::execute(config, move |worker| {
+                if let Err(error) = drive(worker, &topology, &store, &status, &dead_letters, &stop) {
+                    tracing::error!(%error, worker = worker.index(), "worker stopped");
+                    status.set_failed();
+                }
+            })
+            .map_err(Error::Timely)?
+        };
+        Ok(Running {
+            status,
+            store,
+            stop,
+            guards: Some(guards),
+        })
+    }
+
+    /// Waits until `caught_up` or `timeout`; returns whether caught up.
+    pub fn wait_caught_up(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.status.caught_up() {
+            if Instant::now() > deadline || !self.status.healthy() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+
+    /// Asks the workers to stop after the epochs they have read, and waits.
+    pub fn stop(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.join_workers()
+    }
+
+    /// Waits for the workers to finish (finite spouts end by themselves).
+    pub fn join(mut self) -> Result<()> {
+        self.join_workers()
+    }
+
+    fn join_workers(&mut self) -> Result<()> {
+        if let Some(guards) = self.guards.take() {
+            for result in guards.join() {
+                result.map_err(Error::Timely)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.join_workers();
+    }
+}
+
+fn open_spouts(topology: &TopologyConfig, index: usize, peers: usize) -> Result<Vec<Box<dyn Spout>>> {
+    topology
+        .spouts
+        .iter()
+        .map(|spout| -> Result<Box<dyn Spout>> {
+            Ok(match spout {
+                SpoutConfig::File(file) => Box::new(FileSpout::open(
+                    &file.path,
+                    file.follow,
+                    topology.input.max_event_bytes,
+                    index,
+                    peers,
+                )?),
+                SpoutConfig::Generator(config) => Box::new(Generator::new(config.clone(), index, peers)),
+            })
+        })
+        .collect()
+}
+
+/// One worker's driver loop.
+fn drive(
+    worker: &mut timely::worker::Worker,
+    topology: &TopologyConfig,
+    store: &Arc<dyn Store>,
+    status: &Arc<Status>,
+    dead_letters: &DeadLetters,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let (index, peers) = (worker.index(), worker.peers());
+    let progress_slot = index; // this process's workers are numbered from its first
+    let mut spouts = open_spouts(topology, index, peers)?;
+    let built = topology::build(worker, &topology.feed, store.clone(), status.clone());
+    let probe = built.probe;
+    let mut inputs = Some(built.inputs);
+    let progress = status.worker(progress_slot);
+    let clock = Instant::now();
+    let mut inflight: VecDeque<u64> = VecDeque::new();
+    let mut records = Vec::new();
+    let mut exhausted = vec![false; spouts.len()];
+    let input = &topology.input;
+
+    loop {
+        while inflight.front().is_some_and(|epoch| !probe.less_equal(epoch)) {
+            inflight.pop_front();
+            progress.end_epoch();
+        }
+        let Some(open) = inputs.as_mut() else {
+            if probe.done() {
+                return Ok(());
+            }
+            worker.step_or_park(Some(Duration::from_millis(10)));
+            continue;
+        };
+        let all_exhausted = exhausted.iter().all(|e| *e);
+        if stop.load(Ordering::SeqCst) || all_exhausted {
+            progress.set_drained(true);
+            inputs = None; // closing the inputs lets the dataflow drain and finish
+            continue;
+        }
+        let mut busy = false;
+        if inflight.len() < input.max_inflight_epochs {
+            records.clear();
+            let mut ready = false;
+            let share = input.epoch_events.div_ceil(spouts.len().max(1));
+            for (spout, done) in spouts.iter_mut().zip(exhausted.iter_mut()).filter(|(_, d)| !**d) {
+                match spout.poll(share, &mut records)? {
+                    SpoutState::Ready => ready = true,
+                    SpoutState::Idle => {}
+                    SpoutState::Exhausted => *done = true,
+                }
+            }
+            let now = clock.elapsed().as_millis() as u64;
+            if records.is_empty() {
+                if now > open.epoch() {
+                    open.advance_to(now); // keep the frontier moving while idle
+                }
+            } else {
+                progress.begin_epoch();
+                let (mut good, mut bad) = (0, 0);
+                for record in records.drain(..) {
+                    match record {
+                        Ok(event) => {
+                            good += 1;
+                            open.send(event);
+                        }
+                        Err(bad_event) => {
+                            bad += 1;
+                            dead_letters.write(&bad_event)?;
+                        }
+                    }
+                }
+                status.add_events(good, bad);
+                inflight.push_back(open.epoch());
+                open.advance_to(now.max(open.epoch() + 1));
+                busy = true;
+            }
+            progress.set_drained(!ready);
+        } else {
+            busy = true;
+        }
+        worker.step_or_park(if busy { Some(Duration::ZERO) } else { Some(Duration::from_millis(5)) });
+    }
+}

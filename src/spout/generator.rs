@@ -1,0 +1,200 @@
+//! The seeded synthetic workload: a power-law social graph of users and
+//! listings, then a stream of activities (most with a target, the listing's
+//! owner) with follows, unfollows, deletes and duplicates mixed in.
+//!
+//! Event `i` is a pure function of `(seed, i)`, so worker `w` of `n` simply
+//! generates the indices `i % n == w`: the workload is the same on any number
+//! of workers, and the demo, the benchmarks and `produce` share it.
+//!
+//! ```
+//! use feedstorm::config::GeneratorConfig;
+//! use feedstorm::spout::Generator;
+//! let config = GeneratorConfig { follows: 10, events: Some(10), ..Default::default() };
+//! let all: Vec<_> = Generator::sequence(&config).collect();
+//! assert_eq!(all.len(), 20);
+//! assert_eq!(all, Generator::sequence(&config).collect::<Vec<_>>());
+//! ```
+
+use std::time::Instant;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::GeneratorConfig;
+use crate::error::Result;
+use crate::event::{Activity, Event, InterestOp, TypedId};
+use crate::spout::{BadEvent, Spout, SpoutState};
+
+const VERBS: [&str; 4] = ["love", "post", "comment", "share"];
+
+/// The generator spout for one worker.
+pub struct Generator {
+    config: GeneratorConfig,
+    next: u64,
+    peers: u64,
+    started: Instant,
+}
+
+impl Generator {
+    /// The share of worker `index` of `peers`.
+    pub fn new(config: GeneratorConfig, index: usize, peers: usize) -> Generator {
+        Generator {
+            config,
+            next: index as u64,
+            peers: peers as u64,
+            started: Instant::now(),
+        }
+    }
+
+    /// The whole workload in order (bounded configs only make sense here).
+    pub fn sequence(config: &GeneratorConfig) -> impl Iterator<Item = Event> + '_ {
+        let total = config.follows + config.events.unwrap_or(u64::MAX - config.follows);
+        (0..total).map(move |i| event(config, i))
+    }
+
+    /// Total number of events, if bounded.
+    pub fn total(config: &GeneratorConfig) -> Option<u64> {
+        config.events.map(|e| e + config.follows)
+    }
+
+    fn available(&self) -> u64 {
+        let total = Generator::total(&self.config).unwrap_or(u64::MAX);
+        let paced = match self.config.rate {
+            Some(rate) => {
+                let elapsed = self.started.elapsed().as_secs_f64();
+                self.config.follows.saturating_add((elapsed * rate as f64) as u64)
+            }
+            None => u64::MAX,
+        };
+        total.min(paced)
+    }
+}
+
+impl Spout for Generator {
+    fn name(&self) -> &str {
+        "generator"
+    }
+
+    fn poll(&mut self, max: usize, out: &mut Vec<std::result::Result<Event, BadEvent>>) -> Result<SpoutState> {
+        let available = self.available();
+        let mut produced = 0;
+        while self.next < available && produced < max {
+            out.push(Ok(event(&self.config, self.next)));
+            self.next += self.peers;
+            produced += 1;
+        }
+        Ok(if Generator::total(&self.config).is_some_and(|t| self.next >= t) {
+            SpoutState::Exhausted
+        } else if self.next < available {
+            SpoutState::Ready
+        } else {
+            SpoutState::Idle
+        })
+    }
+}
+
+fn rng_for(seed: u64, index: u64) -> SmallRng {
+    // SplitMix64 of (seed, index): independent streams per event.
+    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    SmallRng::seed_from_u64(z ^ (z >> 31))
+}
+
+/// A skewed pick in `0..n`: small indices are popular.
+fn skewed(rng: &mut SmallRng, n: u64, skew: f64) -> u64 {
+    let u: f64 = rng.gen();
+    ((u.powf(1.0 + skew) * n as f64) as u64).min(n.saturating_sub(1))
+}
+
+fn user(i: u64) -> TypedId {
+    TypedId::parse(&format!("user:u{i}")).expect("valid")
+}
+
+fn listing(i: u64) -> TypedId {
+    TypedId::parse(&format!("listing:l{i}")).expect("valid")
+}
+
+/// Someone or something to follow: users and listings, skewed.
+fn followable(config: &GeneratorConfig, rng: &mut SmallRng) -> TypedId {
+    let pick = skewed(rng, config.users + config.listings, config.skew);
+    if pick < config.users {
+        user(pick)
+    } else {
+        listing(pick - config.users)
+    }
+}
+
+fn follow_edge(config: &GeneratorConfig, j: u64) -> (TypedId, TypedId) {
+    let mut rng = rng_for(config.seed, j);
+    let follower = rng.gen_range(0..config.users.max(1));
+    let mut interest = followable(config, &mut rng);
+    if interest == user(follower) {
+        interest = listing(follower % config.listings.max(1));
+    }
+    (user(follower), interest)
+}
+
+/// Event `i` of the workload.
+pub fn event(config: &GeneratorConfig, i: u64) -> Event {
+    let mut rng = rng_for(config.seed, i);
+    let jitter = rng.gen_range(0..=config.step_ms.max(0) * 3);
+    let time = config.start_time + i as i64 * config.step_ms - jitter;
+    if i < config.follows {
+        let (user, interest) = follow_edge(config, i);
+        return Event::Interest {
+            time,
+            user,
+            interest,
+            op: InterestOp::Follow,
+        };
+    }
+    let roll: f64 = rng.gen();
+    if roll < 0.85 {
+        let actor = user(skewed(&mut rng, config.users.max(1), config.skew));
+        let on_listing = rng.gen_bool(0.8) && config.listings > 0;
+        let (object, target) = if on_listing {
+            let l = skewed(&mut rng, config.listings, config.skew);
+            (listing(l), rng.gen_bool(0.7).then(|| user(l % config.users.max(1))))
+        } else {
+            (user(rng.gen_range(0..config.users.max(1))), None)
+        };
+        // A few events repeat an earlier activity exactly: at-least-once delivery.
+        let id_index = if rng.gen_bool(0.01) && i > config.follows {
+            return event(config, i - 1);
+        } else {
+            i
+        };
+        Event::Activity(Activity {
+            id: format!("g{id_index}"),
+            time,
+            actor,
+            verb: VERBS[rng.gen_range(0..VERBS.len())].to_owned(),
+            object,
+            target,
+            extra: rng.gen_bool(0.3).then(|| format!(r#"{{"price":{}}}"#, rng.gen_range(1..500))),
+        })
+    } else if roll < 0.92 {
+        let (user, interest) = follow_edge(config, rng.gen_range(0..u64::MAX) | (1 << 63));
+        Event::Interest {
+            time,
+            user,
+            interest,
+            op: InterestOp::Follow,
+        }
+    } else if roll < 0.97 && config.follows > 0 {
+        let (user, interest) = follow_edge(config, rng.gen_range(0..config.follows));
+        Event::Interest {
+            time,
+            user,
+            interest,
+            op: InterestOp::Unfollow,
+        }
+    } else {
+        let back = rng.gen_range(1..1_000).min(i);
+        Event::Delete {
+            time,
+            id: format!("g{}", i - back),
+        }
+    }
+}

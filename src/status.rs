@@ -1,0 +1,159 @@
+//! Counters and progress shared by the workers and the HTTP API.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::store::StoreStats;
+
+/// One worker's spout progress, for `caught_up`.
+#[derive(Debug, Default)]
+pub struct WorkerProgress {
+    /// Epochs this worker put in that are not yet fully written.
+    pending: AtomicU64,
+    /// The worker's spouts had nothing more at their last poll.
+    drained: AtomicBool,
+}
+
+impl WorkerProgress {
+    /// Called before an epoch's events are counted in, so that a reader who
+    /// sees the new `events_in` also sees the epoch pending.
+    pub fn begin_epoch(&self) {
+        self.pending.fetch_add(1, SeqCst);
+        self.drained.store(false, SeqCst);
+    }
+    /// The epoch is written.
+    pub fn end_epoch(&self) {
+        self.pending.fetch_sub(1, SeqCst);
+    }
+    /// Whether the spouts had nothing more at their last poll.
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, SeqCst);
+    }
+    fn caught_up(&self) -> bool {
+        self.drained.load(SeqCst) && self.pending.load(SeqCst) == 0
+    }
+}
+
+/// Process-wide status.
+#[derive(Debug)]
+pub struct Status {
+    name: String,
+    started: Instant,
+    events_in: AtomicU64,
+    events_bad: AtomicU64,
+    /// Delivery updates consumed by the feed-head bolt.
+    pub deliveries: Arc<AtomicU64>,
+    head_changes: AtomicU64,
+    sink_ok: AtomicBool,
+    failed: AtomicBool,
+    workers: Vec<WorkerProgress>,
+}
+
+impl Status {
+    /// Status for a topology with `workers` local workers.
+    pub fn new(name: &str, workers: usize) -> Status {
+        Status {
+            name: name.to_owned(),
+            started: Instant::now(),
+            events_in: AtomicU64::new(0),
+            events_bad: AtomicU64::new(0),
+            deliveries: Arc::new(AtomicU64::new(0)),
+            head_changes: AtomicU64::new(0),
+            sink_ok: AtomicBool::new(true),
+            failed: AtomicBool::new(false),
+            workers: (0..workers).map(|_| WorkerProgress::default()).collect(),
+        }
+    }
+
+    /// Worker `index`'s progress.
+    pub fn worker(&self, index: usize) -> &WorkerProgress {
+        &self.workers[index % self.workers.len()]
+    }
+
+    /// Counts events read (good and bad).
+    pub fn add_events(&self, good: u64, bad: u64) {
+        self.events_in.fetch_add(good + bad, SeqCst);
+        self.events_bad.fetch_add(bad, SeqCst);
+    }
+
+    /// Counts head changes written.
+    pub fn add_head_changes(&self, n: u64) {
+        self.head_changes.fetch_add(n, SeqCst);
+    }
+
+    /// Records whether the last sink write succeeded; returns whether this
+    /// changed the state (to log once per outage).
+    pub fn set_sink_ok(&self, ok: bool) -> bool {
+        self.sink_ok.swap(ok, SeqCst) != ok
+    }
+
+    /// Records that a worker stopped on an error.
+    pub fn set_failed(&self) {
+        self.failed.store(true, SeqCst);
+    }
+
+    /// Events read, good and bad.
+    pub fn events_in(&self) -> u64 {
+        self.events_in.load(SeqCst)
+    }
+
+    /// Bad events read.
+    pub fn events_bad(&self) -> u64 {
+        self.events_bad.load(SeqCst)
+    }
+
+    /// Delivery updates consumed by the feed-head bolt.
+    pub fn feed_deliveries(&self) -> u64 {
+        self.deliveries.load(SeqCst)
+    }
+
+    /// Whether every event available to the spouts so far is processed and written.
+    pub fn caught_up(&self) -> bool {
+        self.workers.iter().all(WorkerProgress::caught_up)
+    }
+
+    /// Whether the sink is writing and no worker failed.
+    pub fn healthy(&self) -> bool {
+        self.sink_ok.load(SeqCst) && !self.failed.load(SeqCst)
+    }
+
+    /// The `/status` document.
+    pub fn to_json(&self, store: StoreStats) -> Value {
+        json!({
+            "topology": self.name,
+            "events_in": self.events_in(),
+            "events_bad": self.events_bad(),
+            "caught_up": self.caught_up(),
+            "feed_deliveries": self.feed_deliveries(),
+            "head_changes": self.head_changes.load(SeqCst),
+            "sink": if self.sink_ok.load(SeqCst) { "ok" } else { "degraded" },
+            "failed": self.failed.load(SeqCst),
+            "workers": self.workers.len(),
+            "uptime_seconds": self.started.elapsed().as_secs_f64(),
+            "store": {"feeds": store.feeds, "entries": store.entries, "activities": store.activities},
+        })
+    }
+
+    /// The `/metrics` text (Prometheus exposition format).
+    pub fn to_prometheus(&self, store: StoreStats) -> String {
+        let metrics: [(&str, &str, &str, u64); 9] = [
+            ("feedstorm_events_in_total", "counter", "Events read by the spouts, good and bad.", self.events_in()),
+            ("feedstorm_events_bad_total", "counter", "Bad events sent to the dead-letter destination.", self.events_bad()),
+            ("feedstorm_feed_deliveries_total", "counter", "Delivery updates consumed by the feed-head bolt.", self.feed_deliveries()),
+            ("feedstorm_head_changes_total", "counter", "Feed-head entries written or removed.", self.head_changes.load(SeqCst)),
+            ("feedstorm_caught_up", "gauge", "1 when every available event is processed and written.", self.caught_up() as u64),
+            ("feedstorm_sink_ok", "gauge", "1 while the sink writes succeed.", self.sink_ok.load(SeqCst) as u64),
+            ("feedstorm_feeds", "gauge", "Users with a non-empty feed head.", store.feeds),
+            ("feedstorm_feed_entries", "gauge", "Entries over all feed heads.", store.entries),
+            ("feedstorm_activities", "gauge", "Stored activities.", store.activities),
+        ];
+        let mut text = String::new();
+        for (name, kind, help, value) in metrics {
+            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+        }
+        text
+    }
+}

@@ -1,0 +1,125 @@
+//! The topology: spouts' inputs → bolts → sink, wired as one timely dataflow.
+//!
+//! ```text
+//!   events ─┬─ follows, actors ──▶ ResolveInterests ──▶ arrange by interest ─┐
+//!           │                                                               ├─▶ Fanout ─▶ MaintainHead ─▶ WriteTo ─▶ probe
+//!           ├─ activities, deletes ─▶ KeepStories ────▶ arrange by typed id ─┘                                ▲
+//!           │                              └──────────── activity writes ─────────────────────────────────────┘
+//!           └─ newest time per epoch ──▶ broadcast ──▶ KeepStories (retention)
+//! ```
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use differential_dataflow::operators::arrange::Arranged;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Input, Probe};
+use timely::dataflow::{InputHandleVec, ProbeHandle};
+use timely::worker::Worker;
+
+use crate::bolt::fanout::{FollowersTrace, StoriesTrace};
+use crate::bolt::{Fanout, InterestEvent, KeepStories, MaintainHead, ResolveInterests, StoryEvent};
+use crate::config::FeedConfig;
+use crate::event::{Event, Millis, TypedId};
+use crate::status::Status;
+use crate::store::{Store, WriteTo};
+
+/// The dataflow's inputs on one worker. The driver sends decoded events and
+/// advances the epoch; this splits each event to the bolts that need it.
+pub struct Inputs {
+    interests: InputHandleVec<u64, InterestEvent>,
+    stories: InputHandleVec<u64, StoryEvent>,
+    newest: InputHandleVec<u64, Millis>,
+    newest_in_epoch: Option<Millis>,
+    /// Actors already announced to the interests bolt (a cache: repeats are harmless).
+    announced: HashSet<TypedId>,
+}
+
+impl Inputs {
+    /// Sends one event into the current epoch.
+    pub fn send(&mut self, event: Event) {
+        let time = event.time();
+        self.newest_in_epoch = Some(self.newest_in_epoch.map_or(time, |n| n.max(time)));
+        match event {
+            Event::Activity(activity) => {
+                if !self.announced.contains(&activity.actor) {
+                    if self.announced.len() >= 100_000 {
+                        self.announced.clear();
+                    }
+                    self.announced.insert(activity.actor.clone());
+                    self.interests.send(InterestEvent::Seen(activity.actor.clone()));
+                }
+                self.stories.send(StoryEvent::Activity(activity));
+            }
+            Event::Interest {
+                time,
+                user,
+                interest,
+                op,
+            } => self.interests.send(InterestEvent::Change {
+                time,
+                user,
+                interest,
+                op,
+            }),
+            Event::Delete { id, .. } => self.stories.send(StoryEvent::Delete(id)),
+        }
+    }
+
+    /// Closes the current epoch and opens `epoch` (which must be later).
+    pub fn advance_to(&mut self, epoch: u64) {
+        if let Some(newest) = self.newest_in_epoch.take() {
+            self.newest.send(newest);
+        }
+        self.interests.advance_to(epoch);
+        self.stories.advance_to(epoch);
+        self.newest.advance_to(epoch);
+    }
+
+    /// The open epoch.
+    pub fn epoch(&self) -> u64 {
+        *self.interests.time()
+    }
+}
+
+/// What the runtime keeps of a built topology on one worker.
+pub struct Built {
+    /// The inputs the driver feeds.
+    pub inputs: Inputs,
+    /// Passes an epoch once it is fully processed and written.
+    pub probe: ProbeHandle<u64>,
+}
+
+/// Builds the feed topology on `worker`.
+pub fn build(worker: &mut Worker, feed: &FeedConfig, store: Arc<dyn Store>, status: Arc<Status>) -> Built {
+    let feed = feed.clone();
+    let probe = ProbeHandle::new();
+    let mut interests_in = InputHandleVec::new();
+    let mut stories_in = InputHandleVec::new();
+    let mut newest_in = InputHandleVec::new();
+    worker.dataflow::<u64, _, _>(|scope| {
+        let interest_events = scope.input_from(&mut interests_in);
+        let story_events = scope.input_from(&mut stories_in);
+        let newest = scope.input_from(&mut newest_in).broadcast();
+
+        let followers: Arranged<'_, FollowersTrace> =
+            interest_events.resolve_interests(feed.follow_self).arrange_by_key_named("FollowersByInterest");
+        let (stories, activity_writes) = story_events.keep_stories(newest, feed.retention);
+        let stories: Arranged<'_, StoriesTrace> = stories.arrange_by_key_named("StoriesByTypedId");
+        stories
+            .fanout(followers)
+            .maintain_head(feed.feed_size, status.deliveries.clone())
+            .write_to(activity_writes, store, status)
+            .probe_with(&probe);
+    });
+    Built {
+        inputs: Inputs {
+            interests: interests_in,
+            stories: stories_in,
+            newest: newest_in,
+            newest_in_epoch: None,
+            announced: HashSet::new(),
+        },
+        probe,
+    }
+}
