@@ -1,0 +1,176 @@
+//! Test support: adversarial random workloads and a one-call topology run.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use feedstorm::config::{FeedConfig, FileSpoutConfig, SpoutConfig, TopologyConfig};
+use feedstorm::event::{decode, Event, TypedId};
+use feedstorm::feed::FeedKey;
+use feedstorm::runtime::{RunOptions, Running};
+use feedstorm::store::Store;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+/// 2026-11-21T00:00:00Z
+pub const T0: i64 = 1_795_219_200_000;
+
+/// Shape of a random workload.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub events: usize,
+    pub users: usize,
+    pub things: usize,
+    pub ids: usize,
+    /// Distinct event times (few means many ties).
+    pub times: i64,
+    /// Milliseconds between distinct times.
+    pub spacing: i64,
+}
+
+fn typed(kind: &str, i: usize) -> String {
+    format!("{kind}:{kind}{i}")
+}
+
+/// Formats `ms` in one of the wire's time forms, all meaning the same millisecond.
+fn time_value(rng: &mut StdRng, ms: i64) -> serde_json::Value {
+    let utc = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap();
+    match rng.gen_range(0..4) {
+        0 => json!(ms),
+        1 => json!(utc.format(&time::format_description::well_known::Rfc3339).unwrap()),
+        2 => {
+            // A non-UTC offset, with sub-millisecond digits that must be truncated.
+            let offset = time::UtcOffset::from_hms(if rng.gen_bool(0.5) { 5 } else { -7 }, 30, 0).unwrap();
+            let local = utc.to_offset(offset);
+            let text = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}{}{}{:02}:{:02}",
+                local.year(),
+                local.month() as u8,
+                local.day(),
+                local.hour(),
+                local.minute(),
+                local.second(),
+                local.millisecond(),
+                rng.gen_range(0..1000),
+                if offset.is_negative() { '-' } else { '+' },
+                offset.whole_hours().abs(),
+                offset.minutes_past_hour().abs(),
+            );
+            json!(text)
+        }
+        _ => json!(format!(
+            "{}Z",
+            utc.format(&time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]"
+            ))
+            .unwrap()
+        )),
+    }
+}
+
+/// A seeded random event sequence full of the adversarial cases: duplicate
+/// activities, deletes before and after their activity (and of ids that
+/// never come), follow/unfollow pairs with equal times, self-follows,
+/// activities whose actor, object and target coincide, every time form.
+pub fn random_lines(seed: u64, shape: Shape) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut activities: BTreeMap<usize, serde_json::Value> = BTreeMap::new();
+    let mut lines = Vec::with_capacity(shape.events);
+    let pick_any = |rng: &mut StdRng| {
+        if rng.gen_bool(0.5) {
+            typed("user", rng.gen_range(0..shape.users))
+        } else {
+            typed(if rng.gen_bool(0.7) { "listing" } else { "board" }, rng.gen_range(0..shape.things))
+        }
+    };
+    for _ in 0..shape.events {
+        let ms = T0 + rng.gen_range(0..shape.times) * shape.spacing;
+        let roll: f64 = rng.gen();
+        let line = if roll < 0.45 {
+            let id = rng.gen_range(0..shape.ids);
+            if let Some(existing) = activities.get(&id) {
+                existing.clone() // an exact duplicate: at-least-once delivery
+            } else {
+                let verb = ["love", "post", "comment"][rng.gen_range(0..3)];
+                let mut a = json!({
+                    "type": "activity",
+                    "id": format!("a{id}"),
+                    "time": time_value(&mut rng, ms),
+                    "actor": typed("user", rng.gen_range(0..shape.users)),
+                    "verb": verb,
+                    "object": pick_any(&mut rng),
+                });
+                if rng.gen_bool(0.5) {
+                    a["target"] = json!(pick_any(&mut rng));
+                }
+                if rng.gen_bool(0.2) {
+                    a["extra"] = json!({"n": rng.gen_range(0..9)});
+                }
+                if rng.gen_bool(0.1) {
+                    a["target"] = serde_json::Value::Null;
+                }
+                activities.insert(id, a.clone());
+                a
+            }
+        } else if roll < 0.85 {
+            let user = typed("user", rng.gen_range(0..shape.users));
+            let interest = if rng.gen_bool(0.05) { user.clone() } else { pick_any(&mut rng) };
+            let kind = if rng.gen_bool(0.65) { "follow" } else { "unfollow" };
+            json!({"type": kind, "time": time_value(&mut rng, ms), "user": user, "interest": interest})
+        } else {
+            json!({"type": "delete", "time": time_value(&mut rng, ms), "id": format!("a{}", rng.gen_range(0..shape.ids + 3))})
+        };
+        lines.push(line.to_string());
+    }
+    lines
+}
+
+/// Decodes lines the way the reference model reads them (bad lines dropped).
+pub fn decode_all(lines: &[String]) -> Vec<Event> {
+    lines.iter().filter_map(|l| decode(l.as_bytes(), 1 << 20).ok()).collect()
+}
+
+pub fn write_lines(path: &Path, lines: &[String]) {
+    let mut file = std::fs::File::create(path).unwrap();
+    for line in lines {
+        writeln!(file, "{line}").unwrap();
+    }
+}
+
+/// A topology reading `path` into the embedded store.
+pub fn file_topology(path: &Path, follow: bool, feed: FeedConfig, dir: &Path) -> TopologyConfig {
+    let mut topology: TopologyConfig = toml::from_str("").unwrap();
+    topology.spouts = vec![SpoutConfig::File(FileSpoutConfig {
+        path: path.to_owned(),
+        follow,
+    })];
+    topology.feed = feed;
+    topology.input.epoch_events = 97; // many small epochs: more interleavings
+    topology.dead_letter.path = dir.join("dead-letters.jsonl");
+    topology
+}
+
+/// Runs `topology` to the end of its (finite) input on `workers` workers.
+pub fn run_to_end(topology: &TopologyConfig, workers: usize) -> (Arc<dyn Store>, Arc<feedstorm::status::Status>) {
+    let running = Running::start(topology, &RunOptions { workers }).unwrap();
+    let (store, status) = (running.store.clone(), running.status.clone());
+    running.join().unwrap();
+    assert!(status.caught_up(), "finished but not caught up");
+    (store, status)
+}
+
+/// Every non-empty head in the store.
+pub fn store_feeds(store: &dyn Store) -> BTreeMap<TypedId, Vec<FeedKey>> {
+    store
+        .users()
+        .unwrap()
+        .into_iter()
+        .map(|u| {
+            let keys = store.feed_keys(&u).unwrap();
+            (u, keys)
+        })
+        .collect()
+}
