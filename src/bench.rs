@@ -53,11 +53,31 @@ impl fmt::Display for BenchReport {
         writeln!(f, "feed deliveries             {}", self.deliveries)?;
         writeln!(f, "feed-head entries           {}", self.head_entries)?;
         writeln!(f, "topology                    {:.2} s", self.topology_secs)?;
-        writeln!(f, "  events/s                  {:.0}", self.events as f64 / self.topology_secs)?;
-        writeln!(f, "  feed deliveries/s         {:.0}", self.deliveries as f64 / self.topology_secs)?;
-        writeln!(f, "reference recompute         {:.2} s (single thread, from scratch)", self.reference_secs)?;
-        writeln!(f, "  topology / recompute time {:.2}", self.topology_secs / self.reference_secs)?;
-        writeln!(f, "peak RSS growth             {} MiB", self.peak_rss_growth >> 20)?;
+        writeln!(
+            f,
+            "  events/s                  {:.0}",
+            self.events as f64 / self.topology_secs
+        )?;
+        writeln!(
+            f,
+            "  feed deliveries/s         {:.0}",
+            self.deliveries as f64 / self.topology_secs
+        )?;
+        writeln!(
+            f,
+            "reference recompute         {:.2} s (single thread, from scratch)",
+            self.reference_secs
+        )?;
+        writeln!(
+            f,
+            "  topology / recompute time {:.2}",
+            self.topology_secs / self.reference_secs
+        )?;
+        writeln!(
+            f,
+            "peak RSS growth             {} MiB",
+            self.peak_rss_growth >> 20
+        )?;
         writeln!(
             f,
             "  bytes per feed-head entry {:.0} (all state: arrangements, candidates, store)",
@@ -69,8 +89,14 @@ impl fmt::Display for BenchReport {
             self.peak_rss_growth as f64 / self.deliveries.max(1) as f64
         )?;
         match self.verified {
-            Some(true) => writeln!(f, "verified                    every feed equals the reference model"),
-            Some(false) => writeln!(f, "verified                    MISMATCH against the reference model"),
+            Some(true) => writeln!(
+                f,
+                "verified                    every feed equals the reference model"
+            ),
+            Some(false) => writeln!(
+                f,
+                "verified                    MISMATCH against the reference model"
+            ),
             None => writeln!(f, "verified                    not checked"),
         }
     }

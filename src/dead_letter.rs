@@ -31,7 +31,8 @@ impl DeadLetters {
     /// Appends one bad event and flushes it, logging where it came from.
     pub fn write(&self, bad: &BadEvent) -> Result<()> {
         tracing::warn!(position = ?bad.position, error = %bad.error, "bad event sent to dead letters");
-        let line = json!({"position": bad.position, "error": bad.error.to_string(), "raw": bad.raw});
+        let line =
+            json!({"position": bad.position, "error": bad.error.to_string(), "raw": bad.raw});
         let mut file = self.file.lock().expect("dead-letter lock");
         writeln!(file, "{line}")?;
         file.flush()?;

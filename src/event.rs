@@ -181,7 +181,10 @@ fn required_id(field: &'static str, value: Option<Cow<'_, str>>) -> Result<Strin
     }
 }
 
-fn typed_id(field: &'static str, value: Option<Cow<'_, str>>) -> Result<Option<TypedId>, DecodeError> {
+fn typed_id(
+    field: &'static str,
+    value: Option<Cow<'_, str>>,
+) -> Result<Option<TypedId>, DecodeError> {
     value
         .map(|v| {
             TypedId::parse(&v).ok_or_else(|| DecodeError::Field {
@@ -192,7 +195,10 @@ fn typed_id(field: &'static str, value: Option<Cow<'_, str>>) -> Result<Option<T
         .transpose()
 }
 
-fn required_typed_id(field: &'static str, value: Option<Cow<'_, str>>) -> Result<TypedId, DecodeError> {
+fn required_typed_id(
+    field: &'static str,
+    value: Option<Cow<'_, str>>,
+) -> Result<TypedId, DecodeError> {
     typed_id(field, value)?.ok_or_else(|| missing(field))
 }
 
@@ -210,7 +216,8 @@ pub fn parse_time(raw_json: &str) -> Option<Millis> {
     if raw_json.starts_with('"') {
         let text: Cow<'_, str> = serde_json::from_str(raw_json).ok()?;
         let parsed =
-            time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339).ok()?;
+            time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+                .ok()?;
         i64::try_from(parsed.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
     } else {
         raw_json.parse::<i64>().ok()
@@ -254,18 +261,15 @@ pub fn decode(bytes: &[u8], max_event_bytes: usize) -> Result<Event, DecodeError
         }
     })?;
     let kind = wire.kind.ok_or_else(|| missing("type"))?;
-    let time = wire
-        .time
-        .ok_or_else(|| missing("time"))
-        .and_then(|raw| {
-            if raw.get() == "null" {
-                return Err(missing("time"));
-            }
-            parse_time(raw.get()).ok_or_else(|| DecodeError::Field {
-                field: "time",
-                reason: format!("{} is neither RFC 3339 nor integer milliseconds", raw.get()),
-            })
-        });
+    let time = wire.time.ok_or_else(|| missing("time")).and_then(|raw| {
+        if raw.get() == "null" {
+            return Err(missing("time"));
+        }
+        parse_time(raw.get()).ok_or_else(|| DecodeError::Field {
+            field: "time",
+            reason: format!("{} is neither RFC 3339 nor integer milliseconds", raw.get()),
+        })
+    });
     match kind.as_ref() {
         "activity" => {
             let extra = match wire.extra {
@@ -378,10 +382,17 @@ mod tests {
             br#"{"type":"activity","id":"a","time":1,"actor":"user:a","verb":"v","object":"x:y","extra":[1]}"#,
         ];
         for line in bad {
-            assert!(decode(line, MAX).is_err(), "{}", String::from_utf8_lossy(line));
+            assert!(
+                decode(line, MAX).is_err(),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
         }
         let line = br#"{"type":"delete","time":1,"id":"a"}"#;
-        assert!(matches!(decode(line, 10), Err(DecodeError::Oversize { .. })));
+        assert!(matches!(
+            decode(line, 10),
+            Err(DecodeError::Oversize { .. })
+        ));
     }
 
     #[test]
@@ -393,12 +404,20 @@ mod tests {
         assert_eq!(a.extra.as_deref(), Some(r#"{"k": [1, 2]}"#));
         let ids: Vec<_> = a.story_ids().map(|t| t.as_str()).collect();
         assert_eq!(ids, vec!["user:a", "x:t"]);
-        assert_eq!(decode(encode(&Event::Activity(a.clone())).as_bytes(), MAX).unwrap().time(), 1);
+        assert_eq!(
+            decode(encode(&Event::Activity(a.clone())).as_bytes(), MAX)
+                .unwrap()
+                .time(),
+            1
+        );
     }
 
     #[test]
     fn times_with_offsets_and_negative_fractions() {
-        assert_eq!(parse_time("\"2026-11-21T23:30:00-02:00\""), parse_time("\"2026-11-22T01:30:00Z\""));
+        assert_eq!(
+            parse_time("\"2026-11-21T23:30:00-02:00\""),
+            parse_time("\"2026-11-22T01:30:00Z\"")
+        );
         assert_eq!(parse_time("\"1969-12-31T23:59:59.9999Z\""), Some(-1));
         assert_eq!(format_time(-1), "1969-12-31T23:59:59.999Z");
     }

@@ -36,7 +36,8 @@ impl FeedKey {
 
     /// An opaque cursor naming this entry (URL-safe base64 of `time:id`).
     pub fn cursor(&self) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}:{}", self.time, self.id))
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{}:{}", self.time, self.id))
     }
 
     /// The entry a cursor names, or `None` for a malformed cursor.

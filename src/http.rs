@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
 use crate::event::{format_time, Activity, TypedId};
@@ -77,13 +77,18 @@ impl<'a> From<&'a Activity> for EntryOut<'a> {
             verb: &a.verb,
             object: &a.object,
             target: a.target.as_ref(),
-            extra: a.extra.as_deref().and_then(|e| serde_json::from_str(e).ok()),
+            extra: a
+                .extra
+                .as_deref()
+                .and_then(|e| serde_json::from_str(e).ok()),
         }
     }
 }
 
 /// Parses a `USER` path segment (already percent-decoded).
-pub fn parse_user(path: std::result::Result<Path<String>, PathRejection>) -> std::result::Result<TypedId, ApiError> {
+pub fn parse_user(
+    path: std::result::Result<Path<String>, PathRejection>,
+) -> std::result::Result<TypedId, ApiError> {
     let Path(user) = path.map_err(|e| bad_request(e.body_text()))?;
     TypedId::parse(&user).ok_or_else(|| bad_request(format!("{user:?} is not a typed id kind:id")))
 }
@@ -98,7 +103,11 @@ pub fn parse_page(
         None => 20,
         Some(text) => match text.parse::<usize>() {
             Ok(n) if (1..=max_limit).contains(&n) => n,
-            _ => return Err(bad_request(format!("limit must be an integer from 1 to {max_limit}"))),
+            _ => {
+                return Err(bad_request(format!(
+                    "limit must be an integer from 1 to {max_limit}"
+                )))
+            }
         },
     };
     let start = match (query.get("offset"), query.get("cursor")) {
@@ -108,9 +117,9 @@ pub fn parse_page(
                 .parse()
                 .map_err(|_| bad_request("offset must be a non-negative integer"))?,
         ),
-        (None, Some(cursor)) => {
-            PageStart::After(FeedKey::from_cursor(cursor).ok_or_else(|| bad_request("malformed cursor"))?)
-        }
+        (None, Some(cursor)) => PageStart::After(
+            FeedKey::from_cursor(cursor).ok_or_else(|| bad_request("malformed cursor"))?,
+        ),
         (None, None) => PageStart::Offset(0),
     };
     Ok((start, limit))
@@ -127,9 +136,19 @@ async fn feed(
 ) -> std::result::Result<Response, ApiError> {
     let user = parse_user(path)?;
     let (start, limit) = parse_page(query, api.max_limit)?;
-    let page = api.store.feed_page(&user, &start, limit).map_err(internal)?;
-    let entries: Vec<EntryOut<'_>> = page.entries.iter().map(|a| EntryOut::from(a.as_ref())).collect();
-    Ok(Json(json!({"user": user, "entries": entries, "next_cursor": page.next_cursor})).into_response())
+    let page = api
+        .store
+        .feed_page(&user, &start, limit)
+        .map_err(internal)?;
+    let entries: Vec<EntryOut<'_>> = page
+        .entries
+        .iter()
+        .map(|a| EntryOut::from(a.as_ref()))
+        .collect();
+    Ok(
+        Json(json!({"user": user, "entries": entries, "next_cursor": page.next_cursor}))
+            .into_response(),
+    )
 }
 
 async fn status(State(api): State<Arc<Api>>) -> Response {
@@ -140,7 +159,11 @@ async fn health(State(api): State<Arc<Api>>) -> Response {
     if api.status.healthy() {
         Json(json!({"status": "ok"})).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "degraded"}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "degraded"})),
+        )
+            .into_response()
     }
 }
 
@@ -172,22 +195,24 @@ impl Server {
             .enable_all()
             .build()?;
         let app = router(Arc::new(api));
-        let thread = std::thread::Builder::new().name("http".into()).spawn(move || {
-            runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => l,
-                    Err(error) => return tracing::error!(%error, "http listener"),
-                };
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-                if let Err(error) = served {
-                    tracing::error!(%error, "http server");
-                }
-            })
-        })?;
+        let thread = std::thread::Builder::new()
+            .name("http".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(error) => return tracing::error!(%error, "http listener"),
+                    };
+                    let served = axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                    if let Err(error) = served {
+                        tracing::error!(%error, "http server");
+                    }
+                })
+            })?;
         Ok(Server {
             addr,
             shutdown: Some(shutdown),

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
-use feedstorm::config::{FileSpoutConfig, GeneratorConfig, ProcessConfig, SpoutConfig, TopologyConfig};
+use feedstorm::config::{
+    FileSpoutConfig, GeneratorConfig, ProcessConfig, SpoutConfig, TopologyConfig,
+};
 use feedstorm::http::{Api, Server};
 use feedstorm::runtime::{RunOptions, Running};
 
@@ -134,8 +136,11 @@ fn main() -> anyhow::Result<()> {
             limit,
             cursor,
         } => {
-            let user = percent_encoding::utf8_percent_encode(&user, percent_encoding::NON_ALPHANUMERIC).to_string();
-            let mut request = ureq::get(&format!("http://{server}/feeds/{user}")).query("limit", &limit.to_string());
+            let user =
+                percent_encoding::utf8_percent_encode(&user, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string();
+            let mut request = ureq::get(&format!("http://{server}/feeds/{user}"))
+                .query("limit", &limit.to_string());
             if let Some(cursor) = &cursor {
                 request = request.query("cursor", cursor);
             }
@@ -181,14 +186,17 @@ fn main() -> anyhow::Result<()> {
 
 fn run(
     process: &ProcessConfig,
-    topology_path: &PathBuf,
+    topology_path: &std::path::Path,
     input: Option<PathBuf>,
     listen: Option<SocketAddr>,
     workers: Option<usize>,
 ) -> anyhow::Result<()> {
     let mut topology = TopologyConfig::load(topology_path)?;
     if let Some(path) = input {
-        topology.spouts = vec![SpoutConfig::File(FileSpoutConfig { path, follow: false })];
+        topology.spouts = vec![SpoutConfig::File(FileSpoutConfig {
+            path,
+            follow: false,
+        })];
     }
     let running = Running::start(
         &topology,
@@ -209,7 +217,9 @@ fn run(
         topology.name,
         addr = server.addr
     );
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let status = running.status.clone();
     runtime.block_on(async move {
         let mut announced = false;

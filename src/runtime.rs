@@ -63,9 +63,15 @@ impl Running {
             worker: WorkerConfig::default(),
         };
         let guards = {
-            let (topology, status, store, stop) = (topology.clone(), status.clone(), store.clone(), stop.clone());
+            let (topology, status, store, stop) = (
+                topology.clone(),
+                status.clone(),
+                store.clone(),
+                stop.clone(),
+            );
             timely::execute(config, move |worker| {
-                if let Err(error) = drive(worker, &topology, &store, &status, &dead_letters, &stop) {
+                if let Err(error) = drive(worker, &topology, &store, &status, &dead_letters, &stop)
+                {
                     tracing::error!(%error, worker = worker.index(), "worker stopped");
                     status.set_failed();
                 }
@@ -120,7 +126,11 @@ impl Drop for Running {
     }
 }
 
-fn open_spouts(topology: &TopologyConfig, index: usize, peers: usize) -> Result<Vec<Box<dyn Spout>>> {
+fn open_spouts(
+    topology: &TopologyConfig,
+    index: usize,
+    peers: usize,
+) -> Result<Vec<Box<dyn Spout>>> {
     topology
         .spouts
         .iter()
@@ -133,7 +143,9 @@ fn open_spouts(topology: &TopologyConfig, index: usize, peers: usize) -> Result<
                     index,
                     peers,
                 )?),
-                SpoutConfig::Generator(config) => Box::new(Generator::new(config.clone(), index, peers)),
+                SpoutConfig::Generator(config) => {
+                    Box::new(Generator::new(config.clone(), index, peers))
+                }
             })
         })
         .collect()
@@ -162,7 +174,10 @@ fn drive(
     let input = &topology.input;
 
     loop {
-        while inflight.front().is_some_and(|epoch| !probe.less_equal(epoch)) {
+        while inflight
+            .front()
+            .is_some_and(|epoch| !probe.less_equal(epoch))
+        {
             inflight.pop_front();
             progress.end_epoch();
         }
@@ -184,7 +199,11 @@ fn drive(
             records.clear();
             let mut ready = false;
             let share = input.epoch_events.div_ceil(spouts.len().max(1));
-            for (spout, done) in spouts.iter_mut().zip(exhausted.iter_mut()).filter(|(_, d)| !**d) {
+            for (spout, done) in spouts
+                .iter_mut()
+                .zip(exhausted.iter_mut())
+                .filter(|(_, d)| !**d)
+            {
                 match spout.poll(share, &mut records)? {
                     SpoutState::Ready => ready = true,
                     SpoutState::Idle => {}
@@ -220,6 +239,10 @@ fn drive(
         } else {
             busy = true;
         }
-        worker.step_or_park(if busy { Some(Duration::ZERO) } else { Some(Duration::from_millis(5)) });
+        worker.step_or_park(if busy {
+            Some(Duration::ZERO)
+        } else {
+            Some(Duration::from_millis(5))
+        });
     }
 }

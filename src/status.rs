@@ -140,19 +140,66 @@ impl Status {
     /// The `/metrics` text (Prometheus exposition format).
     pub fn to_prometheus(&self, store: StoreStats) -> String {
         let metrics: [(&str, &str, &str, u64); 9] = [
-            ("feedstorm_events_in_total", "counter", "Events read by the spouts, good and bad.", self.events_in()),
-            ("feedstorm_events_bad_total", "counter", "Bad events sent to the dead-letter destination.", self.events_bad()),
-            ("feedstorm_feed_deliveries_total", "counter", "Delivery updates consumed by the feed-head bolt.", self.feed_deliveries()),
-            ("feedstorm_head_changes_total", "counter", "Feed-head entries written or removed.", self.head_changes.load(SeqCst)),
-            ("feedstorm_caught_up", "gauge", "1 when every available event is processed and written.", self.caught_up() as u64),
-            ("feedstorm_sink_ok", "gauge", "1 while the sink writes succeed.", self.sink_ok.load(SeqCst) as u64),
-            ("feedstorm_feeds", "gauge", "Users with a non-empty feed head.", store.feeds),
-            ("feedstorm_feed_entries", "gauge", "Entries over all feed heads.", store.entries),
-            ("feedstorm_activities", "gauge", "Stored activities.", store.activities),
+            (
+                "feedstorm_events_in_total",
+                "counter",
+                "Events read by the spouts, good and bad.",
+                self.events_in(),
+            ),
+            (
+                "feedstorm_events_bad_total",
+                "counter",
+                "Bad events sent to the dead-letter destination.",
+                self.events_bad(),
+            ),
+            (
+                "feedstorm_feed_deliveries_total",
+                "counter",
+                "Delivery updates consumed by the feed-head bolt.",
+                self.feed_deliveries(),
+            ),
+            (
+                "feedstorm_head_changes_total",
+                "counter",
+                "Feed-head entries written or removed.",
+                self.head_changes.load(SeqCst),
+            ),
+            (
+                "feedstorm_caught_up",
+                "gauge",
+                "1 when every available event is processed and written.",
+                self.caught_up() as u64,
+            ),
+            (
+                "feedstorm_sink_ok",
+                "gauge",
+                "1 while the sink writes succeed.",
+                self.sink_ok.load(SeqCst) as u64,
+            ),
+            (
+                "feedstorm_feeds",
+                "gauge",
+                "Users with a non-empty feed head.",
+                store.feeds,
+            ),
+            (
+                "feedstorm_feed_entries",
+                "gauge",
+                "Entries over all feed heads.",
+                store.entries,
+            ),
+            (
+                "feedstorm_activities",
+                "gauge",
+                "Stored activities.",
+                store.activities,
+            ),
         ];
         let mut text = String::new();
         for (name, kind, help, value) in metrics {
-            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
         }
         text
     }

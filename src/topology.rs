@@ -47,7 +47,8 @@ impl Inputs {
                         self.announced.clear();
                     }
                     self.announced.insert(activity.actor.clone());
-                    self.interests.send(InterestEvent::Seen(activity.actor.clone()));
+                    self.interests
+                        .send(InterestEvent::Seen(activity.actor.clone()));
                 }
                 self.stories.send(StoryEvent::Activity(activity));
             }
@@ -91,7 +92,12 @@ pub struct Built {
 }
 
 /// Builds the feed topology on `worker`.
-pub fn build(worker: &mut Worker, feed: &FeedConfig, store: Arc<dyn Store>, status: Arc<Status>) -> Built {
+pub fn build(
+    worker: &mut Worker,
+    feed: &FeedConfig,
+    store: Arc<dyn Store>,
+    status: Arc<Status>,
+) -> Built {
     let feed = feed.clone();
     let probe = ProbeHandle::new();
     let mut interests_in = InputHandleVec::new();
@@ -102,8 +108,9 @@ pub fn build(worker: &mut Worker, feed: &FeedConfig, store: Arc<dyn Store>, stat
         let story_events = scope.input_from(&mut stories_in);
         let newest = scope.input_from(&mut newest_in).broadcast();
 
-        let followers: Arranged<'_, FollowersTrace> =
-            interest_events.resolve_interests(feed.follow_self).arrange_by_key_named("FollowersByInterest");
+        let followers: Arranged<'_, FollowersTrace> = interest_events
+            .resolve_interests(feed.follow_self)
+            .arrange_by_key_named("FollowersByInterest");
         let (stories, activity_writes) = story_events.keep_stories(newest, feed.retention);
         let stories: Arranged<'_, StoriesTrace> = stories.arrange_by_key_named("StoriesByTypedId");
         stories

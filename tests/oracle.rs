@@ -25,10 +25,18 @@ fn check(seed: u64, shape: Shape, feed: FeedConfig) {
                 .iter()
                 .filter(|(u, h)| actual.get(*u) != Some(h))
                 .map(|(u, h)| format!("{u}: expected {h:?}\n   got {:?}", actual.get(u)))
-                .chain(actual.keys().filter(|u| !expected.contains_key(*u)).map(|u| format!("{u}: unexpected feed")))
+                .chain(
+                    actual
+                        .keys()
+                        .filter(|u| !expected.contains_key(*u))
+                        .map(|u| format!("{u}: unexpected feed")),
+                )
                 .take(3)
                 .collect();
-            panic!("seed {seed}, {workers} workers, {shape:?}: feeds differ\n{}", diff.join("\n"));
+            panic!(
+                "seed {seed}, {workers} workers, {shape:?}: feeds differ\n{}",
+                diff.join("\n")
+            );
         }
     }
 }
@@ -42,7 +50,14 @@ fn small_heads() -> FeedConfig {
 
 #[test]
 fn tiny_workloads_with_many_ties() {
-    let shape = Shape { events: 300, users: 5, things: 4, ids: 60, times: 12, spacing: 60_000 };
+    let shape = Shape {
+        events: 300,
+        users: 5,
+        things: 4,
+        ids: 60,
+        times: 12,
+        spacing: 60_000,
+    };
     for seed in 0..6 {
         check(seed, shape, small_heads());
     }
@@ -50,7 +65,14 @@ fn tiny_workloads_with_many_ties() {
 
 #[test]
 fn default_settings_medium_workload() {
-    let shape = Shape { events: 3_000, users: 40, things: 25, ids: 1_200, times: 400, spacing: 1_000 };
+    let shape = Shape {
+        events: 3_000,
+        users: 40,
+        things: 25,
+        ids: 1_200,
+        times: 400,
+        spacing: 1_000,
+    };
     for seed in 10..13 {
         check(seed, shape, FeedConfig::default());
     }
@@ -59,7 +81,14 @@ fn default_settings_medium_workload() {
 #[test]
 fn retention_forgets_old_stories() {
     // Times span 3 days; keep one day.
-    let shape = Shape { events: 2_000, users: 20, things: 10, ids: 700, times: 72, spacing: 3_600_000 };
+    let shape = Shape {
+        events: 2_000,
+        users: 20,
+        things: 10,
+        ids: 700,
+        times: 72,
+        spacing: 3_600_000,
+    };
     let feed = FeedConfig {
         feed_size: 10,
         retention: Duration::from_secs(24 * 3600),
@@ -72,7 +101,14 @@ fn retention_forgets_old_stories() {
 
 #[test]
 fn without_self_interest() {
-    let shape = Shape { events: 1_500, users: 15, things: 10, ids: 500, times: 50, spacing: 10_000 };
+    let shape = Shape {
+        events: 1_500,
+        users: 15,
+        things: 10,
+        ids: 500,
+        times: 50,
+        spacing: 10_000,
+    };
     let feed = FeedConfig {
         feed_size: 7,
         follow_self: false,
@@ -85,6 +121,20 @@ fn without_self_interest() {
 
 #[test]
 fn larger_workload_default_heads() {
-    let shape = Shape { events: 20_000, users: 200, things: 100, ids: 9_000, times: 5_000, spacing: 100 };
-    check(40, shape, FeedConfig { feed_size: 25, ..FeedConfig::default() });
+    let shape = Shape {
+        events: 20_000,
+        users: 200,
+        things: 100,
+        ids: 9_000,
+        times: 5_000,
+        spacing: 100,
+    };
+    check(
+        40,
+        shape,
+        FeedConfig {
+            feed_size: 25,
+            ..FeedConfig::default()
+        },
+    );
 }

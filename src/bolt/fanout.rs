@@ -18,11 +18,19 @@ pub trait Fanout<'scope> {
     /// `(user, entry)` with multiplicity the number of the user's interests
     /// that the story is about: a follow brings an interest's past stories
     /// (backfill), an unfollow or delete retracts them, all by the join.
-    fn fanout(self, followers: Arranged<'scope, FollowersTrace>) -> VecCollection<'scope, u64, (TypedId, FeedKey), isize>;
+    fn fanout(
+        self,
+        followers: Arranged<'scope, FollowersTrace>,
+    ) -> VecCollection<'scope, u64, (TypedId, FeedKey), isize>;
 }
 
 impl<'scope> Fanout<'scope> for Arranged<'scope, StoriesTrace> {
-    fn fanout(self, followers: Arranged<'scope, FollowersTrace>) -> VecCollection<'scope, u64, (TypedId, FeedKey), isize> {
-        self.join_core(followers, |_about, entry, user| Some((user.clone(), entry.clone())))
+    fn fanout(
+        self,
+        followers: Arranged<'scope, FollowersTrace>,
+    ) -> VecCollection<'scope, u64, (TypedId, FeedKey), isize> {
+        self.join_core(followers, |_about, entry, user| {
+            Some((user.clone(), entry.clone()))
+        })
     }
 }

@@ -33,7 +33,11 @@ pub trait MaintainHead<'scope> {
     /// Changes to each user's head of `feed_size` entries, in SPEC order
     /// (newest `time`, then largest `id`). `deliveries` counts the updates
     /// consumed (the benchmark's "feed deliveries").
-    fn maintain_head(self, feed_size: usize, deliveries: Arc<AtomicU64>) -> StreamVec<'scope, u64, HeadChange>;
+    fn maintain_head(
+        self,
+        feed_size: usize,
+        deliveries: Arc<AtomicU64>,
+    ) -> StreamVec<'scope, u64, HeadChange>;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -60,7 +64,10 @@ impl UserFeed {
     }
 
     fn prev_before(&self, entry: &Entry) -> Option<Entry> {
-        self.entries.range(..entry).next_back().map(|(e, _)| e.clone())
+        self.entries
+            .range(..entry)
+            .next_back()
+            .map(|(e, _)| e.clone())
     }
 
     /// Adds a new candidate (not yet present).
@@ -86,7 +93,9 @@ impl UserFeed {
     /// Removes a present candidate.
     fn remove(&mut self, entry: &Entry, changes: &mut Vec<(Entry, isize)>) {
         self.entries.remove(entry);
-        let Some(boundary) = self.boundary.clone() else { return };
+        let Some(boundary) = self.boundary.clone() else {
+            return;
+        };
         if *entry < boundary {
             return;
         }
@@ -101,10 +110,19 @@ impl UserFeed {
         }
     }
 
-    fn update(&mut self, entry: Entry, diff: isize, size: usize, changes: &mut Vec<(Entry, isize)>) -> bool {
+    fn update(
+        &mut self,
+        entry: Entry,
+        diff: isize,
+        size: usize,
+        changes: &mut Vec<(Entry, isize)>,
+    ) -> bool {
         let old = self.entries.get(&entry).copied().unwrap_or(0) as isize;
         let new = old + diff;
-        assert!(new >= 0, "negative delivery count for {entry:?}");
+        assert!(
+            new >= 0,
+            "negative delivery count for {entry:?}: {old} {diff:+}"
+        );
         match (old, new) {
             (0, 0) => {}
             (0, _) => {
@@ -146,47 +164,53 @@ impl Interner {
 }
 
 impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, FeedKey), isize> {
-    fn maintain_head(self, feed_size: usize, deliveries: Arc<AtomicU64>) -> StreamVec<'scope, u64, HeadChange> {
-        let pact = Exchange::new(|((user, _), _, _): &((TypedId, FeedKey), u64, isize)| route(user));
-        self.inner.unary_frontier(pact, "MaintainHead", move |_cap, _info| {
-            let mut stash = EpochStash::new(1);
-            let mut feeds: HashMap<TypedId, UserFeed> = HashMap::new();
-            let mut ids = Interner::default();
-            let mut changes = Vec::new();
-            move |(input, frontier), output| {
-                input.for_each(|cap, data| stash.stash(&cap, data.drain(..).map(|(d, _, r)| (d, r))));
-                for (caps, mut updates) in stash.take_ready(&[frontier]) {
-                    deliveries.fetch_add(updates.len() as u64, Ordering::Relaxed);
-                    differential_dataflow::consolidation::consolidate(&mut updates);
-                    let mut session = output.session(&caps[0]);
-                    let time = *caps[0].time();
-                    let mut updates = updates.into_iter().peekable();
-                    while let Some(((user, _), _)) = updates.peek() {
-                        let user = user.clone();
-                        let feed = feeds.entry(user.clone()).or_default();
-                        while let Some(((_, key), diff)) = updates.next_if(|((u, _), _)| *u == user) {
-                            let entry = Entry {
-                                time: key.time,
-                                id: ids.intern(&key.id),
-                            };
-                            let id = entry.id.clone();
-                            let removed = feed.update(entry, diff, feed_size, &mut changes);
-                            if removed {
-                                ids.release(&id);
+    fn maintain_head(
+        self,
+        feed_size: usize,
+        deliveries: Arc<AtomicU64>,
+    ) -> StreamVec<'scope, u64, HeadChange> {
+        let pact =
+            Exchange::new(|((user, _), _, _): &((TypedId, FeedKey), u64, isize)| route(user));
+        self.inner
+            .unary_frontier(pact, "MaintainHead", move |_cap, _info| {
+                let mut stash = EpochStash::new(1);
+                let mut feeds: HashMap<TypedId, UserFeed> = HashMap::new();
+                let mut ids = Interner::default();
+                let mut changes = Vec::new();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| stash.stash_updates(&cap, data.drain(..)));
+                    for (caps, mut updates) in stash.take_ready(&[frontier]) {
+                        deliveries.fetch_add(updates.len() as u64, Ordering::Relaxed);
+                        differential_dataflow::consolidation::consolidate(&mut updates);
+                        let mut session = output.session(&caps[0]);
+                        let mut updates = updates.into_iter().peekable();
+                        while let Some(((user, _), _)) = updates.peek() {
+                            let user = user.clone();
+                            let feed = feeds.entry(user.clone()).or_default();
+                            while let Some(((_, key), diff)) =
+                                updates.next_if(|((u, _), _)| *u == user)
+                            {
+                                let entry = Entry {
+                                    time: key.time,
+                                    id: ids.intern(&key.id),
+                                };
+                                let id = entry.id.clone();
+                                let removed = feed.update(entry, diff, feed_size, &mut changes);
+                                if removed {
+                                    ids.release(&id);
+                                }
                             }
+                            if feed.entries.is_empty() {
+                                feeds.remove(&user);
+                            }
+                            differential_dataflow::consolidation::consolidate(&mut changes);
+                            session.give_iterator(changes.drain(..).map(|(entry, diff)| {
+                                (user.clone(), FeedKey::new(entry.time, &*entry.id), diff)
+                            }));
                         }
-                        if feed.entries.is_empty() {
-                            feeds.remove(&user);
-                        }
-                        differential_dataflow::consolidation::consolidate(&mut changes);
-                        session.give_iterator(changes.drain(..).map(|(entry, diff)| {
-                            (user.clone(), FeedKey::new(entry.time, &*entry.id), diff)
-                        }));
-                        let _ = time;
                     }
                 }
-            }
-        })
+            })
     }
 }
 
@@ -211,7 +235,11 @@ mod tests {
                     id: Rc::from(format!("a{}", rng.gen_range(0..4))),
                 };
                 let count = counts.entry(entry.clone()).or_default();
-                let diff = if *count > 0 && rng.gen_bool(0.5) { -1 } else { 1 };
+                let diff = if *count > 0 && rng.gen_bool(0.5) {
+                    -1
+                } else {
+                    1
+                };
                 *count += diff;
                 let mut changes = Vec::new();
                 feed.update(entry, diff, size, &mut changes);
@@ -222,7 +250,13 @@ mod tests {
                         assert!(head.remove(&e));
                     }
                 }
-                let expected: Vec<_> = counts.iter().filter(|(_, c)| **c > 0).map(|(e, _)| e.clone()).rev().take(size).collect();
+                let expected: Vec<_> = counts
+                    .iter()
+                    .filter(|(_, c)| **c > 0)
+                    .map(|(e, _)| e.clone())
+                    .rev()
+                    .take(size)
+                    .collect();
                 assert_eq!(head.iter().rev().cloned().collect::<Vec<_>>(), expected);
             }
         }

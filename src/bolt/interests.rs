@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use differential_dataflow::VecCollection;
 use differential_dataflow::AsCollection;
+use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -46,16 +46,23 @@ pub trait ResolveInterests<'scope> {
     /// beats follow at equal times, so neither delivery order nor replays
     /// change the result. With `follow_self`, each user seen also follows
     /// themselves.
-    fn resolve_interests(self, follow_self: bool) -> VecCollection<'scope, u64, (TypedId, TypedId), isize>;
+    fn resolve_interests(
+        self,
+        follow_self: bool,
+    ) -> VecCollection<'scope, u64, (TypedId, TypedId), isize>;
 }
 
 impl<'scope> ResolveInterests<'scope> for StreamVec<'scope, u64, InterestEvent> {
-    fn resolve_interests(self, follow_self: bool) -> VecCollection<'scope, u64, (TypedId, TypedId), isize> {
+    fn resolve_interests(
+        self,
+        follow_self: bool,
+    ) -> VecCollection<'scope, u64, (TypedId, TypedId), isize> {
         let pact = Exchange::new(|e: &InterestEvent| route(e.user()));
         self.unary_frontier(pact, "ResolveInterests", move |_cap, _info| {
             let mut stash = EpochStash::new(1);
             // user -> interest -> the winning (time, op) so far
-            let mut users: HashMap<TypedId, HashMap<TypedId, (Millis, InterestOp)>> = HashMap::new();
+            let mut users: HashMap<TypedId, HashMap<TypedId, (Millis, InterestOp)>> =
+                HashMap::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| stash.stash(&cap, data.drain(..)));
                 for (caps, events) in stash.take_ready(&[frontier]) {
@@ -70,7 +77,10 @@ impl<'scope> ResolveInterests<'scope> for StreamVec<'scope, u64, InterestEvent> 
                             HashMap::new()
                         });
                         let InterestEvent::Change {
-                            time: at, interest, op, ..
+                            time: at,
+                            interest,
+                            op,
+                            ..
                         } = event
                         else {
                             continue;
@@ -81,7 +91,11 @@ impl<'scope> ResolveInterests<'scope> for StreamVec<'scope, u64, InterestEvent> 
                             let is = op == InterestOp::Follow;
                             edges.insert(interest.clone(), (at, op));
                             if was != is {
-                                session.give(((interest, user.clone()), time, if is { 1 } else { -1 }));
+                                session.give((
+                                    (interest, user.clone()),
+                                    time,
+                                    if is { 1 } else { -1 },
+                                ));
                             }
                         }
                     }

@@ -47,16 +47,43 @@ impl<D> EpochStash<D> {
     pub fn stash(&mut self, cap: &InputCapability<u64>, data: impl IntoIterator<Item = D>) {
         let Some(&time) = cap.least() else { return };
         let ports = self.ports;
-        let entry = self
-            .epochs
-            .entry(time)
-            .or_insert_with(|| ((0..ports).map(|port| cap.delayed(&time, port)).collect(), Vec::new()));
+        let entry = self.epochs.entry(time).or_insert_with(|| {
+            (
+                (0..ports).map(|port| cap.delayed(&time, port)).collect(),
+                Vec::new(),
+            )
+        });
         entry.1.extend(data);
+    }
+
+    /// Keeps differential updates `(data, time, diff)` received under `cap`,
+    /// each under its own time: an operator may send an update at a time
+    /// later than the capability it sends it under.
+    pub fn stash_updates<T>(
+        &mut self,
+        cap: &InputCapability<u64>,
+        updates: impl IntoIterator<Item = (T, u64, isize)>,
+    ) where
+        D: From<(T, isize)>,
+    {
+        let ports = self.ports;
+        for (data, time, diff) in updates {
+            let entry = self.epochs.entry(time).or_insert_with(|| {
+                (
+                    (0..ports).map(|port| cap.delayed(&time, port)).collect(),
+                    Vec::new(),
+                )
+            });
+            entry.1.push(D::from((data, diff)));
+        }
     }
 
     /// Removes and returns the epochs that every input frontier has passed,
     /// oldest first.
-    pub fn take_ready(&mut self, frontiers: &[&MutableAntichain<u64>]) -> Vec<(Vec<Capability<u64>>, Vec<D>)> {
+    pub fn take_ready(
+        &mut self,
+        frontiers: &[&MutableAntichain<u64>],
+    ) -> Vec<(Vec<Capability<u64>>, Vec<D>)> {
         let mut ready = Vec::new();
         while let Some(entry) = self.epochs.first_entry() {
             let time = *entry.key();

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
-use timely::container::CapacityContainerBuilder;
 
 use crate::bolt::EpochStash;
 use crate::event::{Activity, Millis, TypedId};
@@ -55,11 +55,12 @@ pub trait KeepStories<'scope> {
         self,
         horizon: StreamVec<'scope, u64, Millis>,
         retention: Duration,
-    ) -> (
-        VecCollection<'scope, u64, (TypedId, FeedKey), isize>,
-        StreamVec<'scope, u64, ActivityChange>,
-    );
+    ) -> (Stories<'scope>, StreamVec<'scope, u64, ActivityChange>);
 }
+
+/// Retained stories: `(typed id, entry)` with `+1` when an activity becomes
+/// retained and `-1` when it is deleted or expires.
+pub type Stories<'scope> = VecCollection<'scope, u64, (TypedId, FeedKey), isize>;
 
 enum Input {
     Event(StoryEvent),
@@ -86,7 +87,13 @@ impl Retained {
         }
     }
 
-    fn remove(&mut self, id: &str, time: u64, stories: &mut Vec<StoryUpdate>, writes: &mut Vec<ActivityChange>) {
+    fn remove(
+        &mut self,
+        id: &str,
+        time: u64,
+        stories: &mut Vec<StoryUpdate>,
+        writes: &mut Vec<ActivityChange>,
+    ) {
         if let Some(activity) = self.present.remove(id) {
             self.by_time.remove(&(activity.time, activity.id.clone()));
             Self::stories(&activity, time, -1, stories);
@@ -116,9 +123,14 @@ impl Retained {
                 Input::Event(StoryEvent::Activity(a)) => activities.push(a),
             }
         }
-        let cutoff = self.newest.map_or(Millis::MIN, |n| n.saturating_sub(retention));
+        let cutoff = self
+            .newest
+            .map_or(Millis::MIN, |n| n.saturating_sub(retention));
         for activity in activities {
-            if activity.time < cutoff || self.deleted.contains(&activity.id) || self.present.contains_key(&activity.id) {
+            if activity.time < cutoff
+                || self.deleted.contains(&activity.id)
+                || self.present.contains_key(&activity.id)
+            {
                 continue;
             }
             Self::stories(&activity, time, 1, stories);
@@ -141,18 +153,17 @@ impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
         self,
         horizon: StreamVec<'scope, u64, Millis>,
         retention: Duration,
-    ) -> (
-        VecCollection<'scope, u64, (TypedId, FeedKey), isize>,
-        StreamVec<'scope, u64, ActivityChange>,
-    ) {
+    ) -> (Stories<'scope>, StreamVec<'scope, u64, ActivityChange>) {
         let retention = Millis::try_from(retention.as_millis()).unwrap_or(Millis::MAX);
         let mut builder = OperatorBuilder::new("KeepStories".to_owned(), self.scope());
         let mut events = builder.new_input(self, Exchange::new(|e: &StoryEvent| route(e.id())));
         let mut newest = builder.new_input(horizon, timely::dataflow::channels::pact::Pipeline);
         let (stories_out, stories) = builder.new_output();
         let (writes_out, writes) = builder.new_output();
-        let mut stories_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<StoryUpdate>>>::from(stories_out);
-        let mut writes_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<ActivityChange>>>::from(writes_out);
+        let mut stories_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<StoryUpdate>>>::from(stories_out);
+        let mut writes_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<ActivityChange>>>::from(writes_out);
 
         builder.build(move |_caps| {
             let mut stash = EpochStash::new(2);
@@ -167,8 +178,12 @@ impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
                 for (caps, inputs) in stash.take_ready(&[&frontiers[0], &frontiers[1]]) {
                     let time = *caps[0].time();
                     state.epoch(inputs, time, retention, &mut story_buf, &mut write_buf);
-                    stories_out.session(&caps[0]).give_iterator(story_buf.drain(..));
-                    writes_out.session(&caps[1]).give_iterator(write_buf.drain(..));
+                    stories_out
+                        .session(&caps[0])
+                        .give_iterator(story_buf.drain(..));
+                    writes_out
+                        .session(&caps[1])
+                        .give_iterator(write_buf.drain(..));
                 }
             }
         });

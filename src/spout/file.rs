@@ -27,7 +27,13 @@ pub struct FileSpout {
 
 impl FileSpout {
     /// Opens `path` for worker `index` of `peers`.
-    pub fn open(path: &Path, follow: bool, max_event_bytes: usize, index: usize, peers: usize) -> Result<FileSpout> {
+    pub fn open(
+        path: &Path,
+        follow: bool,
+        max_event_bytes: usize,
+        index: usize,
+        peers: usize,
+    ) -> Result<FileSpout> {
         let file = File::open(path).map_err(|e| Error::Spout {
             spout: path.display().to_string(),
             message: e.to_string(),
@@ -55,14 +61,16 @@ impl FileSpout {
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        out.push(decode(line, self.max_event_bytes).map_err(|error| BadEvent {
-            position: Position::Line {
-                file: self.path.display().to_string(),
-                line: self.lines,
-            },
-            error,
-            raw: String::from_utf8_lossy(line).into_owned(),
-        }));
+        out.push(
+            decode(line, self.max_event_bytes).map_err(|error| BadEvent {
+                position: Position::Line {
+                    file: self.path.display().to_string(),
+                    line: self.lines,
+                },
+                error,
+                raw: String::from_utf8_lossy(line).into_owned(),
+            }),
+        );
     }
 }
 
@@ -81,10 +89,13 @@ impl Spout for FileSpout {
             if budget == 0 || out.len() - start >= max {
                 break SpoutState::Ready;
             }
-            let read = self.reader.read_until(b'\n', &mut buf).map_err(|e| Error::Spout {
-                spout: self.name.clone(),
-                message: e.to_string(),
-            })?;
+            let read = self
+                .reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| Error::Spout {
+                    spout: self.name.clone(),
+                    message: e.to_string(),
+                })?;
             if read == 0 || !buf.ends_with(b"\n") {
                 // End of file, possibly inside a line that is still being written.
                 if self.follow {

@@ -62,7 +62,9 @@ impl Generator {
         let paced = match self.config.rate {
             Some(rate) => {
                 let elapsed = self.started.elapsed().as_secs_f64();
-                self.config.follows.saturating_add((elapsed * rate as f64) as u64)
+                self.config
+                    .follows
+                    .saturating_add((elapsed * rate as f64) as u64)
             }
             None => u64::MAX,
         };
@@ -75,7 +77,11 @@ impl Spout for Generator {
         "generator"
     }
 
-    fn poll(&mut self, max: usize, out: &mut Vec<std::result::Result<Event, BadEvent>>) -> Result<SpoutState> {
+    fn poll(
+        &mut self,
+        max: usize,
+        out: &mut Vec<std::result::Result<Event, BadEvent>>,
+    ) -> Result<SpoutState> {
         let available = self.available();
         let mut produced = 0;
         while self.next < available && produced < max {
@@ -83,13 +89,15 @@ impl Spout for Generator {
             self.next += self.peers;
             produced += 1;
         }
-        Ok(if Generator::total(&self.config).is_some_and(|t| self.next >= t) {
-            SpoutState::Exhausted
-        } else if self.next < available {
-            SpoutState::Ready
-        } else {
-            SpoutState::Idle
-        })
+        Ok(
+            if Generator::total(&self.config).is_some_and(|t| self.next >= t) {
+                SpoutState::Exhausted
+            } else if self.next < available {
+                SpoutState::Ready
+            } else {
+                SpoutState::Idle
+            },
+        )
     }
 }
 
@@ -155,7 +163,10 @@ pub fn event(config: &GeneratorConfig, i: u64) -> Event {
         let on_listing = rng.gen_bool(0.8) && config.listings > 0;
         let (object, target) = if on_listing {
             let l = skewed(&mut rng, config.listings, config.skew);
-            (listing(l), rng.gen_bool(0.7).then(|| user(l % config.users.max(1))))
+            (
+                listing(l),
+                rng.gen_bool(0.7).then(|| user(l % config.users.max(1))),
+            )
         } else {
             (user(rng.gen_range(0..config.users.max(1))), None)
         };
@@ -172,7 +183,9 @@ pub fn event(config: &GeneratorConfig, i: u64) -> Event {
             verb: VERBS[rng.gen_range(0..VERBS.len())].to_owned(),
             object,
             target,
-            extra: rng.gen_bool(0.3).then(|| format!(r#"{{"price":{}}}"#, rng.gen_range(1..500))),
+            extra: rng
+                .gen_bool(0.3)
+                .then(|| format!(r#"{{"price":{}}}"#, rng.gen_range(1..500))),
         })
     } else if roll < 0.92 {
         let (user, interest) = follow_edge(config, rng.gen_range(0..u64::MAX) | (1 << 63));

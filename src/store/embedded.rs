@@ -66,14 +66,23 @@ impl EmbeddedStore {
     }
 
     fn activity(&self, id: &str) -> Option<Arc<Activity>> {
-        self.activities.shard(id).read().expect("lock").get(id).cloned()
+        self.activities
+            .shard(id)
+            .read()
+            .expect("lock")
+            .get(id)
+            .cloned()
     }
 }
 
 impl Store for EmbeddedStore {
     fn apply(&self, batch: &WriteBatch) -> Result<()> {
         for activity in &batch.puts {
-            let mut shard = self.activities.shard(activity.id.as_str()).write().expect("lock");
+            let mut shard = self
+                .activities
+                .shard(activity.id.as_str())
+                .write()
+                .expect("lock");
             shard.insert(activity.id.clone(), activity.clone());
         }
         for (user, key, diff) in &batch.feed {
@@ -88,7 +97,11 @@ impl Store for EmbeddedStore {
             }
         }
         for id in &batch.removes {
-            self.activities.shard(id.as_str()).write().expect("lock").remove(id);
+            self.activities
+                .shard(id.as_str())
+                .write()
+                .expect("lock")
+                .remove(id);
         }
         Ok(())
     }
@@ -101,8 +114,16 @@ impl Store for EmbeddedStore {
             };
             // One more than asked, to know whether a next page exists.
             match start {
-                PageStart::Offset(skip) => head.iter().rev().skip(*skip).take(limit + 1).cloned().collect(),
-                PageStart::After(after) => head.range(..after).rev().take(limit + 1).cloned().collect(),
+                PageStart::Offset(skip) => head
+                    .iter()
+                    .rev()
+                    .skip(*skip)
+                    .take(limit + 1)
+                    .cloned()
+                    .collect(),
+                PageStart::After(after) => {
+                    head.range(..after).rev().take(limit + 1).cloned().collect()
+                }
             }
         };
         let more = keys.len() > limit;
@@ -110,13 +131,20 @@ impl Store for EmbeddedStore {
         Ok(FeedPage {
             // An entry whose activity is being removed in the same epoch is skipped.
             entries: keys.iter().filter_map(|k| self.activity(&k.id)).collect(),
-            next_cursor: if more { keys.last().map(FeedKey::cursor) } else { None },
+            next_cursor: if more {
+                keys.last().map(FeedKey::cursor)
+            } else {
+                None
+            },
         })
     }
 
     fn feed_keys(&self, user: &TypedId) -> Result<Vec<FeedKey>> {
         let shard = self.feeds.shard(user).read().expect("lock");
-        Ok(shard.get(user).map(|h| h.iter().rev().cloned().collect()).unwrap_or_default())
+        Ok(shard
+            .get(user)
+            .map(|h| h.iter().rev().cloned().collect())
+            .unwrap_or_default())
     }
 
     fn users(&self) -> Result<Vec<TypedId>> {

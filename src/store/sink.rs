@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use timely::dataflow::channels::pact::Pipeline;
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
 use timely::dataflow::StreamVec;
 
@@ -41,27 +41,44 @@ impl<'scope> WriteTo<'scope> for StreamVec<'scope, u64, HeadChange> {
         store: Arc<dyn Store>,
         status: Arc<Status>,
     ) -> StreamVec<'scope, u64, ()> {
-        self.binary_frontier(activities, Pipeline, Pipeline, "WriteTo", move |_cap, _info| {
-            let mut stash = EpochStash::new(1);
-            move |(heads, heads_frontier), (activities, activities_frontier), _output: &mut OutputBuilderSession<'_, u64, CapacityContainerBuilder<Vec<()>>>| {
-                heads.for_each(|cap, data| stash.stash(&cap, data.drain(..).map(Write::Head)));
-                activities.for_each(|cap, data| stash.stash(&cap, data.drain(..).map(Write::Activity)));
-                for (_caps, writes) in stash.take_ready(&[heads_frontier, activities_frontier]) {
-                    let mut batch = WriteBatch::default();
-                    for write in writes {
-                        match write {
-                            Write::Head(change) => batch.feed.push(change),
-                            Write::Activity(ActivityChange::Put(a)) => batch.puts.push(a),
-                            Write::Activity(ActivityChange::Remove(id)) => batch.removes.push(id),
+        self.binary_frontier(
+            activities,
+            Pipeline,
+            Pipeline,
+            "WriteTo",
+            move |_cap, _info| {
+                let mut stash = EpochStash::new(1);
+                move |(heads, heads_frontier),
+                      (activities, activities_frontier),
+                      _output: &mut OutputBuilderSession<
+                    '_,
+                    u64,
+                    CapacityContainerBuilder<Vec<()>>,
+                >| {
+                    heads.for_each(|cap, data| stash.stash(&cap, data.drain(..).map(Write::Head)));
+                    activities.for_each(|cap, data| {
+                        stash.stash(&cap, data.drain(..).map(Write::Activity))
+                    });
+                    for (_caps, writes) in stash.take_ready(&[heads_frontier, activities_frontier])
+                    {
+                        let mut batch = WriteBatch::default();
+                        for write in writes {
+                            match write {
+                                Write::Head(change) => batch.feed.push(change),
+                                Write::Activity(ActivityChange::Put(a)) => batch.puts.push(a),
+                                Write::Activity(ActivityChange::Remove(id)) => {
+                                    batch.removes.push(id)
+                                }
+                            }
                         }
+                        if !batch.is_empty() {
+                            apply_with_retry(store.as_ref(), &batch, &status);
+                        }
+                        // Dropping the capabilities here releases the epoch downstream.
                     }
-                    if !batch.is_empty() {
-                        apply_with_retry(store.as_ref(), &batch, &status);
-                    }
-                    // Dropping the capabilities here releases the epoch downstream.
                 }
-            }
-        })
+            },
+        )
     }
 }
 

@@ -40,10 +40,13 @@ fn time_value(rng: &mut StdRng, ms: i64) -> serde_json::Value {
     let utc = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap();
     match rng.gen_range(0..4) {
         0 => json!(ms),
-        1 => json!(utc.format(&time::format_description::well_known::Rfc3339).unwrap()),
+        1 => json!(utc
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()),
         2 => {
             // A non-UTC offset, with sub-millisecond digits that must be truncated.
-            let offset = time::UtcOffset::from_hms(if rng.gen_bool(0.5) { 5 } else { -7 }, 30, 0).unwrap();
+            let offset =
+                time::UtcOffset::from_hms(if rng.gen_bool(0.5) { 5 } else { -7 }, 30, 0).unwrap();
             let local = utc.to_offset(offset);
             let text = format!(
                 "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}{}{}{:02}:{:02}",
@@ -83,7 +86,14 @@ pub fn random_lines(seed: u64, shape: Shape) -> Vec<String> {
         if rng.gen_bool(0.5) {
             typed("user", rng.gen_range(0..shape.users))
         } else {
-            typed(if rng.gen_bool(0.7) { "listing" } else { "board" }, rng.gen_range(0..shape.things))
+            typed(
+                if rng.gen_bool(0.7) {
+                    "listing"
+                } else {
+                    "board"
+                },
+                rng.gen_range(0..shape.things),
+            )
         }
     };
     for _ in 0..shape.events {
@@ -117,8 +127,16 @@ pub fn random_lines(seed: u64, shape: Shape) -> Vec<String> {
             }
         } else if roll < 0.85 {
             let user = typed("user", rng.gen_range(0..shape.users));
-            let interest = if rng.gen_bool(0.05) { user.clone() } else { pick_any(&mut rng) };
-            let kind = if rng.gen_bool(0.65) { "follow" } else { "unfollow" };
+            let interest = if rng.gen_bool(0.05) {
+                user.clone()
+            } else {
+                pick_any(&mut rng)
+            };
+            let kind = if rng.gen_bool(0.65) {
+                "follow"
+            } else {
+                "unfollow"
+            };
             json!({"type": kind, "time": time_value(&mut rng, ms), "user": user, "interest": interest})
         } else {
             json!({"type": "delete", "time": time_value(&mut rng, ms), "id": format!("a{}", rng.gen_range(0..shape.ids + 3))})
@@ -130,7 +148,10 @@ pub fn random_lines(seed: u64, shape: Shape) -> Vec<String> {
 
 /// Decodes lines the way the reference model reads them (bad lines dropped).
 pub fn decode_all(lines: &[String]) -> Vec<Event> {
-    lines.iter().filter_map(|l| decode(l.as_bytes(), 1 << 20).ok()).collect()
+    lines
+        .iter()
+        .filter_map(|l| decode(l.as_bytes(), 1 << 20).ok())
+        .collect()
 }
 
 pub fn write_lines(path: &Path, lines: &[String]) {
@@ -154,7 +175,10 @@ pub fn file_topology(path: &Path, follow: bool, feed: FeedConfig, dir: &Path) ->
 }
 
 /// Runs `topology` to the end of its (finite) input on `workers` workers.
-pub fn run_to_end(topology: &TopologyConfig, workers: usize) -> (Arc<dyn Store>, Arc<feedstorm::status::Status>) {
+pub fn run_to_end(
+    topology: &TopologyConfig,
+    workers: usize,
+) -> (Arc<dyn Store>, Arc<feedstorm::status::Status>) {
     let running = Running::start(topology, &RunOptions { workers }).unwrap();
     let (store, status) = (running.store.clone(), running.status.clone());
     running.join().unwrap();
