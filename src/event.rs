@@ -6,7 +6,7 @@
 //! let line = br#"{"type":"activity","id":"a1","time":"2026-11-21T11:00:00+01:00",
 //!                 "actor":"user:rob","verb":"love","object":"listing:guy-with-bear"}"#;
 //! let Event::Activity(a) = decode(line, 1 << 20).unwrap() else { panic!() };
-//! assert_eq!(a.time, 1_795_258_800_000); // 10:00 UTC, in milliseconds
+//! assert_eq!(a.time, 1_795_255_200_000); // 10:00 UTC, in milliseconds
 //! assert_eq!(a.actor.as_str(), "user:rob");
 //! assert!(decode(br#"{"type":"poke"}"#, 1 << 20).is_err());
 //! ```
@@ -227,7 +227,7 @@ pub fn parse_time(raw_json: &str) -> Option<Millis> {
 /// Formats milliseconds as RFC 3339 UTC with milliseconds, as the HTTP API answers.
 ///
 /// ```
-/// assert_eq!(feedstorm::event::format_time(1_795_258_800_000), "2026-11-21T10:00:00.000Z");
+/// assert_eq!(feedstorm::event::format_time(1_795_255_200_000), "2026-11-21T10:00:00.000Z");
 /// ```
 pub fn format_time(millis: Millis) -> String {
     let format = time::macros::format_description!(

@@ -181,7 +181,13 @@ pub fn run_to_end(
 ) -> (Arc<dyn Store>, Arc<feedstorm::status::Status>) {
     let running = Running::start(topology, &RunOptions { workers }).unwrap();
     let (store, status) = (running.store.clone(), running.status.clone());
-    running.join().unwrap();
+    // A panicking worker leaves its peers waiting for it: fail, don't hang.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(running.join().map_err(|e| e.to_string())));
+    finished
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("topology did not finish within 120 s (a worker failed?)")
+        .unwrap();
     assert!(status.caught_up(), "finished but not caught up");
     (store, status)
 }
