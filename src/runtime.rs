@@ -165,6 +165,7 @@ fn drive(
     let mut spouts = open_spouts(topology, index, peers)?;
     let built = topology::build(worker, &topology.feed, store.clone(), status.clone());
     let probe = built.probe;
+    let mut arrangements = Some(built.arrangements);
     let mut inputs = Some(built.inputs);
     let progress = status.worker(progress_slot);
     let clock = Instant::now();
@@ -174,12 +175,19 @@ fn drive(
     let input = &topology.input;
 
     loop {
+        let mut retired = false;
         while inflight
             .front()
             .is_some_and(|epoch| !probe.less_equal(epoch))
         {
             inflight.pop_front();
             progress.end_epoch();
+            retired = true;
+        }
+        if retired {
+            if let Some(arrangements) = arrangements.as_mut() {
+                probe.with_frontier(|frontier| arrangements.advance(frontier));
+            }
         }
         let Some(open) = inputs.as_mut() else {
             if probe.done() {
@@ -192,6 +200,7 @@ fn drive(
         if stop.load(Ordering::SeqCst) || all_exhausted {
             progress.set_drained(true);
             inputs = None; // closing the inputs lets the dataflow drain and finish
+            arrangements = None; // and releasing the traces lets it shut down
             continue;
         }
         let mut busy = false;

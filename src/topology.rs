@@ -12,9 +12,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use differential_dataflow::operators::arrange::Arranged;
+use differential_dataflow::trace::TraceReader;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Input, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
+use timely::progress::frontier::AntichainRef;
 use timely::worker::Worker;
 
 use crate::bolt::fanout::{FollowersTrace, StoriesTrace};
@@ -89,6 +91,30 @@ pub struct Built {
     pub inputs: Inputs,
     /// Passes an epoch once it is fully processed and written.
     pub probe: ProbeHandle<u64>,
+    /// The shared arrangements, for query dataflows that import them.
+    pub arrangements: SharedArrangements,
+}
+
+/// Handles to the topology's arrangements. A query dataflow (the DRPC
+/// rebuild) imports them with `trace.import(scope)` instead of keeping a
+/// second copy of the state. Holding a handle holds back compaction, so the
+/// runtime advances them with [`SharedArrangements::advance`] as epochs complete.
+pub struct SharedArrangements {
+    /// Interest edges by interest: `interest -> user`.
+    pub followers: FollowersTrace,
+    /// Retained stories by the typed id they are about.
+    pub stories: StoriesTrace,
+}
+
+impl SharedArrangements {
+    /// Allows compaction of everything before `frontier` (queries will read
+    /// at or after it).
+    pub fn advance(&mut self, frontier: AntichainRef<'_, u64>) {
+        self.followers.set_logical_compaction(frontier);
+        self.followers.set_physical_compaction(frontier);
+        self.stories.set_logical_compaction(frontier);
+        self.stories.set_physical_compaction(frontier);
+    }
 }
 
 /// Builds the feed topology on `worker`.
@@ -103,7 +129,7 @@ pub fn build(
     let mut interests_in = InputHandleVec::new();
     let mut stories_in = InputHandleVec::new();
     let mut newest_in = InputHandleVec::new();
-    worker.dataflow::<u64, _, _>(|scope| {
+    let arrangements = worker.dataflow::<u64, _, _>(|scope| {
         let interest_events = scope.input_from(&mut interests_in);
         let story_events = scope.input_from(&mut stories_in);
         let newest = scope.input_from(&mut newest_in).broadcast();
@@ -113,11 +139,16 @@ pub fn build(
             .arrange_by_key_named("FollowersByInterest");
         let (stories, activity_writes) = story_events.keep_stories(newest, feed.retention);
         let stories: Arranged<'_, StoriesTrace> = stories.arrange_by_key_named("StoriesByTypedId");
+        let arrangements = SharedArrangements {
+            followers: followers.trace.clone(),
+            stories: stories.trace.clone(),
+        };
         stories
             .fanout(followers)
             .maintain_head(feed.feed_size, status.deliveries.clone())
             .write_to(activity_writes, store, status)
             .probe_with(&probe);
+        arrangements
     });
     Built {
         inputs: Inputs {
@@ -128,5 +159,6 @@ pub fn build(
             announced: HashSet::new(),
         },
         probe,
+        arrangements,
     }
 }
