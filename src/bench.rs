@@ -126,6 +126,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         feed: options.feed.clone(),
         sink: Default::default(),
         dead_letter: Default::default(),
+        drpc: Default::default(),
     };
     let (rss_before, _) = rss();
     let started = Instant::now();
@@ -136,7 +137,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         },
     )?;
     let (status, store) = (running.status.clone(), running.store.clone());
-    running.join()?;
+    running.finish()?;
     let topology_secs = started.elapsed().as_secs_f64();
     let (_, peak) = rss();
 

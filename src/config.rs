@@ -47,6 +47,40 @@ pub struct TopologyConfig {
     /// Where bad events go.
     #[serde(default)]
     pub dead_letter: DeadLetterConfig,
+    /// Rebuild-feed queries.
+    #[serde(default)]
+    pub drpc: DrpcConfig,
+}
+
+/// `[drpc]`: rebuild-feed queries (SPEC section 5).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrpcConfig {
+    /// A rebuild not answered within this time fails with a clear error.
+    #[serde(default = "default_drpc_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_drpc_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for DrpcConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+/// Which feed heads are kept live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Materialize {
+    /// Every user's head, always.
+    #[default]
+    All,
+    /// Only heads read within `active_window`; reading another user's feed
+    /// rebuilds it through DRPC and makes it live again.
+    Active,
 }
 
 fn default_name() -> String {
@@ -209,6 +243,16 @@ pub struct FeedConfig {
     /// forgotten (`30d`, `12h`, ...).
     #[serde(default = "default_retention", with = "humantime_serde")]
     pub retention: Duration,
+    /// `"all"` keeps every user's head live; `"active"` only recently read ones.
+    #[serde(default)]
+    pub materialize: Materialize,
+    /// In `active` mode, a head not read for this long is evicted (`7days`).
+    #[serde(default = "default_active_window", with = "humantime_serde")]
+    pub active_window: Duration,
+}
+
+fn default_active_window() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 
 fn default_feed_size() -> usize {

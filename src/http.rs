@@ -5,21 +5,26 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use crate::config::{Materialize, TopologyConfig};
+use crate::drpc::{Drpc, DrpcError};
 use crate::error::{Error, Result};
 use crate::event::{format_time, Activity, TypedId};
 use crate::feed::FeedKey;
+use crate::runtime::Running;
 use crate::status::Status;
-use crate::store::{PageStart, Store};
+use crate::store::{page_of, PageStart, Store};
 
 /// What the handlers share.
 pub struct Api {
@@ -29,6 +34,57 @@ pub struct Api {
     pub status: Arc<Status>,
     /// Largest `limit` accepted.
     pub max_limit: usize,
+    /// The rebuild-feed desk.
+    pub drpc: Arc<Drpc>,
+    /// Whether feeds of users who are not live are rebuilt on read.
+    pub materialize: Materialize,
+    /// How long a rebuild may take.
+    pub drpc_timeout: Duration,
+}
+
+impl Api {
+    /// The API of a running topology.
+    pub fn new(running: &Running, topology: &TopologyConfig, max_limit: usize) -> Api {
+        Api {
+            store: running.store.clone(),
+            status: running.status.clone(),
+            max_limit,
+            drpc: running.drpc.clone(),
+            materialize: topology.feed.materialize,
+            drpc_timeout: topology.drpc.timeout,
+        }
+    }
+
+    async fn rebuild(&self, user: &TypedId) -> std::result::Result<Vec<FeedKey>, ApiError> {
+        let (id, answer) = self.drpc.submit(user.clone());
+        self.drpc
+            .wait(id, answer, self.drpc_timeout)
+            .await
+            .map_err(|e| match e {
+                DrpcError::Timeout(_) => ApiError(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+                DrpcError::Stopped => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            })
+    }
+
+    fn render(
+        &self,
+        user: &TypedId,
+        keys: &[FeedKey],
+        next_cursor: Option<String>,
+    ) -> std::result::Result<Response, ApiError> {
+        let mut activities = Vec::with_capacity(keys.len());
+        for key in keys {
+            activities.extend(self.store.activity(&key.id).map_err(internal)?);
+        }
+        let entries: Vec<EntryOut<'_>> = activities
+            .iter()
+            .map(|a| EntryOut::from(a.as_ref()))
+            .collect();
+        Ok(
+            Json(json!({"user": user, "entries": entries, "next_cursor": next_cursor}))
+                .into_response(),
+        )
+    }
 }
 
 /// An error answer.
@@ -49,6 +105,7 @@ fn bad_request(message: impl Into<String>) -> ApiError {
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/feeds/{user}", get(feed))
+        .route("/drpc/rebuild-feed", post(rebuild_feed))
         .route("/status", get(status))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -136,6 +193,13 @@ async fn feed(
 ) -> std::result::Result<Response, ApiError> {
     let user = parse_user(path)?;
     let (start, limit) = parse_page(query, api.max_limit)?;
+    if api.materialize == Materialize::Active && !api.drpc.touch_if_active(&user) {
+        // Not live: rebuild it in the dataflow (which makes it live again).
+        let head = api.rebuild(&user).await?;
+        let (page, more) = page_of(&head, &start, limit);
+        let cursor = more.then(|| page.last().map(FeedKey::cursor)).flatten();
+        return api.render(&user, &page, cursor);
+    }
     let page = api
         .store
         .feed_page(&user, &start, limit)
@@ -149,6 +213,28 @@ async fn feed(
         Json(json!({"user": user, "entries": entries, "next_cursor": page.next_cursor}))
             .into_response(),
     )
+}
+
+/// `POST /drpc/rebuild-feed` body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebuildBody {
+    user: String,
+    limit: Option<usize>,
+}
+
+async fn rebuild_feed(
+    State(api): State<Arc<Api>>,
+    body: std::result::Result<Json<RebuildBody>, JsonRejection>,
+) -> std::result::Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| bad_request(e.body_text()))?;
+    let user = TypedId::parse(&body.user)
+        .ok_or_else(|| bad_request(format!("{:?} is not a typed id kind:id", body.user)))?;
+    let head = api.rebuild(&user).await?;
+    let limit = body.limit.unwrap_or(head.len()).max(1);
+    let (page, more) = page_of(&head, &PageStart::Offset(0), limit);
+    let cursor = more.then(|| page.last().map(FeedKey::cursor)).flatten();
+    api.render(&user, &page, cursor)
 }
 
 async fn status(State(api): State<Arc<Api>>) -> Response {

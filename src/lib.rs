@@ -17,6 +17,7 @@
 //! | [`spout`] | spout | sources: JSONL file, seeded generator |
 //! | [`topology`] | topology | wiring spouts → bolts → sink as one dataflow |
 //! | [`bolt`] | bolt | one operator per file: interests, stories, fanout, feed heads |
+//! | [`drpc`] | DRPC | rebuild-feed requests joined with the shared arrangements |
 //! | [`grouping`] | fields grouping | which worker owns a user, a typed id, an activity |
 //! | [`store`] | sink | the store trait, the embedded store, the sink bolt |
 //! | [`runtime`] | worker / acking | timely workers, epochs, back-pressure, progress |
@@ -31,6 +32,7 @@ pub mod bench;
 pub mod bolt;
 pub mod config;
 pub mod dead_letter;
+pub mod drpc;
 pub mod error;
 pub mod event;
 pub mod feed;

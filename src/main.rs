@@ -54,6 +54,14 @@ enum Command {
         #[arg(long)]
         cursor: Option<String>,
     },
+    /// Rebuild a user's feed inside the running topology (DRPC) and print it.
+    Rebuild {
+        /// The user, a typed id such as user:rob.
+        user: String,
+        /// Address of the running topology's HTTP API.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        server: String,
+    },
     /// Write the generator's workload as JSONL (for --input or producers).
     Generate {
         /// Output file.
@@ -154,6 +162,19 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&body)?);
             Ok(())
         }
+        Command::Rebuild { user, server } => {
+            let body = match ureq::post(&format!("http://{server}/drpc/rebuild-feed"))
+                .send_json(serde_json::json!({ "user": user }))
+            {
+                Ok(response) => response.into_json::<serde_json::Value>()?,
+                Err(ureq::Error::Status(code, response)) => {
+                    bail!("{code}: {}", response.into_string().unwrap_or_default())
+                }
+                Err(e) => return Err(e).context(format!("cannot reach {server}")),
+            };
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            Ok(())
+        }
         Command::Generate { out, workload } => {
             use std::io::Write;
             let config = workload.config();
@@ -206,11 +227,7 @@ fn run(
     )?;
     let server = Server::start(
         listen.unwrap_or(process.listen),
-        Api {
-            store: running.store.clone(),
-            status: running.status.clone(),
-            max_limit: process.max_page_limit,
-        },
+        Api::new(&running, &topology, process.max_page_limit),
     )?;
     println!(
         "feedstorm: topology {:?} serving on http://{addr}  (try: curl http://{addr}/status)",

@@ -17,6 +17,7 @@ use timely::WorkerConfig;
 
 use crate::config::{SpoutConfig, TopologyConfig};
 use crate::dead_letter::DeadLetters;
+use crate::drpc::Drpc;
 use crate::error::{Error, Result};
 use crate::spout::{FileSpout, Generator, Spout, SpoutState};
 use crate::status::Status;
@@ -29,6 +30,8 @@ pub struct Running {
     pub status: Arc<Status>,
     /// The store the sink writes and the API reads.
     pub store: Arc<dyn Store>,
+    /// The rebuild-feed desk.
+    pub drpc: Arc<Drpc>,
     stop: Arc<AtomicBool>,
     guards: Option<timely::communication::WorkerGuards<()>>,
 }
@@ -49,6 +52,7 @@ impl Running {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
         let dead_letters = Arc::new(DeadLetters::open(&topology.dead_letter.path)?);
         let stop = Arc::new(AtomicBool::new(false));
+        let drpc = Arc::new(Drpc::default());
         // Fail early on a spout that cannot open; workers open their own copies.
         for spout in &topology.spouts {
             if let SpoutConfig::File(file) = spout {
@@ -63,15 +67,22 @@ impl Running {
             worker: WorkerConfig::default(),
         };
         let guards = {
-            let (topology, status, store, stop) = (
+            let (topology, status, store, stop, drpc) = (
                 topology.clone(),
                 status.clone(),
                 store.clone(),
                 stop.clone(),
+                drpc.clone(),
             );
             timely::execute(config, move |worker| {
-                if let Err(error) = drive(worker, &topology, &store, &status, &dead_letters, &stop)
-                {
+                let shared = Shared {
+                    store: &store,
+                    status: &status,
+                    dead_letters: &dead_letters,
+                    drpc: &drpc,
+                    stop: &stop,
+                };
+                if let Err(error) = drive(worker, &topology, shared) {
                     tracing::error!(%error, worker = worker.index(), "worker stopped");
                     status.set_failed();
                 }
@@ -81,6 +92,7 @@ impl Running {
         Ok(Running {
             status,
             store,
+            drpc,
             stop,
             guards: Some(guards),
         })
@@ -104,9 +116,17 @@ impl Running {
         self.join_workers()
     }
 
-    /// Waits for the workers to finish (finite spouts end by themselves).
-    pub fn join(mut self) -> Result<()> {
-        self.join_workers()
+    /// Waits until every spout is finished and everything is written, then
+    /// stops. For finite inputs; a followed file or an endless generator
+    /// never finishes.
+    pub fn finish(self) -> Result<()> {
+        while !(self.status.caught_up() && self.status.spouts_finished()) {
+            if !self.status.healthy() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.stop()
     }
 
     fn join_workers(&mut self) -> Result<()> {
@@ -152,18 +172,38 @@ fn open_spouts(
 }
 
 /// One worker's driver loop.
+/// What the workers of a process share.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    store: &'a Arc<dyn Store>,
+    status: &'a Arc<Status>,
+    dead_letters: &'a DeadLetters,
+    drpc: &'a Arc<Drpc>,
+    stop: &'a AtomicBool,
+}
+
 fn drive(
     worker: &mut timely::worker::Worker,
     topology: &TopologyConfig,
-    store: &Arc<dyn Store>,
-    status: &Arc<Status>,
-    dead_letters: &DeadLetters,
-    stop: &AtomicBool,
+    shared: Shared<'_>,
 ) -> Result<()> {
+    let Shared {
+        store,
+        status,
+        dead_letters,
+        drpc,
+        stop,
+    } = shared;
     let (index, peers) = (worker.index(), worker.peers());
     let progress_slot = index; // this process's workers are numbered from its first
     let mut spouts = open_spouts(topology, index, peers)?;
-    let built = topology::build(worker, &topology.feed, store.clone(), status.clone());
+    let built = topology::build(
+        worker,
+        &topology.feed,
+        store.clone(),
+        status.clone(),
+        drpc.clone(),
+    );
     let probe = built.probe;
     let mut arrangements = Some(built.arrangements);
     let mut inputs = Some(built.inputs);
@@ -196,8 +236,8 @@ fn drive(
             worker.step_or_park(Some(Duration::from_millis(10)));
             continue;
         };
-        let all_exhausted = exhausted.iter().all(|e| *e);
-        if stop.load(Ordering::SeqCst) || all_exhausted {
+        // Finished spouts do not end the dataflow: it stays up for queries.
+        if stop.load(Ordering::SeqCst) {
             progress.set_drained(true);
             inputs = None; // closing the inputs lets the dataflow drain and finish
             arrangements = None; // and releasing the traces lets it shut down
@@ -206,6 +246,7 @@ fn drive(
         let mut busy = false;
         if inflight.len() < input.max_inflight_epochs {
             records.clear();
+            let requests = drpc.take_requests();
             let mut ready = false;
             let share = input.epoch_events.div_ceil(spouts.len().max(1));
             for (spout, done) in spouts
@@ -220,10 +261,16 @@ fn drive(
                 }
             }
             let now = clock.elapsed().as_millis() as u64;
-            if records.is_empty() {
+            if records.is_empty() && requests.is_empty() {
                 if now > open.epoch() {
                     open.advance_to(now); // keep the frontier moving while idle
                 }
+            } else if records.is_empty() {
+                for request in requests {
+                    open.request(request);
+                }
+                open.advance_to(now.max(open.epoch() + 1));
+                busy = true;
             } else {
                 progress.begin_epoch();
                 let (mut good, mut bad) = (0, 0);
@@ -240,11 +287,17 @@ fn drive(
                     }
                 }
                 status.add_events(good, bad);
+                for request in requests {
+                    open.request(request);
+                }
                 inflight.push_back(open.epoch());
                 open.advance_to(now.max(open.epoch() + 1));
                 busy = true;
             }
             progress.set_drained(!ready);
+            if exhausted.iter().all(|e| *e) {
+                progress.set_finished();
+            }
         } else {
             busy = true;
         }

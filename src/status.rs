@@ -15,6 +15,8 @@ pub struct WorkerProgress {
     pending: AtomicU64,
     /// The worker's spouts had nothing more at their last poll.
     drained: AtomicBool,
+    /// Every spout of the worker is exhausted (finite sources only).
+    finished: AtomicBool,
 }
 
 impl WorkerProgress {
@@ -32,6 +34,10 @@ impl WorkerProgress {
     pub fn set_drained(&self, drained: bool) {
         self.drained.store(drained, SeqCst);
     }
+    /// Every spout of the worker is exhausted.
+    pub fn set_finished(&self) {
+        self.finished.store(true, SeqCst);
+    }
     fn caught_up(&self) -> bool {
         self.drained.load(SeqCst) && self.pending.load(SeqCst) == 0
     }
@@ -47,6 +53,7 @@ pub struct Status {
     /// Delivery updates consumed by the feed-head bolt.
     pub deliveries: Arc<AtomicU64>,
     head_changes: AtomicU64,
+    drpc_mismatches: AtomicU64,
     sink_ok: AtomicBool,
     failed: AtomicBool,
     workers: Vec<WorkerProgress>,
@@ -62,6 +69,7 @@ impl Status {
             events_bad: AtomicU64::new(0),
             deliveries: Arc::new(AtomicU64::new(0)),
             head_changes: AtomicU64::new(0),
+            drpc_mismatches: AtomicU64::new(0),
             sink_ok: AtomicBool::new(true),
             failed: AtomicBool::new(false),
             workers: (0..workers).map(|_| WorkerProgress::default()).collect(),
@@ -82,6 +90,17 @@ impl Status {
     /// Counts head changes written.
     pub fn add_head_changes(&self, n: u64) {
         self.head_changes.fetch_add(n, SeqCst);
+    }
+
+    /// Counts a rebuild answer that differed from the live head at the same
+    /// epoch (a bug if ever non-zero; tests assert it stays zero).
+    pub fn add_drpc_mismatch(&self) {
+        self.drpc_mismatches.fetch_add(1, SeqCst);
+    }
+
+    /// Rebuild answers that differed from the live head.
+    pub fn drpc_mismatches(&self) -> u64 {
+        self.drpc_mismatches.load(SeqCst)
     }
 
     /// Records whether the last sink write succeeded; returns whether this
@@ -115,6 +134,11 @@ impl Status {
         self.workers.iter().all(WorkerProgress::caught_up)
     }
 
+    /// Whether every worker's spouts are exhausted.
+    pub fn spouts_finished(&self) -> bool {
+        self.workers.iter().all(|w| w.finished.load(SeqCst))
+    }
+
     /// Whether the sink is writing and no worker failed.
     pub fn healthy(&self) -> bool {
         self.sink_ok.load(SeqCst) && !self.failed.load(SeqCst)
@@ -129,6 +153,7 @@ impl Status {
             "caught_up": self.caught_up(),
             "feed_deliveries": self.feed_deliveries(),
             "head_changes": self.head_changes.load(SeqCst),
+            "drpc_mismatches": self.drpc_mismatches(),
             "sink": if self.sink_ok.load(SeqCst) { "ok" } else { "degraded" },
             "failed": self.failed.load(SeqCst),
             "workers": self.workers.len(),

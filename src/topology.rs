@@ -20,11 +20,14 @@ use timely::progress::frontier::AntichainRef;
 use timely::worker::Worker;
 
 use crate::bolt::fanout::{FollowersTrace, StoriesTrace};
+use crate::bolt::feed_head::HeadSettings;
 use crate::bolt::{Fanout, InterestEvent, KeepStories, MaintainHead, ResolveInterests, StoryEvent};
 use crate::config::FeedConfig;
+use crate::drpc::{Drpc, InterestsTrace, RebuildFeeds, Request, Requests};
 use crate::event::{Event, Millis, TypedId};
 use crate::status::Status;
 use crate::store::{Store, WriteTo};
+use differential_dataflow::AsCollection;
 
 /// The dataflow's inputs on one worker. The driver sends decoded events and
 /// advances the epoch; this splits each event to the bolts that need it.
@@ -32,6 +35,7 @@ pub struct Inputs {
     interests: InputHandleVec<u64, InterestEvent>,
     stories: InputHandleVec<u64, StoryEvent>,
     newest: InputHandleVec<u64, Millis>,
+    requests: InputHandleVec<u64, (Request, u64, isize)>,
     newest_in_epoch: Option<Millis>,
     /// Actors already announced to the interests bolt (a cache: repeats are harmless).
     announced: HashSet<TypedId>,
@@ -69,6 +73,14 @@ impl Inputs {
         }
     }
 
+    /// Puts a rebuild request into the current epoch: present for this
+    /// epoch only, so its answer is a consistent view as of this epoch.
+    pub fn request(&mut self, request: Request) {
+        let epoch = self.epoch();
+        self.requests.send((request.clone(), epoch, 1));
+        self.requests.send((request, epoch + 1, -1));
+    }
+
     /// Closes the current epoch and opens `epoch` (which must be later).
     pub fn advance_to(&mut self, epoch: u64) {
         if let Some(newest) = self.newest_in_epoch.take() {
@@ -77,6 +89,7 @@ impl Inputs {
         self.interests.advance_to(epoch);
         self.stories.advance_to(epoch);
         self.newest.advance_to(epoch);
+        self.requests.advance_to(epoch);
     }
 
     /// The open epoch.
@@ -104,6 +117,8 @@ pub struct SharedArrangements {
     pub followers: FollowersTrace,
     /// Retained stories by the typed id they are about.
     pub stories: StoriesTrace,
+    /// Interest edges by user: `user -> interest`.
+    pub interests: InterestsTrace,
 }
 
 impl SharedArrangements {
@@ -114,6 +129,8 @@ impl SharedArrangements {
         self.followers.set_physical_compaction(frontier);
         self.stories.set_logical_compaction(frontier);
         self.stories.set_physical_compaction(frontier);
+        self.interests.set_logical_compaction(frontier);
+        self.interests.set_physical_compaction(frontier);
     }
 }
 
@@ -123,29 +140,42 @@ pub fn build(
     feed: &FeedConfig,
     store: Arc<dyn Store>,
     status: Arc<Status>,
+    drpc: Arc<Drpc>,
 ) -> Built {
     let feed = feed.clone();
     let probe = ProbeHandle::new();
     let mut interests_in = InputHandleVec::new();
     let mut stories_in = InputHandleVec::new();
     let mut newest_in = InputHandleVec::new();
+    let mut requests_in = InputHandleVec::new();
     let arrangements = worker.dataflow::<u64, _, _>(|scope| {
         let interest_events = scope.input_from(&mut interests_in);
         let story_events = scope.input_from(&mut stories_in);
         let newest = scope.input_from(&mut newest_in).broadcast();
+        let requests: Requests<'_> = scope.input_from(&mut requests_in).as_collection();
 
-        let followers: Arranged<'_, FollowersTrace> = interest_events
-            .resolve_interests(feed.follow_self)
-            .arrange_by_key_named("FollowersByInterest");
+        let edges = interest_events.resolve_interests(feed.follow_self);
+        let followers: Arranged<'_, FollowersTrace> =
+            edges.clone().arrange_by_key_named("FollowersByInterest");
+        let interests: Arranged<'_, InterestsTrace> = edges
+            .map(|(interest, user)| (user, interest))
+            .arrange_by_key_named("InterestsByUser");
         let (stories, activity_writes) = story_events.keep_stories(newest, feed.retention);
         let stories: Arranged<'_, StoriesTrace> = stories.arrange_by_key_named("StoriesByTypedId");
         let arrangements = SharedArrangements {
             followers: followers.trace.clone(),
             stories: stories.trace.clone(),
+            interests: interests.trace.clone(),
+        };
+        let snapshots = requests.clone().rebuild_feeds(interests, stories.clone());
+        let settings = HeadSettings {
+            feed_size: feed.feed_size,
+            materialize: feed.materialize,
+            active_window: feed.active_window,
         };
         stories
             .fanout(followers)
-            .maintain_head(feed.feed_size, status.deliveries.clone())
+            .maintain_head(snapshots, requests, settings, drpc, status.clone())
             .write_to(activity_writes, store, status)
             .probe_with(&probe);
         arrangements
@@ -155,6 +185,7 @@ pub fn build(
             interests: interests_in,
             stories: stories_in,
             newest: newest_in,
+            requests: requests_in,
             newest_in_epoch: None,
             announced: HashSet::new(),
         },

@@ -72,11 +72,7 @@ fn fixture(lines: &[String]) -> Fixture {
     let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
     let server = Server::start(
         "127.0.0.1:0".parse().unwrap(),
-        Api {
-            store: running.store.clone(),
-            status: running.status.clone(),
-            max_limit: 100,
-        },
+        Api::new(&running, &topology, 100),
     )
     .unwrap();
     let fixture = Fixture {

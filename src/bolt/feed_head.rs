@@ -12,31 +12,54 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use differential_dataflow::VecCollection;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
 use crate::bolt::EpochStash;
+use crate::config::Materialize;
+use crate::drpc::{Drpc, Request, Requests, Snapshots};
 use crate::event::{Millis, TypedId};
 use crate::feed::FeedKey;
 use crate::grouping::route;
+use crate::status::Status;
 
 /// A change to a user's feed head: `+1` enters, `-1` leaves.
 pub type HeadChange = (TypedId, FeedKey, isize);
 
-/// Maintains bounded feed heads.
+/// How the feed-head bolt keeps heads.
+#[derive(Clone, Debug)]
+pub struct HeadSettings {
+    /// Entries per head.
+    pub feed_size: usize,
+    /// Every user's head, or only recently read ones.
+    pub materialize: Materialize,
+    /// In `active` mode, a head not read for this long is evicted.
+    pub active_window: Duration,
+}
+
+/// Maintains bounded feed heads and answers rebuild-feed requests.
 pub trait MaintainHead<'scope> {
     /// Changes to each user's head of `feed_size` entries, in SPEC order
-    /// (newest `time`, then largest `id`). `deliveries` counts the updates
-    /// consumed (the benchmark's "feed deliveries").
+    /// (newest `time`, then largest `id`), from the `(user, entry)`
+    /// deliveries. At the epoch of each rebuild request it answers the
+    /// request through `drpc` from the request's snapshot; in `active` mode
+    /// the snapshot becomes the user's live state, and only live users'
+    /// deliveries are kept.
     fn maintain_head(
         self,
-        feed_size: usize,
-        deliveries: Arc<AtomicU64>,
+        snapshots: Snapshots<'scope>,
+        requests: Requests<'scope>,
+        settings: HeadSettings,
+        drpc: Arc<Drpc>,
+        status: Arc<Status>,
     ) -> StreamVec<'scope, u64, HeadChange>;
 }
 
@@ -163,54 +186,225 @@ impl Interner {
     }
 }
 
+enum Input {
+    Live((TypedId, FeedKey), isize),
+    Snapshot((Request, FeedKey), isize),
+    Request(Request, isize),
+}
+
+/// The bolt's state on one worker.
+struct Heads {
+    settings: HeadSettings,
+    feeds: HashMap<TypedId, UserFeed>,
+    ids: Interner,
+    /// Users whose head is live here (`active` mode).
+    live: HashSet<TypedId>,
+    last_eviction: Instant,
+}
+
+impl Heads {
+    fn apply(
+        &mut self,
+        user: &TypedId,
+        key: &FeedKey,
+        diff: isize,
+        changes: &mut Vec<(Entry, isize)>,
+    ) {
+        let entry = Entry {
+            time: key.time,
+            id: self.ids.intern(&key.id),
+        };
+        let id = entry.id.clone();
+        let feed = self.feeds.entry(user.clone()).or_default();
+        if feed.update(entry, diff, self.settings.feed_size, changes) {
+            self.ids.release(&id);
+        }
+        if feed.entries.is_empty() {
+            self.feeds.remove(user);
+        }
+    }
+
+    fn head(&self, user: &TypedId) -> Vec<FeedKey> {
+        self.feeds.get(user).map_or_else(Vec::new, |feed| {
+            feed.entries
+                .keys()
+                .rev()
+                .take(self.settings.feed_size)
+                .map(|e| FeedKey::new(e.time, &*e.id))
+                .collect()
+        })
+    }
+
+    /// One complete epoch.
+    fn epoch(
+        &mut self,
+        inputs: Vec<Input>,
+        drpc: &Drpc,
+        status: &Status,
+        out: &mut Vec<HeadChange>,
+    ) {
+        let (mut live, mut snapshots, mut requests) = (Vec::new(), Vec::new(), Vec::new());
+        for input in inputs {
+            match input {
+                Input::Live(d, r) => live.push((d, r)),
+                Input::Snapshot(d, r) => snapshots.push((d, r)),
+                Input::Request(d, r) => requests.push((d, r)),
+            }
+        }
+        status
+            .deliveries
+            .fetch_add(live.len() as u64, Ordering::Relaxed);
+        differential_dataflow::consolidation::consolidate(&mut live);
+        differential_dataflow::consolidation::consolidate(&mut snapshots);
+        differential_dataflow::consolidation::consolidate(&mut requests);
+        // Requests are present at their epoch (+1) and retracted at the next (-1).
+        let requests: Vec<Request> = requests
+            .into_iter()
+            .filter(|(_, r)| *r > 0)
+            .map(|(q, _)| q)
+            .collect();
+        let active_mode = self.settings.materialize == Materialize::Active;
+        let activating: HashSet<TypedId> = requests
+            .iter()
+            .filter(|(user, _)| active_mode && !self.live.contains(user))
+            .map(|(user, _)| user.clone())
+            .collect();
+
+        let mut changes = Vec::new();
+        let mut live = live.into_iter().peekable();
+        while let Some(((user, _), _)) = live.peek() {
+            let user = user.clone();
+            let keep = !active_mode || (self.live.contains(&user) && !activating.contains(&user));
+            while let Some(((_, key), diff)) = live.next_if(|((u, _), _)| *u == user) {
+                if keep {
+                    self.apply(&user, &key, diff, &mut changes);
+                }
+            }
+            emit(&user, &mut changes, out);
+        }
+
+        // Each request's snapshot, as of this epoch: positive counts only
+        // (the request's retraction at the next epoch is not wanted).
+        let mut by_request: HashMap<Request, Vec<(FeedKey, isize)>> = HashMap::new();
+        for ((request, key), count) in snapshots {
+            if count > 0 {
+                by_request.entry(request).or_default().push((key, count));
+            }
+        }
+        for request in requests {
+            let mut snapshot = by_request.remove(&request).unwrap_or_default();
+            snapshot.sort_by(|a, b| b.0.cmp(&a.0));
+            let (user, id) = request;
+            if activating.contains(&user) && !self.live.contains(&user) {
+                self.feeds.remove(&user);
+                for (key, count) in &snapshot {
+                    self.apply(&user, key, *count, &mut changes);
+                }
+                emit(&user, &mut changes, out);
+                self.live.insert(user.clone());
+                drpc.activate(&user);
+            }
+            let answer: Vec<FeedKey> = snapshot
+                .into_iter()
+                .take(self.settings.feed_size)
+                .map(|(k, _)| k)
+                .collect();
+            if !active_mode || self.live.contains(&user) {
+                // The fan-in answer must equal the head kept live, at the same epoch.
+                if answer != self.head(&user) {
+                    status.add_drpc_mismatch();
+                }
+            }
+            drpc.answer(id, answer);
+        }
+
+        if active_mode && self.last_eviction.elapsed() > Duration::from_secs(1) {
+            self.last_eviction = Instant::now();
+            for user in drpc.evict_idle(&self.live, self.settings.active_window) {
+                self.live.remove(&user);
+                for key in self.head(&user) {
+                    out.push((user.clone(), key, -1));
+                }
+                if let Some(feed) = self.feeds.remove(&user) {
+                    for entry in feed.entries.into_keys() {
+                        self.ids.release(&entry.id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn emit(user: &TypedId, changes: &mut Vec<(Entry, isize)>, out: &mut Vec<HeadChange>) {
+    differential_dataflow::consolidation::consolidate(changes);
+    out.extend(
+        changes
+            .drain(..)
+            .map(|(entry, diff)| (user.clone(), FeedKey::new(entry.time, &*entry.id), diff)),
+    );
+}
+
 impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, FeedKey), isize> {
     fn maintain_head(
         self,
-        feed_size: usize,
-        deliveries: Arc<AtomicU64>,
+        snapshots: Snapshots<'scope>,
+        requests: Requests<'scope>,
+        settings: HeadSettings,
+        drpc: Arc<Drpc>,
+        status: Arc<Status>,
     ) -> StreamVec<'scope, u64, HeadChange> {
-        let pact =
-            Exchange::new(|((user, _), _, _): &((TypedId, FeedKey), u64, isize)| route(user));
-        self.inner
-            .unary_frontier(pact, "MaintainHead", move |_cap, _info| {
-                let mut stash = EpochStash::new(1);
-                let mut feeds: HashMap<TypedId, UserFeed> = HashMap::new();
-                let mut ids = Interner::default();
-                let mut changes = Vec::new();
-                move |(input, frontier), output| {
-                    input.for_each(|cap, data| stash.stash_updates(&cap, data.drain(..)));
-                    for (caps, mut updates) in stash.take_ready(&[frontier]) {
-                        deliveries.fetch_add(updates.len() as u64, Ordering::Relaxed);
-                        differential_dataflow::consolidation::consolidate(&mut updates);
-                        let mut session = output.session(&caps[0]);
-                        let mut updates = updates.into_iter().peekable();
-                        while let Some(((user, _), _)) = updates.peek() {
-                            let user = user.clone();
-                            let feed = feeds.entry(user.clone()).or_default();
-                            while let Some(((_, key), diff)) =
-                                updates.next_if(|((u, _), _)| *u == user)
-                            {
-                                let entry = Entry {
-                                    time: key.time,
-                                    id: ids.intern(&key.id),
-                                };
-                                let id = entry.id.clone();
-                                let removed = feed.update(entry, diff, feed_size, &mut changes);
-                                if removed {
-                                    ids.release(&id);
-                                }
-                            }
-                            if feed.entries.is_empty() {
-                                feeds.remove(&user);
-                            }
-                            differential_dataflow::consolidation::consolidate(&mut changes);
-                            session.give_iterator(changes.drain(..).map(|(entry, diff)| {
-                                (user.clone(), FeedKey::new(entry.time, &*entry.id), diff)
-                            }));
-                        }
-                    }
+        let mut builder = OperatorBuilder::new("MaintainHead".to_owned(), self.inner.scope());
+        let mut live = builder.new_input(
+            self.inner,
+            Exchange::new(|((user, _), _, _): &((TypedId, FeedKey), u64, isize)| route(user)),
+        );
+        let mut snapshots = builder.new_input(
+            snapshots.inner,
+            Exchange::new(|(((user, _), _), _, _): &((Request, FeedKey), u64, isize)| route(user)),
+        );
+        let mut requests = builder.new_input(
+            requests.inner,
+            Exchange::new(|((user, _), _, _): &(Request, u64, isize)| route(user)),
+        );
+        let (output, stream) = builder.new_output();
+        let mut output =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<HeadChange>>>::from(output);
+        builder.build(move |_caps| {
+            let mut stash = EpochStash::new(1);
+            let mut heads = Heads {
+                settings,
+                feeds: HashMap::new(),
+                ids: Interner::default(),
+                live: HashSet::new(),
+                last_eviction: Instant::now(),
+            };
+            let mut out = Vec::new();
+            move |frontiers| {
+                live.for_each(|cap, data| {
+                    stash.stash_timed(&cap, data.drain(..).map(|(d, t, r)| (t, Input::Live(d, r))))
+                });
+                snapshots.for_each(|cap, data| {
+                    stash.stash_timed(
+                        &cap,
+                        data.drain(..).map(|(d, t, r)| (t, Input::Snapshot(d, r))),
+                    )
+                });
+                requests.for_each(|cap, data| {
+                    stash.stash_timed(
+                        &cap,
+                        data.drain(..).map(|(d, t, r)| (t, Input::Request(d, r))),
+                    )
+                });
+                let mut output = output.activate();
+                for (caps, inputs) in
+                    stash.take_ready(&[&frontiers[0], &frontiers[1], &frontiers[2]])
+                {
+                    heads.epoch(inputs, &drpc, &status, &mut out);
+                    output.session(&caps[0]).give_iterator(out.drain(..));
                 }
-            })
+            }
+        });
+        stream
     }
 }
 

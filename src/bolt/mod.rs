@@ -56,25 +56,23 @@ impl<D> EpochStash<D> {
         entry.1.extend(data);
     }
 
-    /// Keeps differential updates `(data, time, diff)` received under `cap`,
-    /// each under its own time: an operator may send an update at a time
-    /// later than the capability it sends it under.
-    pub fn stash_updates<T>(
+    /// Keeps items each under its own time, received under `cap`: an
+    /// operator may send an update at a time later than the capability it
+    /// sends it under (differential's join does).
+    pub fn stash_timed(
         &mut self,
         cap: &InputCapability<u64>,
-        updates: impl IntoIterator<Item = (T, u64, isize)>,
-    ) where
-        D: From<(T, isize)>,
-    {
+        items: impl IntoIterator<Item = (u64, D)>,
+    ) {
         let ports = self.ports;
-        for (data, time, diff) in updates {
+        for (time, item) in items {
             let entry = self.epochs.entry(time).or_insert_with(|| {
                 (
                     (0..ports).map(|port| cap.delayed(&time, port)).collect(),
                     Vec::new(),
                 )
             });
-            entry.1.push(D::from((data, diff)));
+            entry.1.push(item);
         }
     }
 

@@ -65,7 +65,7 @@ impl EmbeddedStore {
         }
     }
 
-    fn activity(&self, id: &str) -> Option<Arc<Activity>> {
+    fn get_activity(&self, id: &str) -> Option<Arc<Activity>> {
         self.activities
             .shard(id)
             .read()
@@ -130,13 +130,20 @@ impl Store for EmbeddedStore {
         let keys = &keys[..keys.len().min(limit)];
         Ok(FeedPage {
             // An entry whose activity is being removed in the same epoch is skipped.
-            entries: keys.iter().filter_map(|k| self.activity(&k.id)).collect(),
+            entries: keys
+                .iter()
+                .filter_map(|k| self.get_activity(&k.id))
+                .collect(),
             next_cursor: if more {
                 keys.last().map(FeedKey::cursor)
             } else {
                 None
             },
         })
+    }
+
+    fn activity(&self, id: &str) -> Result<Option<Arc<Activity>>> {
+        Ok(self.get_activity(id))
     }
 
     fn feed_keys(&self, user: &TypedId) -> Result<Vec<FeedKey>> {

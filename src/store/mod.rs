@@ -53,6 +53,16 @@ pub struct FeedPage {
     pub next_cursor: Option<String>,
 }
 
+/// A page of `keys` (newest first), and whether more follow.
+pub fn page_of(keys: &[FeedKey], start: &PageStart, limit: usize) -> (Vec<FeedKey>, bool) {
+    let from = match start {
+        PageStart::Offset(skip) => (*skip).min(keys.len()),
+        PageStart::After(after) => keys.partition_point(|k| k >= after),
+    };
+    let page: Vec<FeedKey> = keys[from..].iter().take(limit).cloned().collect();
+    (page, keys.len() > from + limit)
+}
+
 /// Counts for `/status` and the benchmark.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -71,6 +81,8 @@ pub trait Store: Send + Sync + 'static {
     fn apply(&self, batch: &WriteBatch) -> Result<()>;
     /// A page of `user`'s feed head.
     fn feed_page(&self, user: &TypedId, start: &PageStart, limit: usize) -> Result<FeedPage>;
+    /// A stored activity.
+    fn activity(&self, id: &str) -> Result<Option<Arc<Activity>>>;
     /// The whole head of `user`, newest first (for tests and tools).
     fn feed_keys(&self, user: &TypedId) -> Result<Vec<FeedKey>>;
     /// Users with a non-empty head.

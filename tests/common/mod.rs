@@ -183,7 +183,7 @@ pub fn run_to_end(
     let (store, status) = (running.store.clone(), running.status.clone());
     // A panicking worker leaves its peers waiting for it: fail, don't hang.
     let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || done.send(running.join().map_err(|e| e.to_string())));
+    std::thread::spawn(move || done.send(running.finish().map_err(|e| e.to_string())));
     finished
         .recv_timeout(std::time::Duration::from_secs(120))
         .expect("topology did not finish within 120 s (a worker failed?)")

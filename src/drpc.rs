@@ -1,0 +1,176 @@
+//! DRPC: rebuild-feed as a query that enters the running dataflow.
+//!
+//! A request for `user` at epoch `t` is a differential update `(user, id)`
+//! with `+1` at `t` and `-1` at `t + 1`. It is joined with the interests
+//! arranged by user, then with the shared stories arrangement (fan-in on
+//! read: no copy of the stories), and the resulting `(user, id) -> entry`
+//! snapshot reaches the feed-head bolt on the user's worker. When epoch `t`
+//! completes, that bolt answers with the newest `feed_size` entries, a
+//! consistent view as of `t`, and (in `active` mode) makes the snapshot the
+//! user's live state. Answers return to the caller through [`Drpc`] by id.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::VecCollection;
+
+use crate::bolt::fanout::StoriesTrace;
+use crate::event::TypedId;
+use crate::feed::FeedKey;
+
+/// Interest edges arranged by user: `user -> interest`.
+pub type InterestsTrace = TraceAgent<ValSpine<TypedId, TypedId, u64, isize>>;
+
+/// A rebuild request as it travels: `(user, request id)`.
+pub type Request = (TypedId, u64);
+
+/// Snapshot deliveries of rebuild requests: `((user, request id), entry)`.
+pub type Snapshots<'scope> = VecCollection<'scope, u64, (Request, FeedKey), isize>;
+
+/// Rebuild requests as a collection: present for exactly one epoch.
+pub type Requests<'scope> = VecCollection<'scope, u64, Request, isize>;
+
+/// Fans in each request's feed from the shared arrangements.
+pub trait RebuildFeeds<'scope> {
+    /// `((user, id), entry)` for every retained story about any of the
+    /// user's interests, with multiplicity the number of such interests.
+    fn rebuild_feeds(
+        self,
+        interests: Arranged<'scope, InterestsTrace>,
+        stories: Arranged<'scope, StoriesTrace>,
+    ) -> Snapshots<'scope>;
+}
+
+impl<'scope> RebuildFeeds<'scope> for Requests<'scope> {
+    fn rebuild_feeds(
+        self,
+        interests: Arranged<'scope, InterestsTrace>,
+        stories: Arranged<'scope, StoriesTrace>,
+    ) -> Snapshots<'scope> {
+        self.arrange_by_key_named("RebuildRequests")
+            .join_core(interests, |user, id, interest| {
+                Some((interest.clone(), (user.clone(), *id)))
+            })
+            .arrange_by_key_named("RequestsByInterest")
+            .join_core(stories, |_interest, request, entry| {
+                Some((request.clone(), entry.clone()))
+            })
+    }
+}
+
+/// Why a rebuild produced no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DrpcError {
+    /// No answer within the timeout (the topology is stalled or overloaded).
+    #[error("rebuild-feed timed out after {0:?}")]
+    Timeout(Duration),
+    /// The topology stopped before answering.
+    #[error("the topology stopped before answering")]
+    Stopped,
+}
+
+/// The process-wide DRPC desk: queued requests, callers waiting for answers,
+/// and which users have a live (materialized) feed in `active` mode.
+#[derive(Default)]
+pub struct Drpc {
+    next_id: AtomicU64,
+    queue: Mutex<Vec<Request>>,
+    waiting: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<Vec<FeedKey>>>>,
+    active: Mutex<HashMap<TypedId, Instant>>,
+}
+
+impl Drpc {
+    /// Queues a rebuild of `user`; the receiver gets the head once answered.
+    pub fn submit(&self, user: TypedId) -> (u64, tokio::sync::oneshot::Receiver<Vec<FeedKey>>) {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let (answer, receiver) = tokio::sync::oneshot::channel();
+        self.waiting.lock().expect("drpc lock").insert(id, answer);
+        self.queue.lock().expect("drpc lock").push((user, id));
+        (id, receiver)
+    }
+
+    /// Rebuilds `user`'s feed and waits for the answer (blocking).
+    pub fn call_blocking(
+        &self,
+        user: TypedId,
+        timeout: Duration,
+    ) -> Result<Vec<FeedKey>, DrpcError> {
+        let (id, receiver) = self.submit(user);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|_| DrpcError::Stopped)?;
+        runtime.block_on(self.wait(id, receiver, timeout))
+    }
+
+    /// Waits for the answer to request `id`.
+    pub async fn wait(
+        &self,
+        id: u64,
+        receiver: tokio::sync::oneshot::Receiver<Vec<FeedKey>>,
+        timeout: Duration,
+    ) -> Result<Vec<FeedKey>, DrpcError> {
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(head)) => Ok(head),
+            Ok(Err(_)) => Err(DrpcError::Stopped),
+            Err(_) => {
+                self.waiting.lock().expect("drpc lock").remove(&id);
+                Err(DrpcError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Takes the queued requests (a worker puts them into the dataflow).
+    pub fn take_requests(&self) -> Vec<Request> {
+        std::mem::take(&mut *self.queue.lock().expect("drpc lock"))
+    }
+
+    /// Delivers the answer to request `id`.
+    pub fn answer(&self, id: u64, head: Vec<FeedKey>) {
+        if let Some(waiting) = self.waiting.lock().expect("drpc lock").remove(&id) {
+            let _ = waiting.send(head);
+        }
+    }
+
+    /// Whether `user` has a live feed head (`active` mode), noting the read.
+    pub fn touch_if_active(&self, user: &TypedId) -> bool {
+        match self.active.lock().expect("drpc lock").get_mut(user) {
+            Some(last_read) => {
+                *last_read = Instant::now();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks `user` live, read now.
+    pub fn activate(&self, user: &TypedId) {
+        self.active
+            .lock()
+            .expect("drpc lock")
+            .insert(user.clone(), Instant::now());
+    }
+
+    /// Of `users`, those not read within `window`; they stop being live.
+    pub fn evict_idle(&self, users: &HashSet<TypedId>, window: Duration) -> Vec<TypedId> {
+        let mut active = self.active.lock().expect("drpc lock");
+        let idle: Vec<TypedId> = users
+            .iter()
+            .filter(|u| active.get(*u).is_none_or(|read| read.elapsed() > window))
+            .cloned()
+            .collect();
+        for user in &idle {
+            active.remove(user);
+        }
+        idle
+    }
+
+    /// Number of live users (`active` mode).
+    pub fn active_users(&self) -> usize {
+        self.active.lock().expect("drpc lock").len()
+    }
+}
