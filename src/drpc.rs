@@ -7,7 +7,8 @@
 //! snapshot reaches the feed-head bolt on the user's worker. When epoch `t`
 //! completes, that bolt answers with the newest `feed_size` entries, a
 //! consistent view as of `t`, and (in `active` mode) makes the snapshot the
-//! user's live state. Answers return to the caller through [`Drpc`] by id.
+//! user's live state. Answers return to the caller through [`Drpc`] by id,
+//! once epoch `t` is written.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,6 +82,13 @@ pub struct Drpc {
     queue: Mutex<Vec<Request>>,
     waiting: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<Vec<FeedKey>>>>,
     active: Mutex<HashMap<TypedId, Instant>>,
+    /// Answers and activations waiting for their epoch to be written.
+    unwritten: Mutex<Vec<(u64, Release)>>,
+}
+
+enum Release {
+    Answer(u64, Vec<FeedKey>),
+    Activate(TypedId),
 }
 
 impl Drpc {
@@ -129,10 +137,45 @@ impl Drpc {
         std::mem::take(&mut *self.queue.lock().expect("drpc lock"))
     }
 
-    /// Delivers the answer to request `id`.
-    pub fn answer(&self, id: u64, head: Vec<FeedKey>) {
-        if let Some(waiting) = self.waiting.lock().expect("drpc lock").remove(&id) {
-            let _ = waiting.send(head);
+    /// Answers request `id` with the head as of `epoch`, once the epoch is
+    /// written (so a read right after the answer finds the store as new).
+    pub fn answer_at(&self, epoch: u64, id: u64, head: Vec<FeedKey>) {
+        self.unwritten
+            .lock()
+            .expect("drpc lock")
+            .push((epoch, Release::Answer(id, head)));
+    }
+
+    /// Marks `user` live once `epoch`, which wrote their head, is written.
+    pub fn activate_at(&self, epoch: u64, user: &TypedId) {
+        self.unwritten
+            .lock()
+            .expect("drpc lock")
+            .push((epoch, Release::Activate(user.clone())));
+    }
+
+    /// Releases what waited for epochs before `frontier` (`None`: all).
+    pub fn release_written(&self, frontier: Option<u64>) {
+        let ready: Vec<Release> = {
+            let mut unwritten = self.unwritten.lock().expect("drpc lock");
+            if unwritten.is_empty() {
+                return;
+            }
+            let (ready, later) = std::mem::take(&mut *unwritten)
+                .into_iter()
+                .partition(|(epoch, _)| frontier.is_none_or(|f| *epoch < f));
+            *unwritten = later;
+            ready.into_iter().map(|(_, release)| release).collect()
+        };
+        for release in ready {
+            match release {
+                Release::Activate(user) => self.activate(&user),
+                Release::Answer(id, head) => {
+                    if let Some(waiting) = self.waiting.lock().expect("drpc lock").remove(&id) {
+                        let _ = waiting.send(head);
+                    }
+                }
+            }
         }
     }
 
@@ -156,11 +199,12 @@ impl Drpc {
     }
 
     /// Of `users`, those not read within `window`; they stop being live.
+    /// (A user whose activation is not yet written is not idle.)
     pub fn evict_idle(&self, users: &HashSet<TypedId>, window: Duration) -> Vec<TypedId> {
         let mut active = self.active.lock().expect("drpc lock");
         let idle: Vec<TypedId> = users
             .iter()
-            .filter(|u| active.get(*u).is_none_or(|read| read.elapsed() > window))
+            .filter(|u| active.get(*u).is_some_and(|read| read.elapsed() > window))
             .cloned()
             .collect();
         for user in &idle {

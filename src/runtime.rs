@@ -229,6 +229,8 @@ fn drive(
                 probe.with_frontier(|frontier| arrangements.advance(frontier));
             }
         }
+        // Rebuild answers wait for their epoch to be written.
+        probe.with_frontier(|frontier| drpc.release_written(frontier.first().copied()));
         let Some(open) = inputs.as_mut() else {
             if probe.done() {
                 return Ok(());

@@ -238,6 +238,7 @@ impl Heads {
     /// One complete epoch.
     fn epoch(
         &mut self,
+        time: u64,
         inputs: Vec<Input>,
         drpc: &Drpc,
         status: &Status,
@@ -302,7 +303,7 @@ impl Heads {
                 }
                 emit(&user, &mut changes, out);
                 self.live.insert(user.clone());
-                drpc.activate(&user);
+                drpc.activate_at(time, &user);
             }
             let answer: Vec<FeedKey> = snapshot
                 .into_iter()
@@ -315,7 +316,7 @@ impl Heads {
                     status.add_drpc_mismatch();
                 }
             }
-            drpc.answer(id, answer);
+            drpc.answer_at(time, id, answer);
         }
 
         if active_mode && self.last_eviction.elapsed() > Duration::from_secs(1) {
@@ -399,7 +400,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, FeedK
                 for (caps, inputs) in
                     stash.take_ready(&[&frontiers[0], &frontiers[1], &frontiers[2]])
                 {
-                    heads.epoch(inputs, &drpc, &status, &mut out);
+                    heads.epoch(*caps[0].time(), inputs, &drpc, &status, &mut out);
                     output.session(&caps[0]).give_iterator(out.drain(..));
                 }
             }
