@@ -6,8 +6,16 @@
 use std::fmt;
 use std::time::Instant;
 
-use crate::config::{FeedConfig, GeneratorConfig, InputConfig, SpoutConfig, TopologyConfig};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{
+    DeadLetterConfig, FeedConfig, FileSpoutConfig, GeneratorConfig, InputConfig, Materialize,
+    SpoutConfig, TopologyConfig,
+};
 use crate::error::Result;
+use crate::event::{encode, Event, InterestOp, TypedId};
 use crate::reference;
 use crate::runtime::{RunOptions, Running};
 use crate::spout::Generator;
@@ -19,28 +27,41 @@ pub struct BenchOptions {
     pub workload: GeneratorConfig,
     /// Worker threads.
     pub workers: usize,
-    /// Feed settings.
+    /// Feed settings (including `materialize`).
     pub feed: FeedConfig,
-    /// Whether to check every feed against the reference model afterwards.
+    /// Whether to check feeds against the reference model afterwards.
     pub verify: bool,
+    /// In `active` mode, the share of users who read their feed at the start.
+    pub active_fraction: f64,
+    /// Rebuild requests timed per probe user.
+    pub latency_samples: usize,
 }
 
-/// The measured figures.
-#[derive(Clone, Debug)]
+/// The measured figures of one run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BenchReport {
+    /// `all` or `active`.
+    pub materialize: String,
     /// Events in the workload.
     pub events: u64,
     /// Delivery updates the feed-head bolt consumed.
     pub deliveries: u64,
-    /// Entries over all feed heads at the end.
+    /// Entries over all materialized feed heads at the end.
     pub head_entries: u64,
+    /// Users whose head is live (`active` mode) or with a non-empty head (`all`).
+    pub live_users: u64,
     /// Seconds the topology took, start to all written.
     pub topology_secs: f64,
     /// Seconds the from-scratch recomputation took.
     pub reference_secs: f64,
     /// Peak resident memory growth of the process during the topology run.
     pub peak_rss_growth: u64,
-    /// Whether every feed equalled the reference model (`None`: not checked).
+    /// Resident memory growth held at the end of the run, after freed memory
+    /// is returned to the OS: the state the topology keeps.
+    pub held_rss_growth: u64,
+    /// Rebuild latency per probe user: (interests, p50 ms, p99 ms).
+    pub rebuild_latency: Vec<(usize, f64, f64)>,
+    /// Whether every checked feed equalled the reference model (`None`: not checked).
     pub verified: Option<bool>,
     /// Worker threads.
     pub workers: usize,
@@ -48,10 +69,15 @@ pub struct BenchReport {
 
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "materialize                 {}", self.materialize)?;
         writeln!(f, "workers                     {}", self.workers)?;
         writeln!(f, "events                      {}", self.events)?;
         writeln!(f, "feed deliveries             {}", self.deliveries)?;
-        writeln!(f, "feed-head entries           {}", self.head_entries)?;
+        writeln!(
+            f,
+            "live feeds / head entries   {} / {}",
+            self.live_users, self.head_entries
+        )?;
         writeln!(f, "topology                    {:.2} s", self.topology_secs)?;
         writeln!(
             f,
@@ -80,6 +106,11 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
+            "held RSS growth             {} MiB (at the end, after malloc_trim)",
+            self.held_rss_growth >> 20
+        )?;
+        writeln!(
+            f,
             "  bytes per feed-head entry {:.0} (all state: arrangements, candidates, store)",
             self.peak_rss_growth as f64 / self.head_entries.max(1) as f64
         )?;
@@ -88,10 +119,16 @@ impl fmt::Display for BenchReport {
             "  bytes per delivery        {:.0}",
             self.peak_rss_growth as f64 / self.deliveries.max(1) as f64
         )?;
+        for (interests, p50, p99) in &self.rebuild_latency {
+            writeln!(
+                f,
+                "rebuild, {interests:>4} interests     p50 {p50:.2} ms  p99 {p99:.2} ms"
+            )?;
+        }
         match self.verified {
             Some(true) => writeln!(
                 f,
-                "verified                    every feed equals the reference model"
+                "verified                    every checked feed equals the reference model"
             ),
             Some(false) => writeln!(
                 f,
@@ -116,19 +153,72 @@ pub fn rss() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// Runs the benchmark.
+/// Resident memory after returning freed heap memory to the OS.
+pub fn held_rss() -> u64 {
+    // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    rss().0
+}
+
+const PROBES: [usize; 3] = [10, 100, 1_000];
+
+/// Follow events giving `user:probeN` exactly N interests, early in the workload.
+fn probe_events(workload: &GeneratorConfig) -> Vec<Event> {
+    let mut events = Vec::new();
+    for n in PROBES {
+        let user = TypedId::parse(&format!("user:probe{n}")).expect("valid");
+        for i in 0..n as u64 {
+            let interest = if i % 2 == 0 {
+                format!("user:u{}", (i / 2) % workload.users.max(1))
+            } else {
+                format!("listing:l{}", (i / 2) % workload.listings.max(1))
+            };
+            events.push(Event::Interest {
+                time: workload.start_time,
+                user: user.clone(),
+                interest: TypedId::parse(&interest).expect("valid"),
+                op: InterestOp::Follow,
+            });
+        }
+    }
+    events
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Runs the benchmark in this process, in the mode `options.feed.materialize` says.
 pub fn run(options: &BenchOptions) -> Result<BenchReport> {
-    let events = Generator::total(&options.workload).unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("feedstorm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let probe_path = dir.join("probes.jsonl");
+    let probes = probe_events(&options.workload);
+    std::fs::write(
+        &probe_path,
+        probes.iter().map(|e| encode(e) + "\n").collect::<String>(),
+    )?;
     let topology = TopologyConfig {
         name: "bench".into(),
-        spouts: vec![SpoutConfig::Generator(options.workload.clone())],
+        spouts: vec![
+            SpoutConfig::Generator(options.workload.clone()),
+            SpoutConfig::File(FileSpoutConfig {
+                path: probe_path,
+                follow: false,
+            }),
+        ],
         input: InputConfig::default(),
         feed: options.feed.clone(),
         sink: Default::default(),
-        dead_letter: Default::default(),
+        dead_letter: DeadLetterConfig {
+            path: dir.join("dead-letters.jsonl"),
+        },
         drpc: Default::default(),
     };
-    let (rss_before, _) = rss();
+    let events = Generator::total(&options.workload).unwrap_or(0) + probes.len() as u64;
+    let rss_before = held_rss();
     let started = Instant::now();
     let running = Running::start(
         &topology,
@@ -136,30 +226,88 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
             workers: options.workers,
         },
     )?;
-    let (status, store) = (running.status.clone(), running.store.clone());
-    running.finish()?;
+    // In active mode, a share of the users read their feed at the start.
+    let active_mode = options.feed.materialize == Materialize::Active;
+    let every = (1.0 / options.active_fraction.max(1e-9)).round().max(1.0) as u64;
+    let readers: Vec<TypedId> = (0..options.workload.users)
+        .filter(|u| active_mode && u % every == 0)
+        .map(|u| TypedId::parse(&format!("user:u{u}")).expect("valid"))
+        .collect();
+    let pending: Vec<_> = readers
+        .iter()
+        .map(|u| running.drpc.submit(u.clone()))
+        .collect();
+    running.wait_finished();
     let topology_secs = started.elapsed().as_secs_f64();
     let (_, peak) = rss();
+    let held = held_rss();
+    let timeout = Duration::from_secs(60);
+    let waiter = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    for (id, answer) in pending {
+        let _ = waiter.block_on(running.drpc.wait(id, answer, timeout));
+    }
 
-    let all: Vec<_> = Generator::sequence(&options.workload).collect();
+    let mut rebuild_latency = Vec::new();
+    let mut rebuilt = Vec::new();
+    for n in PROBES {
+        let user = TypedId::parse(&format!("user:probe{n}")).expect("valid");
+        let mut millis = Vec::new();
+        for _ in 0..options.latency_samples.max(1) {
+            let t = Instant::now();
+            let head = running
+                .drpc
+                .call_blocking(user.clone(), timeout)
+                .map_err(|e| crate::Error::Sink(e.to_string()))?;
+            millis.push(t.elapsed().as_secs_f64() * 1e3);
+            rebuilt.push((user.clone(), head));
+        }
+        millis.sort_by(f64::total_cmp);
+        rebuild_latency.push((n, percentile(&millis, 0.5), percentile(&millis, 0.99)));
+    }
+    let (status, store) = (running.status.clone(), running.store.clone());
+    let live_users = if active_mode {
+        running.drpc.active_users() as u64
+    } else {
+        store.stats().feeds
+    };
+    running.stop()?;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut all: Vec<Event> = Generator::sequence(&options.workload).collect();
+    all.extend(probes);
     let started = Instant::now();
     let expected = reference::feeds(&all, &options.feed);
     let reference_secs = started.elapsed().as_secs_f64();
 
     let verified = options.verify.then(|| {
-        let users = store.users().unwrap_or_default();
-        users.len() == expected.len()
-            && expected
+        let head_of = |u: &TypedId| expected.get(u).cloned().unwrap_or_default();
+        let heads_right = if active_mode {
+            readers
                 .iter()
-                .all(|(user, head)| store.feed_keys(user).ok().as_ref() == Some(head))
+                .all(|u| store.feed_keys(u).ok() == Some(head_of(u)))
+        } else {
+            store.users().unwrap_or_default().len() == expected.len()
+                && expected
+                    .iter()
+                    .all(|(u, head)| store.feed_keys(u).ok().as_ref() == Some(head))
+        };
+        heads_right
+            && rebuilt.iter().all(|(u, head)| *head == head_of(u))
+            && status.drpc_mismatches() == 0
     });
     Ok(BenchReport {
+        materialize: if active_mode { "active" } else { "all" }.into(),
         events,
         deliveries: status.feed_deliveries(),
         head_entries: store.stats().entries,
+        live_users,
         topology_secs,
         reference_secs,
         peak_rss_growth: peak.saturating_sub(rss_before),
+        held_rss_growth: held.saturating_sub(rss_before),
+        rebuild_latency,
         verified,
         workers: options.workers,
     })

@@ -8,7 +8,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use feedstorm::config::{
-    FileSpoutConfig, GeneratorConfig, ProcessConfig, SpoutConfig, TopologyConfig,
+    FeedConfig, FileSpoutConfig, GeneratorConfig, Materialize, ProcessConfig, SpoutConfig,
+    TopologyConfig,
 };
 use feedstorm::http::{Api, Server};
 use feedstorm::runtime::{RunOptions, Running};
@@ -70,17 +71,41 @@ enum Command {
         #[command(flatten)]
         workload: Workload,
     },
-    /// Measure throughput and memory on a generated workload.
+    /// Measure throughput, memory and rebuild latency on a generated workload.
+    ///
+    /// Without --materialize, runs `all` and `active` each in a child process
+    /// (so that their peak memory is their own) and prints both and the ratio.
     Bench {
         #[command(flatten)]
         workload: Workload,
         /// Worker threads.
         #[arg(long, default_value_t = 2)]
         workers: usize,
-        /// Skip checking every feed against the reference model.
+        /// Run one mode only, in this process.
+        #[arg(long, value_enum)]
+        materialize: Option<Mode>,
+        /// In active mode, the share of users who read their feed at the start.
+        #[arg(long, default_value_t = 0.05)]
+        active_fraction: f64,
+        /// Rebuild requests timed per probe user (10, 100, 1000 interests).
+        #[arg(long, default_value_t = 30)]
+        latency_samples: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Skip checking feeds against the reference model.
         #[arg(long)]
         no_verify: bool,
     },
+}
+
+/// Materialization mode for `bench`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Mode {
+    /// Every user's head live.
+    All,
+    /// Only heads read recently.
+    Active,
 }
 
 /// The generated workload's shape.
@@ -188,21 +213,114 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             workload,
             workers,
+            materialize,
+            active_fraction,
+            latency_samples,
+            json,
             no_verify,
         } => {
+            let Some(mode) = materialize else {
+                return compare_modes(
+                    &workload,
+                    workers,
+                    active_fraction,
+                    latency_samples,
+                    no_verify,
+                );
+            };
             let report = feedstorm::bench::run(&feedstorm::bench::BenchOptions {
                 workload: workload.config(),
                 workers,
-                feed: Default::default(),
+                feed: FeedConfig {
+                    materialize: match mode {
+                        Mode::All => Materialize::All,
+                        Mode::Active => Materialize::Active,
+                    },
+                    ..FeedConfig::default()
+                },
                 verify: !no_verify,
+                active_fraction,
+                latency_samples,
             })?;
-            print!("{report}");
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{report}");
+            }
             if report.verified == Some(false) {
                 bail!("feeds differ from the reference model");
             }
             Ok(())
         }
     }
+}
+
+/// Runs `bench` once per mode, each in a child process, and prints the ratio.
+fn compare_modes(
+    workload: &Workload,
+    workers: usize,
+    active_fraction: f64,
+    latency_samples: usize,
+    no_verify: bool,
+) -> anyhow::Result<()> {
+    // Three runs: every head live; a share of users live; no head live (the
+    // state both modes share), so head memory = held(mode) - held(none).
+    let runs = [
+        ("all", active_fraction),
+        ("active", active_fraction),
+        ("active", 0.0),
+    ];
+    let mut reports = Vec::new();
+    for (mode, fraction) in runs {
+        let mut child = std::process::Command::new(std::env::current_exe()?);
+        child.args(["bench", "--json", "--materialize", mode]);
+        child.args(["--workers", &workers.to_string()]);
+        child.args(["--active-fraction", &fraction.to_string()]);
+        child.args(["--latency-samples", &latency_samples.to_string()]);
+        child.args(["--seed", &workload.seed.to_string()]);
+        child.args(["--users", &workload.users.to_string()]);
+        child.args(["--listings", &workload.listings.to_string()]);
+        child.args(["--follows", &workload.follows.to_string()]);
+        child.args(["--events", &workload.events.to_string()]);
+        if no_verify {
+            child.arg("--no-verify");
+        }
+        let output = child.stderr(std::process::Stdio::inherit()).output()?;
+        if !output.status.success() {
+            bail!("bench --materialize {mode} --active-fraction {fraction} failed");
+        }
+        let report: feedstorm::bench::BenchReport = serde_json::from_slice(&output.stdout)?;
+        println!("{report}");
+        reports.push(report);
+    }
+    let (all, active, none) = (&reports[0], &reports[1], &reports[2]);
+    let heads =
+        |r: &feedstorm::bench::BenchReport| r.held_rss_growth.saturating_sub(none.held_rss_growth);
+    println!(
+        "held RSS growth, all / active / none: {} / {} / {} MiB",
+        all.held_rss_growth >> 20,
+        active.held_rss_growth >> 20,
+        none.held_rss_growth >> 20
+    );
+    println!(
+        "feed-head memory (held - none), all / active ({:.0}% of users read): {} / {} MiB = {:.1}x",
+        active_fraction * 100.0,
+        heads(all) >> 20,
+        heads(active) >> 20,
+        heads(all) as f64 / heads(active).max(1) as f64
+    );
+    println!(
+        "whole-process held RSS, all / active: {:.1}x; peak RSS: {:.1}x",
+        all.held_rss_growth as f64 / active.held_rss_growth.max(1) as f64,
+        all.peak_rss_growth as f64 / active.peak_rss_growth.max(1) as f64
+    );
+    println!(
+        "feed-head entries, all / active: {} / {} = {:.1}x",
+        all.head_entries,
+        active.head_entries,
+        all.head_entries as f64 / active.head_entries.max(1) as f64
+    );
+    Ok(())
 }
 
 fn run(

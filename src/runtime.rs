@@ -116,16 +116,17 @@ impl Running {
         self.join_workers()
     }
 
-    /// Waits until every spout is finished and everything is written, then
-    /// stops. For finite inputs; a followed file or an endless generator
-    /// never finishes.
-    pub fn finish(self) -> Result<()> {
-        while !(self.status.caught_up() && self.status.spouts_finished()) {
-            if !self.status.healthy() {
-                break;
-            }
+    /// Waits until every spout is finished and everything is written (or a
+    /// worker failed). A followed file or an endless generator never finishes.
+    pub fn wait_finished(&self) {
+        while !(self.status.caught_up() && self.status.spouts_finished()) && self.status.healthy() {
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// [`wait_finished`](Self::wait_finished), then [`stop`](Self::stop).
+    pub fn finish(self) -> Result<()> {
+        self.wait_finished();
         self.stop()
     }
 

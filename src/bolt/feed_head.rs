@@ -199,6 +199,8 @@ struct Heads {
     ids: Interner,
     /// Users whose head is live here (`active` mode).
     live: HashSet<TypedId>,
+    /// Users with rebuild requests received but not yet answered.
+    pending: HashMap<TypedId, usize>,
     last_eviction: Instant,
 }
 
@@ -296,6 +298,12 @@ impl Heads {
             let mut snapshot = by_request.remove(&request).unwrap_or_default();
             snapshot.sort_by(|a, b| b.0.cmp(&a.0));
             let (user, id) = request;
+            if let Some(count) = self.pending.get_mut(&user) {
+                *count -= 1;
+                if *count == 0 {
+                    self.pending.remove(&user);
+                }
+            }
             if activating.contains(&user) && !self.live.contains(&user) {
                 self.feeds.remove(&user);
                 for (key, count) in &snapshot {
@@ -377,23 +385,39 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, FeedK
                 feeds: HashMap::new(),
                 ids: Interner::default(),
                 live: HashSet::new(),
+                pending: HashMap::new(),
                 last_eviction: Instant::now(),
             };
             let mut out = Vec::new();
             move |frontiers| {
+                requests.for_each(|cap, data| {
+                    for ((user, _), _, diff) in data.iter() {
+                        if *diff > 0 {
+                            *heads.pending.entry(user.clone()).or_default() += 1;
+                        }
+                    }
+                    stash.stash_timed(
+                        &cap,
+                        data.drain(..).map(|(d, t, r)| (t, Input::Request(d, r))),
+                    )
+                });
+                // In active mode, drop at once the deliveries of users who are
+                // not live and cannot become live by then: no rebuild of theirs
+                // is pending, and none can still arrive for a time up to `t`.
+                let requests_frontier = &frontiers[2];
                 live.for_each(|cap, data| {
-                    stash.stash_timed(&cap, data.drain(..).map(|(d, t, r)| (t, Input::Live(d, r))))
+                    let kept = data.drain(..).filter(|((user, _), t, _)| {
+                        heads.settings.materialize == Materialize::All
+                            || heads.live.contains(user)
+                            || heads.pending.contains_key(user)
+                            || requests_frontier.less_equal(t)
+                    });
+                    stash.stash_timed(&cap, kept.map(|(d, t, r)| (t, Input::Live(d, r))))
                 });
                 snapshots.for_each(|cap, data| {
                     stash.stash_timed(
                         &cap,
                         data.drain(..).map(|(d, t, r)| (t, Input::Snapshot(d, r))),
-                    )
-                });
-                requests.for_each(|cap, data| {
-                    stash.stash_timed(
-                        &cap,
-                        data.drain(..).map(|(d, t, r)| (t, Input::Request(d, r))),
                     )
                 });
                 let mut output = output.activate();
