@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: format, lints, then every test.
-# .ci/run calls exactly this. Servers that later tests need are installed and
-# started here by scripts/servers.sh (none are needed yet).
+# .ci/run calls exactly this. The real servers the tests use (redis-server)
+# are installed if missing and started on 127.0.0.1 by scripts/servers.sh,
+# and stopped again at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --release --all-targets --locked -- -D warnings
+echo "== servers"
+bash scripts/servers.sh start
+trap 'bash scripts/servers.sh stop' EXIT
+export FEEDSTORM_REDIS_URL="redis://127.0.0.1:${FEEDSTORM_REDIS_PORT:-6390}"
 echo "== cargo test"
 cargo test --release --locked --all-targets
 cargo test --release --locked --doc

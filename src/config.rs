@@ -278,6 +278,23 @@ pub enum SinkConfig {
     /// In-process store, served by this process's HTTP API.
     #[default]
     Embedded,
+    /// Redis: feeds that apps read directly too (see the README's key layout).
+    Redis(RedisSinkConfig),
+}
+
+/// `type = "redis"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSinkConfig {
+    /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
+    pub url: String,
+    /// Prefix of every key this topology writes.
+    #[serde(default = "default_redis_prefix")]
+    pub prefix: String,
+}
+
+fn default_redis_prefix() -> String {
+    "feedstorm".into()
 }
 
 /// `[dead_letter]`: where bad events go, each with its source position.

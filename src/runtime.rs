@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use timely::WorkerConfig;
 
-use crate::config::{SpoutConfig, TopologyConfig};
+use crate::config::{SinkConfig, SpoutConfig, TopologyConfig};
 use crate::dead_letter::DeadLetters;
 use crate::drpc::Drpc;
 use crate::error::{Error, Result};
 use crate::spout::{FileSpout, Generator, Spout, SpoutState};
 use crate::status::Status;
-use crate::store::{EmbeddedStore, Store};
+use crate::store::{EmbeddedStore, RedisStore, Store};
 use crate::topology;
 
 /// A running topology.
@@ -49,7 +49,10 @@ impl Running {
         topology.validate()?;
         let workers = options.workers.max(1);
         let status = Arc::new(Status::new(&topology.name, workers));
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+        let store: Arc<dyn Store> = match &topology.sink {
+            SinkConfig::Embedded => Arc::new(EmbeddedStore::new()),
+            SinkConfig::Redis(redis) => Arc::new(RedisStore::open(&redis.url, &redis.prefix)?),
+        };
         let dead_letters = Arc::new(DeadLetters::open(&topology.dead_letter.path)?);
         let stop = Arc::new(AtomicBool::new(false));
         let drpc = Arc::new(Drpc::default());

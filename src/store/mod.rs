@@ -3,6 +3,7 @@
 //! activity stored once.
 
 pub mod embedded;
+pub mod redis;
 pub mod sink;
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use crate::error::Result;
 use crate::event::{Activity, TypedId};
 use crate::feed::FeedKey;
 
+pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
 pub use sink::WriteTo;
 

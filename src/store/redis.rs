@@ -1,0 +1,221 @@
+//! The Redis store. Key layout (an app may read it with any Redis client):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `PREFIX:feed:{USER}` | sorted set | the user's feed head: member = activity id, score = time in ms. Redis orders equal scores by member bytes, so `ZREVRANGE key 0 -1` is exactly SPEC order (newest first, ties by id descending). Never more than `feed_size` members. |
+//! | `PREFIX:activity:ID` | string | the activity as the HTTP API shows an entry (JSON), stored once however many feeds refer to it |
+//!
+//! `{USER}` is a Redis Cluster hash tag, so every key of one user shares a slot.
+//! Writes are pipelined, one pipeline per epoch and worker, and idempotent
+//! (ZADD/ZREM/SET/DEL), so a replayed epoch changes nothing.
+
+use std::sync::{Arc, Mutex};
+
+use redis::{Commands, Connection};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::{Error, Result};
+use crate::event::{parse_time, Activity, TypedId};
+use crate::feed::FeedKey;
+use crate::http::EntryOut;
+use crate::store::{FeedPage, PageStart, Store, StoreStats, WriteBatch};
+
+/// Feed heads and activities in Redis.
+pub struct RedisStore {
+    client: redis::Client,
+    idle: Mutex<Vec<Connection>>,
+    prefix: String,
+}
+
+#[derive(Deserialize)]
+struct StoredEntry {
+    id: String,
+    time: String,
+    actor: TypedId,
+    verb: String,
+    object: TypedId,
+    target: Option<TypedId>,
+    extra: Option<Box<RawValue>>,
+}
+
+fn redis_error(error: redis::RedisError) -> Error {
+    Error::Sink(format!("redis: {error}"))
+}
+
+impl RedisStore {
+    /// A store at `url` (`redis://[:password@]host:port[/db]`, or
+    /// `rediss://` for TLS) under key `prefix`. Connects lazily, so a server
+    /// that is down now is retried later, not an error now.
+    pub fn open(url: &str, prefix: &str) -> Result<RedisStore> {
+        let client = redis::Client::open(url).map_err(|e| Error::Setting {
+            setting: "sink.url",
+            message: e.to_string(),
+        })?;
+        Ok(RedisStore {
+            client,
+            idle: Mutex::new(Vec::new()),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// The key of `user`'s feed head.
+    pub fn feed_key(&self, user: &TypedId) -> String {
+        format!("{}:feed:{{{}}}", self.prefix, user)
+    }
+
+    /// The key of an activity.
+    pub fn activity_key(&self, id: &str) -> String {
+        format!("{}:activity:{}", self.prefix, id)
+    }
+
+    /// Runs `f` on a pooled connection; a connection that failed is dropped.
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T> {
+        let pooled = self.idle.lock().expect("pool lock").pop();
+        let mut connection = match pooled {
+            Some(c) => c,
+            None => self.client.get_connection().map_err(redis_error)?,
+        };
+        let result = f(&mut connection).map_err(redis_error)?;
+        self.idle.lock().expect("pool lock").push(connection);
+        Ok(result)
+    }
+
+    fn parse(&self, json: &str) -> Option<Arc<Activity>> {
+        let stored: StoredEntry = serde_json::from_str(json).ok()?;
+        Some(Arc::new(Activity {
+            id: stored.id,
+            time: parse_time(&serde_json::to_string(&stored.time).ok()?)?,
+            actor: stored.actor,
+            verb: stored.verb,
+            object: stored.object,
+            target: stored.target,
+            extra: stored.extra.map(|e| e.get().to_owned()),
+        }))
+    }
+
+    fn activities(&self, keys: &[FeedKey]) -> Result<Vec<Arc<Activity>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = keys.iter().map(|k| self.activity_key(&k.id)).collect();
+        let mut pipe = redis::pipe();
+        for name in &names {
+            pipe.get(name);
+        }
+        let found: Vec<Option<String>> = self.with(|c| pipe.query(c))?;
+        Ok(found
+            .iter()
+            .flatten()
+            .filter_map(|json| self.parse(json))
+            .collect())
+    }
+
+    fn keys(members: Vec<(String, f64)>) -> Vec<FeedKey> {
+        members
+            .into_iter()
+            .map(|(id, score)| FeedKey::new(score as i64, id))
+            .collect()
+    }
+}
+
+impl Store for RedisStore {
+    fn apply(&self, batch: &WriteBatch) -> Result<()> {
+        // MULTI/EXEC: a reader sees an epoch's writes all or not at all.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for activity in &batch.puts {
+            let json =
+                serde_json::to_string(&EntryOut::from(activity.as_ref())).expect("serializable");
+            pipe.set(self.activity_key(&activity.id), json).ignore();
+        }
+        for (user, key, diff) in &batch.feed {
+            let feed = self.feed_key(user);
+            match diff {
+                0 => pipe.del(feed).ignore(),
+                d if *d > 0 => pipe.zadd(feed, &key.id, key.time as f64).ignore(),
+                _ => pipe.zrem(feed, &key.id).ignore(),
+            };
+        }
+        for id in &batch.removes {
+            pipe.del(self.activity_key(id)).ignore();
+        }
+        self.with(|c| pipe.query::<()>(c))
+    }
+
+    fn feed_page(&self, user: &TypedId, start: &PageStart, limit: usize) -> Result<FeedPage> {
+        let feed = self.feed_key(user);
+        let from = match start {
+            PageStart::Offset(skip) => *skip,
+            PageStart::After(after) => {
+                // Entries newer than `after`: strictly higher scores, plus equal
+                // scores with a larger id (the cursor's entry may be gone).
+                let (higher, ties): (usize, Vec<String>) = self.with(|c| {
+                    let higher: usize = c.zcount(&feed, format!("({}", after.time), "+inf")?;
+                    let ties: Vec<String> = c.zrangebyscore(&feed, after.time, after.time)?;
+                    Ok((higher, ties))
+                })?;
+                higher
+                    + ties
+                        .iter()
+                        .filter(|id| id.as_str() >= after.id.as_str())
+                        .count()
+            }
+        };
+        let members: Vec<(String, f64)> =
+            self.with(|c| c.zrevrange_withscores(&feed, from as isize, (from + limit) as isize))?;
+        let more = members.len() > limit;
+        let keys = Self::keys(members.into_iter().take(limit).collect());
+        Ok(FeedPage {
+            entries: self.activities(&keys)?,
+            next_cursor: if more {
+                keys.last().map(FeedKey::cursor)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn activity(&self, id: &str) -> Result<Option<Arc<Activity>>> {
+        let json: Option<String> = self.with(|c| c.get(self.activity_key(id)))?;
+        Ok(json.and_then(|j| self.parse(&j)))
+    }
+
+    fn feed_keys(&self, user: &TypedId) -> Result<Vec<FeedKey>> {
+        let members: Vec<(String, f64)> =
+            self.with(|c| c.zrevrange_withscores(self.feed_key(user), 0, -1))?;
+        Ok(Self::keys(members))
+    }
+
+    fn users(&self) -> Result<Vec<TypedId>> {
+        let pattern = format!("{}:feed:*", self.prefix);
+        let names: Vec<String> = self.with(|c| c.scan_match(&pattern)?.collect())?;
+        let skip = self.prefix.len() + ":feed:{".len();
+        Ok(names
+            .iter()
+            .filter_map(|n| TypedId::parse(n.get(skip..n.len().saturating_sub(1))?))
+            .collect())
+    }
+
+    fn stats(&self) -> StoreStats {
+        // Counting keys is a scan: cheap enough for /status on test-sized data,
+        // and never fatal.
+        let counted = (|| -> Result<StoreStats> {
+            let users = self.users()?;
+            let mut pipe = redis::pipe();
+            for user in &users {
+                pipe.zcard(self.feed_key(user));
+            }
+            let cards: Vec<u64> = self.with(|c| pipe.query(c))?;
+            let pattern = format!("{}:activity:*", self.prefix);
+            let activities: u64 =
+                self.with(|c| Ok(c.scan_match::<_, String>(&pattern)?.count() as u64))?;
+            Ok(StoreStats {
+                feeds: users.len() as u64,
+                entries: cards.iter().sum(),
+                activities,
+            })
+        })();
+        counted.unwrap_or_default()
+    }
+}

@@ -1,0 +1,300 @@
+//! The Redis sink against a real redis-server (started by scripts/servers.sh;
+//! FEEDSTORM_REDIS_URL, default redis://127.0.0.1:6390). A test that cannot
+//! reach it fails: it does not skip.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use feedstorm::config::{FeedConfig, RedisSinkConfig, SinkConfig};
+use feedstorm::http::{Api, Server};
+use feedstorm::runtime::{RunOptions, Running};
+use redis::Commands;
+use serde_json::Value;
+
+fn url() -> String {
+    std::env::var("FEEDSTORM_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6390".into())
+}
+
+fn connect() -> redis::Connection {
+    redis::Client::open(url())
+        .unwrap()
+        .get_connection()
+        .unwrap_or_else(|e| {
+            panic!(
+                "redis at {} is not reachable (run scripts/servers.sh start): {e}",
+                url()
+            )
+        })
+}
+
+/// A key prefix of the test's own, cleared first.
+fn prefix(name: &str) -> String {
+    let prefix = format!("test-{name}-{}", std::process::id());
+    let mut c = connect();
+    let keys: Vec<String> = c
+        .scan_match(format!("{prefix}:*"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = c.del(keys).unwrap();
+    }
+    prefix
+}
+
+fn wait_caught_up(running: &Running, events: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(running.status.events_in() == events && running.status.caught_up()) {
+        assert!(
+            Instant::now() < deadline,
+            "not caught up: {} events in",
+            running.status.events_in()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn feeds_in_redis_equal_the_reference_through_http_and_a_plain_client() {
+    let feed = FeedConfig {
+        feed_size: 8,
+        ..FeedConfig::default()
+    };
+    let lines = random_lines(
+        61,
+        Shape {
+            events: 3_000,
+            users: 30,
+            things: 20,
+            ids: 1_200,
+            times: 400,
+            spacing: 1_000,
+        },
+    );
+    let expected = feedstorm::reference::feeds(&decode_all(&lines), &feed);
+    let prefix = prefix("exact");
+    for workers in [1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        write_lines(&path, &lines);
+        let mut topology = file_topology(&path, true, feed.clone(), dir.path());
+        topology.sink = SinkConfig::Redis(RedisSinkConfig {
+            url: url(),
+            prefix: prefix.clone(),
+        });
+        let running = Running::start(&topology, &RunOptions { workers }).unwrap();
+        let server = Server::start(
+            "127.0.0.1:0".parse().unwrap(),
+            Api::new(&running, &topology, 1_000),
+        )
+        .unwrap();
+        wait_caught_up(&running, lines.len() as u64);
+
+        let mut c = connect();
+        for (user, head) in &expected {
+            // Directly, following the documented layout.
+            let key = format!("{prefix}:feed:{{{user}}}");
+            let ids: Vec<String> = c.zrevrange(&key, 0, -1).unwrap();
+            let want: Vec<String> = head.iter().map(|k| k.id.clone()).collect();
+            assert_eq!(ids, want, "{workers} workers: ZREVRANGE {key}");
+            assert!(c.zcard::<_, usize>(&key).unwrap() <= feed.feed_size);
+            let first: String = c.get(format!("{prefix}:activity:{}", want[0])).unwrap();
+            let first: Value = serde_json::from_str(&first).unwrap();
+            assert_eq!(first["id"], want[0].as_str());
+            // Through the API, paged by cursor.
+            let mut got = Vec::new();
+            let mut cursor = String::new();
+            loop {
+                let body: Value = ureq::get(&format!(
+                    "http://{}/feeds/{}?limit=3{cursor}",
+                    server.addr,
+                    user.as_str()
+                ))
+                .call()
+                .unwrap()
+                .into_json()
+                .unwrap();
+                got.extend(
+                    body["entries"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| e["id"].as_str().unwrap().to_owned()),
+                );
+                match body["next_cursor"].as_str() {
+                    Some(next) => cursor = format!("&cursor={next}"),
+                    None => break,
+                }
+            }
+            assert_eq!(got, want, "{workers} workers: API feed of {user}");
+        }
+        let keys: Vec<String> = c
+            .scan_match(format!("{prefix}:feed:*"))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            keys.len(),
+            expected.len(),
+            "no feed keys beyond the expected users"
+        );
+        drop(server);
+        running.stop().unwrap();
+    }
+}
+
+/// A redis-server of the test's own, with an append-only file, stopped when dropped.
+struct OwnRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    fn new() -> OwnRedis {
+        // A port the OS says is free right now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let redis = OwnRedis {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        redis.start();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn reachable(&self) -> bool {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    }
+
+    fn start(&self) {
+        let dir = self.dir.path().to_str().unwrap();
+        let pidfile = self.dir.path().join("r.pid");
+        let status = std::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+            ])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                dir,
+            ])
+            .args(["--daemonize", "yes", "--pidfile", pidfile.to_str().unwrap()])
+            .status()
+            .expect("redis-server is installed (scripts/servers.sh)");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.reachable() {
+            assert!(
+                Instant::now() < deadline,
+                "redis on {} did not start",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("r.pid")) {
+            std::process::Command::new("kill")
+                .arg(pid.trim())
+                .status()
+                .unwrap();
+        }
+        while self.reachable() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn a_redis_restart_mid_stream_stalls_then_resumes_exactly() {
+    let redis = OwnRedis::new();
+    let dir = tempfile::tempdir().unwrap();
+    let feed = FeedConfig {
+        feed_size: 6,
+        ..FeedConfig::default()
+    };
+    let lines = random_lines(
+        62,
+        Shape {
+            events: 2_000,
+            users: 25,
+            things: 15,
+            ids: 800,
+            times: 300,
+            spacing: 1_000,
+        },
+    );
+    let (first, second) = lines.split_at(1_000);
+    let path = dir.path().join("events.jsonl");
+    write_lines(&path, first);
+    let mut topology = file_topology(&path, true, feed.clone(), dir.path());
+    topology.sink = SinkConfig::Redis(RedisSinkConfig {
+        url: redis.url(),
+        prefix: "fs".into(),
+    });
+    let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
+    wait_caught_up(&running, first.len() as u64);
+
+    // Redis goes away (its append-only file keeps what it acknowledged)
+    // while events arrive: the sink retries, the spouts stop pulling.
+    redis.stop();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    for line in second {
+        use std::io::Write;
+        writeln!(file, "{line}").unwrap();
+    }
+    drop(file);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running.status.healthy() {
+        assert!(
+            Instant::now() < deadline,
+            "the sink never noticed redis was down"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !running.status.caught_up(),
+        "nothing can be caught up while the sink is down"
+    );
+    redis.start();
+    wait_caught_up(&running, lines.len() as u64);
+    assert!(running.status.healthy());
+    let expected = feedstorm::reference::feeds(&decode_all(&lines), &feed);
+    assert_eq!(
+        store_feeds(running.store.as_ref()),
+        expected,
+        "final state after the outage"
+    );
+    running.stop().unwrap();
+}
