@@ -14,6 +14,7 @@ use crate::config::{
     DeadLetterConfig, FeedConfig, FileSpoutConfig, GeneratorConfig, InputConfig, Materialize,
     SpoutConfig, TopologyConfig,
 };
+use crate::config::{RedisSinkConfig, SinkConfig};
 use crate::error::Result;
 use crate::event::{encode, Event, InterestOp, TypedId};
 use crate::reference;
@@ -35,6 +36,9 @@ pub struct BenchOptions {
     pub active_fraction: f64,
     /// Rebuild requests timed per probe user.
     pub latency_samples: usize,
+    /// Write feeds to this Redis database instead of the embedded store. The
+    /// benchmark empties it (FLUSHDB) first: give it a spare database.
+    pub redis: Option<String>,
 }
 
 /// The measured figures of one run.
@@ -61,6 +65,12 @@ pub struct BenchReport {
     pub held_rss_growth: u64,
     /// Rebuild latency per probe user: (interests, p50 ms, p99 ms).
     pub rebuild_latency: Vec<(usize, f64, f64)>,
+    /// With Redis: `used_memory` growth of the server (INFO memory).
+    pub redis_memory_growth: Option<u64>,
+    /// With Redis: head changes written per second (ZADD/ZREM in pipelines).
+    pub redis_writes_per_sec: Option<f64>,
+    /// With Redis: `redis-benchmark -t zadd -P 64` on the same server, same run.
+    pub redis_benchmark_zadd_per_sec: Option<f64>,
     /// Whether every checked feed equalled the reference model (`None`: not checked).
     pub verified: Option<bool>,
     /// Worker threads.
@@ -119,6 +129,21 @@ impl fmt::Display for BenchReport {
             "  bytes per delivery        {:.0}",
             self.peak_rss_growth as f64 / self.deliveries.max(1) as f64
         )?;
+        if let (Some(memory), Some(writes), Some(zadd)) = (
+            self.redis_memory_growth,
+            self.redis_writes_per_sec,
+            self.redis_benchmark_zadd_per_sec,
+        ) {
+            writeln!(f, "redis used_memory growth    {} MiB", memory >> 20)?;
+            writeln!(
+                f,
+                "  bytes per feed-head entry {:.0} (INFO memory)",
+                memory as f64 / self.head_entries.max(1) as f64
+            )?;
+            writeln!(f, "redis writes/s              {writes:.0} (head changes)")?;
+            writeln!(f, "redis-benchmark zadd -P 64  {zadd:.0} /s")?;
+            writeln!(f, "  writes / redis-benchmark  {:.2}", writes / zadd)?;
+        }
         for (interests, p50, p99) in &self.rebuild_latency {
             writeln!(
                 f,
@@ -160,6 +185,67 @@ pub fn held_rss() -> u64 {
         libc::malloc_trim(0);
     }
     rss().0
+}
+
+/// The server's `used_memory`; with `flush`, empties the database first.
+fn redis_used_memory(url: &str, flush: bool) -> Result<u64> {
+    let fail = |e: redis::RedisError| crate::Error::Sink(format!("redis: {e}"));
+    let mut connection = redis::Client::open(url)
+        .map_err(fail)?
+        .get_connection()
+        .map_err(fail)?;
+    if flush {
+        redis::cmd("FLUSHDB")
+            .query::<()>(&mut connection)
+            .map_err(fail)?;
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query(&mut connection)
+        .map_err(fail)?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+/// Runs `redis-benchmark -t zadd -P 64 -q` against the server of `url`.
+fn redis_benchmark_zadd(url: &str) -> Result<f64> {
+    let info = redis::Client::open(url)
+        .map_err(|e| crate::Error::Sink(e.to_string()))?
+        .get_connection_info()
+        .clone();
+    let (host, port) = match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+        other => {
+            return Err(crate::Error::Sink(format!(
+                "redis-benchmark needs a TCP address, not {other:?}"
+            )))
+        }
+    };
+    let output = std::process::Command::new("redis-benchmark")
+        .args([
+            "-h",
+            &host,
+            "-p",
+            &port.to_string(),
+            "-t",
+            "zadd",
+            "-P",
+            "64",
+            "-q",
+            "-n",
+            "2000000",
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    // "ZADD: 1234567.00 requests per second, p50=..." (the last \r-separated report)
+    text.rsplit(['\r', '\n'])
+        .find_map(|part| part.trim().strip_prefix("ZADD: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| crate::Error::Sink(format!("cannot read redis-benchmark output: {text:?}")))
 }
 
 const PROBES: [usize; 3] = [10, 100, 1_000];
@@ -211,13 +297,23 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         ],
         input: InputConfig::default(),
         feed: options.feed.clone(),
-        sink: Default::default(),
+        sink: match &options.redis {
+            None => SinkConfig::Embedded,
+            Some(url) => SinkConfig::Redis(RedisSinkConfig {
+                url: url.clone(),
+                prefix: "bench".into(),
+            }),
+        },
         dead_letter: DeadLetterConfig {
             path: dir.join("dead-letters.jsonl"),
         },
         drpc: Default::default(),
     };
     let events = Generator::total(&options.workload).unwrap_or(0) + probes.len() as u64;
+    let redis_before = match &options.redis {
+        Some(url) => Some(redis_used_memory(url, true)?),
+        None => None,
+    };
     let rss_before = held_rss();
     let started = Instant::now();
     let running = Running::start(
@@ -241,6 +337,10 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     let topology_secs = started.elapsed().as_secs_f64();
     let (_, peak) = rss();
     let held = held_rss();
+    let redis_memory_growth = match (&options.redis, redis_before) {
+        (Some(url), Some(before)) => Some(redis_used_memory(url, false)?.saturating_sub(before)),
+        _ => None,
+    };
     let timeout = Duration::from_secs(60);
     let waiter = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -297,7 +397,20 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
             && rebuilt.iter().all(|(u, head)| *head == head_of(u))
             && status.drpc_mismatches() == 0
     });
+    let head_changes = status.to_json(Default::default())["head_changes"]
+        .as_u64()
+        .unwrap_or(0);
+    let redis_benchmark_zadd_per_sec = match &options.redis {
+        Some(url) => Some(redis_benchmark_zadd(url)?),
+        None => None,
+    };
     Ok(BenchReport {
+        redis_memory_growth,
+        redis_writes_per_sec: options
+            .redis
+            .as_ref()
+            .map(|_| head_changes as f64 / topology_secs),
+        redis_benchmark_zadd_per_sec,
         materialize: if active_mode { "active" } else { "all" }.into(),
         events,
         deliveries: status.feed_deliveries(),

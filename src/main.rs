@@ -93,6 +93,11 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Write feeds to this Redis database (it is emptied with FLUSHDB:
+        /// give a spare one, e.g. redis://127.0.0.1:6390/15) and compare with
+        /// redis-benchmark on the same server.
+        #[arg(long)]
+        redis: Option<String>,
         /// Skip checking feeds against the reference model.
         #[arg(long)]
         no_verify: bool,
@@ -217,16 +222,12 @@ fn main() -> anyhow::Result<()> {
             active_fraction,
             latency_samples,
             json,
+            redis,
             no_verify,
         } => {
             let Some(mode) = materialize else {
-                return compare_modes(
-                    &workload,
-                    workers,
-                    active_fraction,
-                    latency_samples,
-                    no_verify,
-                );
+                let settings = (active_fraction, latency_samples, no_verify);
+                return compare_modes(&workload, workers, settings, redis.as_deref());
             };
             let report = feedstorm::bench::run(&feedstorm::bench::BenchOptions {
                 workload: workload.config(),
@@ -241,6 +242,7 @@ fn main() -> anyhow::Result<()> {
                 verify: !no_verify,
                 active_fraction,
                 latency_samples,
+                redis,
             })?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -259,9 +261,8 @@ fn main() -> anyhow::Result<()> {
 fn compare_modes(
     workload: &Workload,
     workers: usize,
-    active_fraction: f64,
-    latency_samples: usize,
-    no_verify: bool,
+    (active_fraction, latency_samples, no_verify): (f64, usize, bool),
+    redis: Option<&str>,
 ) -> anyhow::Result<()> {
     // Three runs: every head live; a share of users live; no head live (the
     // state both modes share), so head memory = held(mode) - held(none).
@@ -284,6 +285,9 @@ fn compare_modes(
         child.args(["--events", &workload.events.to_string()]);
         if no_verify {
             child.arg("--no-verify");
+        }
+        if let Some(url) = redis {
+            child.args(["--redis", url]);
         }
         let output = child.stderr(std::process::Stdio::inherit()).output()?;
         if !output.status.success() {
@@ -314,6 +318,19 @@ fn compare_modes(
         all.held_rss_growth as f64 / active.held_rss_growth.max(1) as f64,
         all.peak_rss_growth as f64 / active.peak_rss_growth.max(1) as f64
     );
+    if let (Some(a), Some(b), Some(n)) = (
+        all.redis_memory_growth,
+        active.redis_memory_growth,
+        none.redis_memory_growth,
+    ) {
+        let (a, b) = (a.saturating_sub(n), b.saturating_sub(n));
+        println!(
+            "feed-head memory in Redis (used_memory - none), all / active: {} / {} KiB = {:.1}x",
+            a >> 10,
+            b >> 10,
+            a as f64 / b.max(1) as f64
+        );
+    }
     println!(
         "feed-head entries, all / active: {} / {} = {:.1}x",
         all.head_entries,
