@@ -53,6 +53,9 @@ impl Running {
             SinkConfig::Embedded => Arc::new(EmbeddedStore::new()),
             SinkConfig::Redis(redis) => Arc::new(RedisStore::open(&redis.url, &redis.prefix)?),
         };
+        if store.persistent() {
+            status.expect_recovery();
+        }
         let dead_letters = Arc::new(DeadLetters::open(&topology.dead_letter.path)?);
         let stop = Arc::new(AtomicBool::new(false));
         let drpc = Arc::new(Drpc::default());
@@ -231,6 +234,16 @@ fn drive(
         if retired {
             if let Some(arrangements) = arrangements.as_mut() {
                 probe.with_frontier(|frontier| arrangements.advance(frontier));
+            }
+        }
+        if !status.recovered() && status.workers_caught_up() {
+            status.set_recovered();
+        }
+        if !status.recovery_written() {
+            if let Some(epoch) = status.recovery_epoch() {
+                if !probe.less_equal(&epoch) {
+                    status.set_recovery_written();
+                }
             }
         }
         // Rebuild answers wait for their epoch to be written.

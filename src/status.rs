@@ -56,6 +56,10 @@ pub struct Status {
     drpc_mismatches: AtomicU64,
     sink_ok: AtomicBool,
     failed: AtomicBool,
+    recovered: AtomicBool,
+    /// Workers whose recovered heads were emitted, and the latest epoch of them.
+    recovery_emitted: std::sync::Mutex<(usize, u64)>,
+    recovery_written: AtomicBool,
     workers: Vec<WorkerProgress>,
 }
 
@@ -72,6 +76,9 @@ impl Status {
             drpc_mismatches: AtomicU64::new(0),
             sink_ok: AtomicBool::new(true),
             failed: AtomicBool::new(false),
+            recovered: AtomicBool::new(false),
+            recovery_emitted: std::sync::Mutex::new((0, 0)),
+            recovery_written: AtomicBool::new(true),
             workers: (0..workers).map(|_| WorkerProgress::default()).collect(),
         }
     }
@@ -129,14 +136,61 @@ impl Status {
         self.deliveries.load(SeqCst)
     }
 
-    /// Whether every event available to the spouts so far is processed and written.
+    /// Whether every event available to the spouts so far is processed and
+    /// written (after a restart on a persistent store: and the recovered
+    /// heads are written).
     pub fn caught_up(&self) -> bool {
+        self.workers_caught_up() && self.recovery_written.load(SeqCst)
+    }
+
+    /// Whether every worker has processed and written what it has read.
+    pub fn workers_caught_up(&self) -> bool {
         self.workers.iter().all(WorkerProgress::caught_up)
+    }
+
+    /// The store outlives the process: `caught_up` waits for the recovered heads.
+    pub fn expect_recovery(&self) {
+        self.recovery_written.store(false, SeqCst);
+    }
+
+    /// A worker emitted its recovered heads at `epoch`.
+    pub fn recovery_emitted(&self, epoch: u64) {
+        let mut emitted = self.recovery_emitted.lock().expect("status lock");
+        emitted.0 += 1;
+        emitted.1 = emitted.1.max(epoch);
+    }
+
+    /// The epoch after which all local workers' recovered heads are written,
+    /// once all of them have emitted theirs.
+    pub fn recovery_epoch(&self) -> Option<u64> {
+        let emitted = self.recovery_emitted.lock().expect("status lock");
+        (emitted.0 >= self.workers.len()).then_some(emitted.1)
+    }
+
+    /// Whether the recovered heads are written (always, for a fresh store).
+    pub fn recovery_written(&self) -> bool {
+        self.recovery_written.load(SeqCst)
+    }
+
+    /// Notes that the recovered heads are written.
+    pub fn set_recovery_written(&self) {
+        self.recovery_written.store(true, SeqCst);
     }
 
     /// Whether every worker's spouts are exhausted.
     pub fn spouts_finished(&self) -> bool {
         self.workers.iter().all(|w| w.finished.load(SeqCst))
+    }
+
+    /// Notes that the topology has caught up once since it started.
+    pub fn set_recovered(&self) {
+        self.recovered.store(true, SeqCst);
+    }
+
+    /// Whether the topology has caught up once since it started (after a
+    /// restart, its state is rebuilt from the sources by then).
+    pub fn recovered(&self) -> bool {
+        self.recovered.load(SeqCst)
     }
 
     /// Whether the sink is writing and no worker failed.

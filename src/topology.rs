@@ -172,6 +172,7 @@ pub fn build(
             feed_size: feed.feed_size,
             materialize: feed.materialize,
             active_window: feed.active_window,
+            recover_into: store.persistent().then(|| store.clone()),
         };
         stories
             .fanout(followers)

@@ -30,12 +30,15 @@ use crate::event::{Millis, TypedId};
 use crate::feed::FeedKey;
 use crate::grouping::route;
 use crate::status::Status;
+use crate::store::Store;
+use timely::dataflow::operators::Capability;
 
-/// A change to a user's feed head: `+1` enters, `-1` leaves.
+/// A change to a user's feed head: `+1` enters, `-1` leaves, and `0` (with
+/// an empty key, see [`reset_marker`]) clears the user's head first.
 pub type HeadChange = (TypedId, FeedKey, isize);
 
 /// How the feed-head bolt keeps heads.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HeadSettings {
     /// Entries per head.
     pub feed_size: usize,
@@ -43,6 +46,10 @@ pub struct HeadSettings {
     pub materialize: Materialize,
     /// In `active` mode, a head not read for this long is evicted.
     pub active_window: Duration,
+    /// A store that outlives the process (Redis): after a start, write
+    /// nothing until the topology has caught up (the old heads keep serving),
+    /// then replace every head this worker owns with the recovered one.
+    pub recover_into: Option<Arc<dyn Store>>,
 }
 
 /// Maintains bounded feed heads and answers rebuild-feed requests.
@@ -226,6 +233,34 @@ impl Heads {
         }
     }
 
+    /// Every head this worker owns, whole: a reset then its entries, and a
+    /// reset for each user the store has but this worker no longer does.
+    fn recovered_heads(
+        &self,
+        store: &dyn Store,
+        index: usize,
+        peers: usize,
+        out: &mut Vec<HeadChange>,
+    ) {
+        for user in self.feeds.keys() {
+            let head = self.head(user);
+            if !head.is_empty() {
+                out.push(reset_marker(user));
+                out.extend(head.into_iter().map(|key| (user.clone(), key, 1)));
+            }
+        }
+        let stored = store.users().unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot list stored feeds; stale ones stay until touched");
+            Vec::new()
+        });
+        for user in stored {
+            let mine = route(&user) % peers as u64 == index as u64;
+            if mine && self.feeds.get(&user).is_none_or(|f| f.entries.is_empty()) {
+                out.push(reset_marker(&user));
+            }
+        }
+    }
+
     fn head(&self, user: &TypedId) -> Vec<FeedKey> {
         self.feeds.get(user).map_or_else(Vec::new, |feed| {
             feed.entries
@@ -344,6 +379,17 @@ impl Heads {
     }
 }
 
+type Recovery = (Capability<u64>, Arc<dyn Store>);
+
+fn heads_recovery(settings: &HeadSettings, cap: Option<Capability<u64>>) -> Option<Recovery> {
+    Some((cap?, settings.recover_into.clone()?))
+}
+
+/// The head-change marker that clears a user's head in the store.
+pub fn reset_marker(user: &TypedId) -> HeadChange {
+    (user.clone(), FeedKey::new(0, ""), 0)
+}
+
 fn emit(user: &TypedId, changes: &mut Vec<(Entry, isize)>, out: &mut Vec<HeadChange>) {
     differential_dataflow::consolidation::consolidate(changes);
     out.extend(
@@ -362,7 +408,9 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, FeedK
         drpc: Arc<Drpc>,
         status: Arc<Status>,
     ) -> StreamVec<'scope, u64, HeadChange> {
-        let mut builder = OperatorBuilder::new("MaintainHead".to_owned(), self.inner.scope());
+        let scope = self.inner.scope();
+        let (builder_index, builder_peers) = (scope.index(), scope.peers());
+        let mut builder = OperatorBuilder::new("MaintainHead".to_owned(), scope);
         let mut live = builder.new_input(
             self.inner,
             Exchange::new(|((user, _), _, _): &((TypedId, FeedKey), u64, isize)| route(user)),
@@ -376,10 +424,14 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, FeedK
             Exchange::new(|((user, _), _, _): &(Request, u64, isize)| route(user)),
         );
         let (output, stream) = builder.new_output();
+        let (index, peers) = (builder_index, builder_peers);
         let mut output =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<HeadChange>>>::from(output);
-        builder.build(move |_caps| {
+        builder.build(move |mut caps| {
             let mut stash = EpochStash::new(1);
+            // Held while recovering, at the input frontier, to write the
+            // recovered heads when recovery ends.
+            let mut recovering = heads_recovery(&settings, caps.pop());
             let mut heads = Heads {
                 settings,
                 feeds: HashMap::new(),
@@ -425,7 +477,28 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, FeedK
                     stash.take_ready(&[&frontiers[0], &frontiers[1], &frontiers[2]])
                 {
                     heads.epoch(*caps[0].time(), inputs, &drpc, &status, &mut out);
-                    output.session(&caps[0]).give_iterator(out.drain(..));
+                    if recovering.is_some() {
+                        out.clear(); // the recovered heads are written whole at the end
+                    } else {
+                        output.session(&caps[0]).give_iterator(out.drain(..));
+                    }
+                }
+                if let Some((cap, store)) = recovering.as_mut() {
+                    if status.recovered() {
+                        heads.recovered_heads(store.as_ref(), index, peers, &mut out);
+                        output.session(&*cap).give_iterator(out.drain(..));
+                        status.recovery_emitted(*cap.time());
+                        recovering = None;
+                    } else {
+                        let least = frontiers
+                            .iter()
+                            .filter_map(|f| f.frontier().first().copied())
+                            .min();
+                        match least {
+                            Some(time) => cap.downgrade(&time),
+                            None => recovering = None,
+                        }
+                    }
                 }
             }
         });

@@ -87,7 +87,9 @@ impl Store for EmbeddedStore {
         }
         for (user, key, diff) in &batch.feed {
             let mut shard = self.feeds.shard(user).write().expect("lock");
-            if *diff > 0 {
+            if *diff == 0 {
+                shard.remove(user);
+            } else if *diff > 0 {
                 shard.entry(user.clone()).or_default().insert(key.clone());
             } else if let Some(head) = shard.get_mut(user) {
                 head.remove(key);

@@ -91,4 +91,9 @@ pub trait Store: Send + Sync + 'static {
     fn users(&self) -> Result<Vec<TypedId>>;
     /// Sizes.
     fn stats(&self) -> StoreStats;
+    /// Whether the store outlives the process (then a restarted topology
+    /// recovers before it writes; see the feed-head bolt).
+    fn persistent(&self) -> bool {
+        false
+    }
 }

@@ -197,6 +197,10 @@ impl Store for RedisStore {
             .collect())
     }
 
+    fn persistent(&self) -> bool {
+        true
+    }
+
     fn stats(&self) -> StoreStats {
         // Counting keys is a scan: cheap enough for /status on test-sized data,
         // and never fatal.
