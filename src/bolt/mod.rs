@@ -43,17 +43,12 @@ impl<D> EpochStash<D> {
         }
     }
 
-    /// Keeps `data`, received under `cap`.
+    /// Keeps `data`, received under `cap`, at the capability's time (for
+    /// streams whose records carry no time of their own). Every message of
+    /// our dataflows has a stamp; one without could not be placed in an epoch.
     pub fn stash(&mut self, cap: &InputCapability<u64>, data: impl IntoIterator<Item = D>) {
         let Some(&time) = cap.least() else { return };
-        let ports = self.ports;
-        let entry = self.epochs.entry(time).or_insert_with(|| {
-            (
-                (0..ports).map(|port| cap.delayed(&time, port)).collect(),
-                Vec::new(),
-            )
-        });
-        entry.1.extend(data);
+        self.stash_timed(cap, data.into_iter().map(|d| (time, d)));
     }
 
     /// Keeps items each under its own time, received under `cap`: an
