@@ -5,26 +5,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
 use feedstorm::config::{FeedConfig, Materialize};
 use feedstorm::event::TypedId;
 use feedstorm::feed::FeedKey;
-use feedstorm::http::{Api, Server};
+use feedstorm::http::Server;
 use feedstorm::runtime::{RunOptions, Running};
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn wait_caught_up(running: &Running, events: u64) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !(running.status.events_in() == events && running.status.caught_up()) {
-        assert!(Instant::now() < deadline, "not caught up");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
 
 /// The same workload shape with activity ids of its own (`b…`), so that two
 /// batches never give one id two contents.
@@ -39,13 +30,6 @@ fn second_batch(seed: u64, shape: Shape) -> Vec<String> {
             v.to_string()
         })
         .collect()
-}
-
-fn append(path: &std::path::Path, lines: &[String]) {
-    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
-    for line in lines {
-        writeln!(file, "{line}").unwrap();
-    }
 }
 
 fn users_of(expected: &BTreeMap<TypedId, Vec<FeedKey>>) -> Vec<TypedId> {
@@ -99,7 +83,7 @@ fn rebuild_equals_live_feed_and_reference_on_1_2_4_workers() {
             let (path, second) = (path.clone(), second.clone());
             std::thread::spawn(move || {
                 for chunk in second.chunks(50) {
-                    append(&path, chunk);
+                    append_lines(&path, chunk);
                     std::thread::yield_now();
                 }
             })
@@ -143,11 +127,7 @@ fn served(
     write_lines(&path, lines);
     let topology = file_topology(&path, true, feed, dir.path());
     let running = Running::start(&topology, &RunOptions { workers }).unwrap();
-    let server = Server::start(
-        "127.0.0.1:0".parse().unwrap(),
-        Api::new(&running, &topology, 1_000),
-    )
-    .unwrap();
+    let server = serve(&running, &topology, 1_000);
     wait_caught_up(&running, lines.len() as u64);
     (running, server, dir, path)
 }
@@ -258,7 +238,7 @@ fn active_mode_rebuilds_on_read_and_keeps_read_feeds_live() {
     }
     // Live maintenance resumes for the readers only.
     let second = second_batch(89, shape);
-    append(&path, &second);
+    append_lines(&path, &second);
     wait_caught_up(&running, (lines.len() + second.len()) as u64);
     let all: Vec<String> = lines.iter().chain(&second).cloned().collect();
     let expected = feedstorm::reference::feeds(&decode_all(&all), &feed);
@@ -308,11 +288,7 @@ fn a_rebuild_that_cannot_be_answered_in_time_is_a_clear_error() {
     let mut topology = file_topology(&path, true, FeedConfig::default(), dir.path());
     topology.drpc.timeout = Duration::from_millis(300);
     let running = Running::start(&topology, &RunOptions { workers: 1 }).unwrap();
-    let server = Server::start(
-        "127.0.0.1:0".parse().unwrap(),
-        Api::new(&running, &topology, 100),
-    )
-    .unwrap();
+    let server = serve(&running, &topology, 100);
     let url = format!("http://{}/drpc/rebuild-feed", server.addr);
     wait_caught_up(&running, lines.len() as u64);
     assert!(ureq::post(&url)

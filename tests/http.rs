@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -32,14 +31,7 @@ impl Fixture {
     /// Appends lines and waits until the topology has read and written them.
     fn append(&self, lines: &[String]) {
         let before = self.running.status.events_in();
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .unwrap();
-        for line in lines {
-            writeln!(file, "{line}").unwrap();
-        }
-        file.flush().unwrap();
+        append_lines(&self.path, lines);
         self.wait_for(before + lines.len() as u64);
     }
 

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use feedstorm::config::{FeedConfig, RedisSinkConfig, SinkConfig};
-use feedstorm::http::{Api, Server};
 use feedstorm::runtime::{RunOptions, Running};
 use redis::Commands;
 use serde_json::Value;
@@ -44,18 +43,6 @@ fn prefix(name: &str) -> String {
     prefix
 }
 
-fn wait_caught_up(running: &Running, events: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(running.status.events_in() == events && running.status.caught_up()) {
-        assert!(
-            Instant::now() < deadline,
-            "not caught up: {} events in",
-            running.status.events_in()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn feeds_in_redis_equal_the_reference_through_http_and_a_plain_client() {
     let feed = FeedConfig {
@@ -85,11 +72,7 @@ fn feeds_in_redis_equal_the_reference_through_http_and_a_plain_client() {
             prefix: prefix.clone(),
         });
         let running = Running::start(&topology, &RunOptions { workers }).unwrap();
-        let server = Server::start(
-            "127.0.0.1:0".parse().unwrap(),
-            Api::new(&running, &topology, 1_000),
-        )
-        .unwrap();
+        let server = serve(&running, &topology, 1_000);
         wait_caught_up(&running, lines.len() as u64);
 
         let mut c = connect();
@@ -266,15 +249,7 @@ fn a_redis_restart_mid_stream_stalls_then_resumes_exactly() {
     // Redis goes away (its append-only file keeps what it acknowledged)
     // while events arrive: the sink retries, the spouts stop pulling.
     redis.stop();
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .unwrap();
-    for line in second {
-        use std::io::Write;
-        writeln!(file, "{line}").unwrap();
-    }
-    drop(file);
+    append_lines(&path, second);
     let deadline = Instant::now() + Duration::from_secs(30);
     while running.status.healthy() {
         assert!(
@@ -332,15 +307,7 @@ fn a_restarted_topology_serves_the_old_feeds_at_once_and_catches_up_exactly() {
     running.stop().unwrap();
 
     // More events arrive while it is down; a new process replays the file.
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .unwrap();
-    for line in second {
-        use std::io::Write;
-        writeln!(file, "{line}").unwrap();
-    }
-    drop(file);
+    append_lines(&path, second);
     let new = feedstorm::reference::feeds(&decode_all(&lines), &feed);
     let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
     // Until it has caught up, every read finds the old head or the new one,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use feedstorm::config::{FeedConfig, FileSpoutConfig, SpoutConfig, TopologyConfig};
 use feedstorm::event::{decode, Event, TypedId};
 use feedstorm::feed::FeedKey;
+use feedstorm::http::{Api, Server};
 use feedstorm::runtime::{RunOptions, Running};
 use feedstorm::store::Store;
 use rand::rngs::StdRng;
@@ -203,4 +204,34 @@ pub fn store_feeds(store: &dyn Store) -> BTreeMap<TypedId, Vec<FeedKey>> {
             (u, keys)
         })
         .collect()
+}
+
+/// Appends lines to a (followed) event file.
+pub fn append_lines(path: &Path, lines: &[String]) {
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    for line in lines {
+        writeln!(file, "{line}").unwrap();
+    }
+}
+
+/// Waits until `events` events are read and everything is written.
+pub fn wait_caught_up(running: &Running, events: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !(running.status.events_in() == events && running.status.caught_up()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not caught up: {} of {events} events in",
+            running.status.events_in()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// The HTTP API of `running` on a free loopback port.
+pub fn serve(running: &Running, topology: &TopologyConfig, max_limit: usize) -> Server {
+    Server::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Api::new(running, topology, max_limit),
+    )
+    .unwrap()
 }
