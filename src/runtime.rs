@@ -104,18 +104,6 @@ impl Running {
         })
     }
 
-    /// Waits until `caught_up` or `timeout`; returns whether caught up.
-    pub fn wait_caught_up(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while !self.status.caught_up() {
-            if Instant::now() > deadline || !self.status.healthy() {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        true
-    }
-
     /// Asks the workers to stop after the epochs they have read, and waits.
     pub fn stop(mut self) -> Result<()> {
         self.stop.store(true, Ordering::SeqCst);
@@ -212,7 +200,6 @@ fn drive(
         drpc.clone(),
     );
     let probe = built.probe;
-    let mut arrangements = Some(built.arrangements);
     let mut inputs = Some(built.inputs);
     let progress = status.worker(progress_slot);
     let clock = Instant::now();
@@ -222,19 +209,12 @@ fn drive(
     let input = &topology.input;
 
     loop {
-        let mut retired = false;
         while inflight
             .front()
             .is_some_and(|epoch| !probe.less_equal(epoch))
         {
             inflight.pop_front();
             progress.end_epoch();
-            retired = true;
-        }
-        if retired {
-            if let Some(arrangements) = arrangements.as_mut() {
-                probe.with_frontier(|frontier| arrangements.advance(frontier));
-            }
         }
         if !status.recovered() && status.workers_caught_up() {
             status.set_recovered();
@@ -259,7 +239,6 @@ fn drive(
         if stop.load(Ordering::SeqCst) {
             progress.set_drained(true);
             inputs = None; // closing the inputs lets the dataflow drain and finish
-            arrangements = None; // and releasing the traces lets it shut down
             continue;
         }
         let mut busy = false;

@@ -12,11 +12,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use differential_dataflow::operators::arrange::Arranged;
-use differential_dataflow::trace::TraceReader;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Input, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
-use timely::progress::frontier::AntichainRef;
 use timely::worker::Worker;
 
 use crate::bolt::fanout::{FollowersTrace, StoriesTrace};
@@ -104,34 +102,6 @@ pub struct Built {
     pub inputs: Inputs,
     /// Passes an epoch once it is fully processed and written.
     pub probe: ProbeHandle<u64>,
-    /// The shared arrangements, for query dataflows that import them.
-    pub arrangements: SharedArrangements,
-}
-
-/// Handles to the topology's arrangements. A query dataflow (the DRPC
-/// rebuild) imports them with `trace.import(scope)` instead of keeping a
-/// second copy of the state. Holding a handle holds back compaction, so the
-/// runtime advances them with [`SharedArrangements::advance`] as epochs complete.
-pub struct SharedArrangements {
-    /// Interest edges by interest: `interest -> user`.
-    pub followers: FollowersTrace,
-    /// Retained stories by the typed id they are about.
-    pub stories: StoriesTrace,
-    /// Interest edges by user: `user -> interest`.
-    pub interests: InterestsTrace,
-}
-
-impl SharedArrangements {
-    /// Allows compaction of everything before `frontier` (queries will read
-    /// at or after it).
-    pub fn advance(&mut self, frontier: AntichainRef<'_, u64>) {
-        self.followers.set_logical_compaction(frontier);
-        self.followers.set_physical_compaction(frontier);
-        self.stories.set_logical_compaction(frontier);
-        self.stories.set_physical_compaction(frontier);
-        self.interests.set_logical_compaction(frontier);
-        self.interests.set_physical_compaction(frontier);
-    }
 }
 
 /// Builds the feed topology on `worker`.
@@ -148,7 +118,7 @@ pub fn build(
     let mut stories_in = InputHandleVec::new();
     let mut newest_in = InputHandleVec::new();
     let mut requests_in = InputHandleVec::new();
-    let arrangements = worker.dataflow::<u64, _, _>(|scope| {
+    worker.dataflow::<u64, _, _>(|scope| {
         let interest_events = scope.input_from(&mut interests_in);
         let story_events = scope.input_from(&mut stories_in);
         let newest = scope.input_from(&mut newest_in).broadcast();
@@ -162,11 +132,6 @@ pub fn build(
             .arrange_by_key_named("InterestsByUser");
         let (stories, activity_writes) = story_events.keep_stories(newest, feed.retention);
         let stories: Arranged<'_, StoriesTrace> = stories.arrange_by_key_named("StoriesByTypedId");
-        let arrangements = SharedArrangements {
-            followers: followers.trace.clone(),
-            stories: stories.trace.clone(),
-            interests: interests.trace.clone(),
-        };
         let snapshots = requests.clone().rebuild_feeds(interests, stories.clone());
         let settings = HeadSettings {
             feed_size: feed.feed_size,
@@ -179,7 +144,6 @@ pub fn build(
             .maintain_head(snapshots, requests, settings, drpc, status.clone())
             .write_to(activity_writes, store, status)
             .probe_with(&probe);
-        arrangements
     });
     Built {
         inputs: Inputs {
@@ -191,6 +155,5 @@ pub fn build(
             announced: HashSet::new(),
         },
         probe,
-        arrangements,
     }
 }
