@@ -409,9 +409,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
             && rebuilt.iter().all(|(u, head)| *head == head_of(u))
             && status.drpc_mismatches() == 0
     });
-    let head_changes = status.to_json(Default::default())["head_changes"]
-        .as_u64()
-        .unwrap_or(0);
+    let head_changes = status.head_changes();
     let redis_benchmark_zadd_per_sec = match &options.redis {
         Some(url) => Some(redis_benchmark_zadd(url)?),
         None => None,

@@ -1,7 +1,6 @@
 //! Counters and progress shared by the workers and the HTTP API.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -50,8 +49,7 @@ pub struct Status {
     started: Instant,
     events_in: AtomicU64,
     events_bad: AtomicU64,
-    /// Delivery updates consumed by the feed-head bolt.
-    pub deliveries: Arc<AtomicU64>,
+    deliveries: AtomicU64,
     head_changes: AtomicU64,
     drpc_mismatches: AtomicU64,
     sink_ok: AtomicBool,
@@ -71,7 +69,7 @@ impl Status {
             started: Instant::now(),
             events_in: AtomicU64::new(0),
             events_bad: AtomicU64::new(0),
-            deliveries: Arc::new(AtomicU64::new(0)),
+            deliveries: AtomicU64::new(0),
             head_changes: AtomicU64::new(0),
             drpc_mismatches: AtomicU64::new(0),
             sink_ok: AtomicBool::new(true),
@@ -92,6 +90,11 @@ impl Status {
     pub fn add_events(&self, good: u64, bad: u64) {
         self.events_in.fetch_add(good + bad, SeqCst);
         self.events_bad.fetch_add(bad, SeqCst);
+    }
+
+    /// Counts delivery updates consumed by the feed-head bolt.
+    pub fn add_deliveries(&self, n: u64) {
+        self.deliveries.fetch_add(n, SeqCst);
     }
 
     /// Counts head changes written.
@@ -134,6 +137,11 @@ impl Status {
     /// Delivery updates consumed by the feed-head bolt.
     pub fn feed_deliveries(&self) -> u64 {
         self.deliveries.load(SeqCst)
+    }
+
+    /// Feed-head entries written or removed.
+    pub fn head_changes(&self) -> u64 {
+        self.head_changes.load(SeqCst)
     }
 
     /// Whether every event available to the spouts so far is processed and
@@ -206,7 +214,7 @@ impl Status {
             "events_bad": self.events_bad(),
             "caught_up": self.caught_up(),
             "feed_deliveries": self.feed_deliveries(),
-            "head_changes": self.head_changes.load(SeqCst),
+            "head_changes": self.head_changes(),
             "drpc_mismatches": self.drpc_mismatches(),
             "sink": if self.sink_ok.load(SeqCst) { "ok" } else { "degraded" },
             "failed": self.failed.load(SeqCst),
@@ -241,7 +249,7 @@ impl Status {
                 "feedstorm_head_changes_total",
                 "counter",
                 "Feed-head entries written or removed.",
-                self.head_changes.load(SeqCst),
+                self.head_changes(),
             ),
             (
                 "feedstorm_caught_up",

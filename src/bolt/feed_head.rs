@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -289,9 +288,7 @@ impl Heads {
                 Input::Request(d, r) => requests.push((d, r)),
             }
         }
-        status
-            .deliveries
-            .fetch_add(live.len() as u64, Ordering::Relaxed);
+        status.add_deliveries(live.len() as u64);
         differential_dataflow::consolidation::consolidate(&mut live);
         differential_dataflow::consolidation::consolidate(&mut snapshots);
         differential_dataflow::consolidation::consolidate(&mut requests);
