@@ -24,7 +24,7 @@ use crate::event::{format_time, Activity, TypedId};
 use crate::feed::FeedKey;
 use crate::runtime::Running;
 use crate::status::Status;
-use crate::store::{page_of, PageStart, Store};
+use crate::store::{page_of, FeedPage, PageStart, Store};
 
 /// What the handlers share.
 pub struct Api {
@@ -66,25 +66,34 @@ impl Api {
             })
     }
 
-    fn render(
+    /// A page of `keys` (newest first), with their activities from the store.
+    fn page_of_keys(
         &self,
-        user: &TypedId,
         keys: &[FeedKey],
-        next_cursor: Option<String>,
-    ) -> std::result::Result<Response, ApiError> {
-        let mut activities = Vec::with_capacity(keys.len());
-        for key in keys {
-            activities.extend(self.store.activity(&key.id).map_err(internal)?);
+        start: &PageStart,
+        limit: usize,
+    ) -> std::result::Result<FeedPage, ApiError> {
+        let (page, more) = page_of(keys, start, limit);
+        let mut entries = Vec::with_capacity(page.len());
+        for key in &page {
+            entries.extend(self.store.activity(&key.id).map_err(internal)?);
         }
-        let entries: Vec<EntryOut<'_>> = activities
-            .iter()
-            .map(|a| EntryOut::from(a.as_ref()))
-            .collect();
-        Ok(
-            Json(json!({"user": user, "entries": entries, "next_cursor": next_cursor}))
-                .into_response(),
-        )
+        let next_cursor = more.then(|| page.last().map(FeedKey::cursor)).flatten();
+        Ok(FeedPage {
+            entries,
+            next_cursor,
+        })
     }
+}
+
+/// The flat-feed answer: `{"user", "entries", "next_cursor"}`.
+fn page_response(user: &TypedId, page: &FeedPage) -> Response {
+    let entries: Vec<EntryOut<'_>> = page
+        .entries
+        .iter()
+        .map(|a| EntryOut::from(a.as_ref()))
+        .collect();
+    Json(json!({"user": user, "entries": entries, "next_cursor": page.next_cursor})).into_response()
 }
 
 /// An error answer.
@@ -196,23 +205,16 @@ async fn feed(
     if api.materialize == Materialize::Active && !api.drpc.touch_if_active(&user) {
         // Not live: rebuild it in the dataflow (which makes it live again).
         let head = api.rebuild(&user).await?;
-        let (page, more) = page_of(&head, &start, limit);
-        let cursor = more.then(|| page.last().map(FeedKey::cursor)).flatten();
-        return api.render(&user, &page, cursor);
+        return Ok(page_response(
+            &user,
+            &api.page_of_keys(&head, &start, limit)?,
+        ));
     }
     let page = api
         .store
         .feed_page(&user, &start, limit)
         .map_err(internal)?;
-    let entries: Vec<EntryOut<'_>> = page
-        .entries
-        .iter()
-        .map(|a| EntryOut::from(a.as_ref()))
-        .collect();
-    Ok(
-        Json(json!({"user": user, "entries": entries, "next_cursor": page.next_cursor}))
-            .into_response(),
-    )
+    Ok(page_response(&user, &page))
 }
 
 /// `POST /drpc/rebuild-feed` body.
@@ -232,9 +234,8 @@ async fn rebuild_feed(
         .ok_or_else(|| bad_request(format!("{:?} is not a typed id kind:id", body.user)))?;
     let head = api.rebuild(&user).await?;
     let limit = body.limit.unwrap_or(head.len()).max(1);
-    let (page, more) = page_of(&head, &PageStart::Offset(0), limit);
-    let cursor = more.then(|| page.last().map(FeedKey::cursor)).flatten();
-    api.render(&user, &page, cursor)
+    let page = api.page_of_keys(&head, &PageStart::Offset(0), limit)?;
+    Ok(page_response(&user, &page))
 }
 
 async fn status(State(api): State<Arc<Api>>) -> Response {
