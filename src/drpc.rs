@@ -21,7 +21,7 @@ use differential_dataflow::VecCollection;
 
 use crate::bolt::fanout::StoriesTrace;
 use crate::event::TypedId;
-use crate::feed::FeedKey;
+use crate::feed::{FeedKey, Story};
 
 /// Interest edges arranged by user: `user -> interest`.
 pub type InterestsTrace = TraceAgent<ValSpine<TypedId, TypedId, u64, isize>>;
@@ -30,7 +30,7 @@ pub type InterestsTrace = TraceAgent<ValSpine<TypedId, TypedId, u64, isize>>;
 pub type Request = (TypedId, u64);
 
 /// Snapshot deliveries of rebuild requests: `((user, request id), entry)`.
-pub type Snapshots<'scope> = VecCollection<'scope, u64, (Request, FeedKey), isize>;
+pub type Snapshots<'scope> = VecCollection<'scope, u64, (Request, Story), isize>;
 
 /// Rebuild requests as a collection: present for exactly one epoch.
 pub type Requests<'scope> = VecCollection<'scope, u64, Request, isize>;

@@ -1,9 +1,13 @@
 //! The feed order of SPEC section 2 and the paging cursor.
 
+use std::cmp::Ordering;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::event::Millis;
+use crate::event::{Activity, Millis};
 
 /// An activity's place in every feed: `time`, then `id` (byte order).
 /// The derived order is ascending, so the newest entry is the largest and a
@@ -48,5 +52,61 @@ impl FeedKey {
         let text = String::from_utf8(bytes).ok()?;
         let (time, id) = text.split_once(':')?;
         Some(FeedKey::new(time.parse().ok()?, id))
+    }
+}
+
+/// A retained activity as it travels through the dataflow: shared rather
+/// than copied (a story about three typed ids, delivered to many users, is one
+/// allocation), and compared, ordered and hashed by its [`FeedKey`] alone,
+/// which is sound because an id's content never changes (SPEC section 1).
+///
+/// ```
+/// use std::sync::Arc;
+/// use feedstorm::event::{Activity, TypedId};
+/// use feedstorm::feed::{FeedKey, Story};
+/// let activity = |id: &str, time| Story(Arc::new(Activity { id: id.into(), time,
+///     actor: TypedId::parse("user:rob").unwrap(), verb: "love".into(),
+///     object: TypedId::parse("listing:bear").unwrap(), target: None, extra: None }));
+/// assert!(activity("b", 1) < activity("a", 2));
+/// assert_eq!(activity("a", 2).key(), FeedKey::new(2, "a"));
+/// ```
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Story(pub Arc<Activity>);
+
+impl Story {
+    /// The activity's place in feeds.
+    pub fn key(&self) -> FeedKey {
+        FeedKey::new(self.0.time, self.0.id.clone())
+    }
+
+    fn order(&self) -> (Millis, &str) {
+        (self.0.time, &self.0.id)
+    }
+}
+
+impl PartialEq for Story {
+    fn eq(&self, other: &Self) -> bool {
+        self.order() == other.order()
+    }
+}
+
+impl Eq for Story {}
+
+impl PartialOrd for Story {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Story {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.order().cmp(&other.order())
+    }
+}
+
+impl Hash for Story {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.order().hash(state)
     }
 }

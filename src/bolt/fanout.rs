@@ -5,11 +5,11 @@ use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::VecCollection;
 
 use crate::event::TypedId;
-use crate::feed::FeedKey;
+use crate::feed::Story;
 
 /// Retained stories arranged by the typed id they are about. Shared with the
 /// DRPC rebuild, which reads the same arrangement instead of a second copy.
-pub type StoriesTrace = TraceAgent<ValSpine<TypedId, FeedKey, u64, isize>>;
+pub type StoriesTrace = TraceAgent<ValSpine<TypedId, Story, u64, isize>>;
 /// Interest edges arranged by interest: `interest -> user`.
 pub type FollowersTrace = TraceAgent<ValSpine<TypedId, TypedId, u64, isize>>;
 
@@ -21,14 +21,14 @@ pub trait Fanout<'scope> {
     fn fanout(
         self,
         followers: Arranged<'scope, FollowersTrace>,
-    ) -> VecCollection<'scope, u64, (TypedId, FeedKey), isize>;
+    ) -> VecCollection<'scope, u64, (TypedId, Story), isize>;
 }
 
 impl<'scope> Fanout<'scope> for Arranged<'scope, StoriesTrace> {
     fn fanout(
         self,
         followers: Arranged<'scope, FollowersTrace>,
-    ) -> VecCollection<'scope, u64, (TypedId, FeedKey), isize> {
+    ) -> VecCollection<'scope, u64, (TypedId, Story), isize> {
         self.join_core(followers, |_about, entry, user| {
             Some((user.clone(), entry.clone()))
         })

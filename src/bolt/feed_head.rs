@@ -9,8 +9,7 @@
 //! Entries hold interned ids, so an activity delivered to many users on a
 //! worker stores its id once.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ops::Bound;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,11 +21,12 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
+use crate::bolt::top_k::TopK;
 use crate::bolt::EpochStash;
 use crate::config::Materialize;
 use crate::drpc::{Drpc, Request, Requests, Snapshots};
 use crate::event::{Millis, TypedId};
-use crate::feed::FeedKey;
+use crate::feed::{FeedKey, Story};
 use crate::grouping::route;
 use crate::status::Status;
 use crate::store::Store;
@@ -76,99 +76,7 @@ struct Entry {
 }
 
 /// One user's candidates and head boundary.
-#[derive(Default)]
-struct UserFeed {
-    /// Every candidate entry with its number of deliveries (> 0).
-    entries: BTreeMap<Entry, u32>,
-    /// The oldest entry in the head; `None` when there are no entries.
-    boundary: Option<Entry>,
-}
-
-impl UserFeed {
-    fn next_after(&self, entry: &Entry) -> Option<Entry> {
-        self.entries
-            .range((Bound::Excluded(entry), Bound::Unbounded))
-            .next()
-            .map(|(e, _)| e.clone())
-    }
-
-    fn prev_before(&self, entry: &Entry) -> Option<Entry> {
-        self.entries
-            .range(..entry)
-            .next_back()
-            .map(|(e, _)| e.clone())
-    }
-
-    /// Adds a new candidate (not yet present).
-    fn insert(&mut self, entry: Entry, size: usize, changes: &mut Vec<(Entry, isize)>) {
-        let before = self.entries.len();
-        self.entries.insert(entry.clone(), 0);
-        match self.boundary.clone() {
-            _ if before < size => {
-                if self.boundary.as_ref().is_none_or(|b| entry < *b) {
-                    self.boundary = Some(entry.clone());
-                }
-                changes.push((entry, 1));
-            }
-            Some(boundary) if entry > boundary => {
-                self.boundary = self.next_after(&boundary);
-                changes.push((entry, 1));
-                changes.push((boundary, -1));
-            }
-            _ => {}
-        }
-    }
-
-    /// Removes a present candidate.
-    fn remove(&mut self, entry: &Entry, changes: &mut Vec<(Entry, isize)>) {
-        self.entries.remove(entry);
-        let Some(boundary) = self.boundary.clone() else {
-            return;
-        };
-        if *entry < boundary {
-            return;
-        }
-        changes.push((entry.clone(), -1));
-        match self.prev_before(&boundary) {
-            Some(older) => {
-                changes.push((older.clone(), 1));
-                self.boundary = Some(older);
-            }
-            None if *entry == boundary => self.boundary = self.next_after(entry),
-            None => {}
-        }
-    }
-
-    fn update(
-        &mut self,
-        entry: Entry,
-        diff: isize,
-        size: usize,
-        changes: &mut Vec<(Entry, isize)>,
-    ) -> bool {
-        let old = self.entries.get(&entry).copied().unwrap_or(0) as isize;
-        let new = old + diff;
-        assert!(
-            new >= 0,
-            "negative delivery count for {entry:?}: {old} {diff:+}"
-        );
-        match (old, new) {
-            (0, 0) => {}
-            (0, _) => {
-                self.insert(entry.clone(), size, changes);
-                self.entries.insert(entry, new as u32);
-            }
-            (_, 0) => {
-                self.remove(&entry, changes);
-                return true;
-            }
-            _ => {
-                self.entries.insert(entry, new as u32);
-            }
-        }
-        false
-    }
-}
+type UserFeed = TopK<Entry>;
 
 /// Interned activity ids, shared by all users' entries on one worker.
 #[derive(Default)]
@@ -193,8 +101,8 @@ impl Interner {
 }
 
 enum Input {
-    Live((TypedId, FeedKey), isize),
-    Snapshot((Request, FeedKey), isize),
+    Live((TypedId, Story), isize),
+    Snapshot((Request, Story), isize),
     Request(Request, isize),
 }
 
@@ -214,13 +122,13 @@ impl Heads {
     fn apply(
         &mut self,
         user: &TypedId,
-        key: &FeedKey,
+        story: &Story,
         diff: isize,
         changes: &mut Vec<(Entry, isize)>,
     ) {
         let entry = Entry {
-            time: key.time,
-            id: self.ids.intern(&key.id),
+            time: story.0.time,
+            id: self.ids.intern(&story.0.id),
         };
         let id = entry.id.clone();
         let feed = self.feeds.entry(user.clone()).or_default();
@@ -320,7 +228,7 @@ impl Heads {
 
         // Each request's snapshot, as of this epoch: positive counts only
         // (the request's retraction at the next epoch is not wanted).
-        let mut by_request: HashMap<Request, Vec<(FeedKey, isize)>> = HashMap::new();
+        let mut by_request: HashMap<Request, Vec<(Story, isize)>> = HashMap::new();
         for ((request, key), count) in snapshots {
             if count > 0 {
                 by_request.entry(request).or_default().push((key, count));
@@ -348,7 +256,7 @@ impl Heads {
             let answer: Vec<FeedKey> = snapshot
                 .into_iter()
                 .take(self.settings.feed_size)
-                .map(|(k, _)| k)
+                .map(|(story, _)| story.key())
                 .collect();
             if !active_mode || self.live.contains(&user) {
                 // The fan-in answer must equal the head kept live, at the same epoch.
@@ -396,7 +304,7 @@ fn emit(user: &TypedId, changes: &mut Vec<(Entry, isize)>, out: &mut Vec<HeadCha
     );
 }
 
-impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, FeedKey), isize> {
+impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Story), isize> {
     fn maintain_head(
         self,
         snapshots: Snapshots<'scope>,
@@ -410,11 +318,11 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, FeedK
         let mut builder = OperatorBuilder::new("MaintainHead".to_owned(), scope);
         let mut live = builder.new_input(
             self.inner,
-            Exchange::new(|((user, _), _, _): &((TypedId, FeedKey), u64, isize)| route(user)),
+            Exchange::new(|((user, _), _, _): &((TypedId, Story), u64, isize)| route(user)),
         );
         let mut snapshots = builder.new_input(
             snapshots.inner,
-            Exchange::new(|(((user, _), _), _, _): &((Request, FeedKey), u64, isize)| route(user)),
+            Exchange::new(|(((user, _), _), _, _): &((Request, Story), u64, isize)| route(user)),
         );
         let mut requests = builder.new_input(
             requests.inner,
@@ -500,54 +408,5 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, FeedK
             }
         });
         stream
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::{Rng, SeedableRng};
-
-    /// The head kept incrementally equals the top of the sorted candidates
-    /// after every step of a random insert/remove sequence.
-    #[test]
-    fn boundary_matches_sorting() {
-        for seed in 0..20 {
-            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
-            let size = rng.gen_range(1..6);
-            let mut feed = UserFeed::default();
-            let mut head: std::collections::BTreeSet<Entry> = Default::default();
-            let mut counts: BTreeMap<Entry, isize> = BTreeMap::new();
-            for _ in 0..400 {
-                let entry = Entry {
-                    time: rng.gen_range(0..8),
-                    id: Rc::from(format!("a{}", rng.gen_range(0..4))),
-                };
-                let count = counts.entry(entry.clone()).or_default();
-                let diff = if *count > 0 && rng.gen_bool(0.5) {
-                    -1
-                } else {
-                    1
-                };
-                *count += diff;
-                let mut changes = Vec::new();
-                feed.update(entry, diff, size, &mut changes);
-                for (e, d) in changes {
-                    if d > 0 {
-                        assert!(head.insert(e));
-                    } else {
-                        assert!(head.remove(&e));
-                    }
-                }
-                let expected: Vec<_> = counts
-                    .iter()
-                    .filter(|(_, c)| **c > 0)
-                    .map(|(e, _)| e.clone())
-                    .rev()
-                    .take(size)
-                    .collect();
-                assert_eq!(head.iter().rev().cloned().collect::<Vec<_>>(), expected);
-            }
-        }
     }
 }

@@ -16,6 +16,7 @@ pub mod fanout;
 pub mod feed_head;
 pub mod interests;
 pub mod stories;
+pub mod top_k;
 
 use std::collections::BTreeMap;
 

@@ -15,7 +15,7 @@ use timely::dataflow::StreamVec;
 
 use crate::bolt::EpochStash;
 use crate::event::{Activity, Millis, TypedId};
-use crate::feed::FeedKey;
+use crate::feed::Story;
 use crate::grouping::route;
 
 /// What the stories bolt consumes, grouped by activity id.
@@ -60,7 +60,7 @@ pub trait KeepStories<'scope> {
 
 /// Retained stories: `(typed id, entry)` with `+1` when an activity becomes
 /// retained and `-1` when it is deleted or expires.
-pub type Stories<'scope> = VecCollection<'scope, u64, (TypedId, FeedKey), isize>;
+pub type Stories<'scope> = VecCollection<'scope, u64, (TypedId, Story), isize>;
 
 enum Input {
     Event(StoryEvent),
@@ -77,13 +77,13 @@ struct Retained {
     newest: Option<Millis>,
 }
 
-type StoryUpdate = ((TypedId, FeedKey), u64, isize);
+type StoryUpdate = ((TypedId, Story), u64, isize);
 
 impl Retained {
-    fn stories(activity: &Activity, time: u64, diff: isize, out: &mut Vec<StoryUpdate>) {
-        let key = FeedKey::new(activity.time, activity.id.clone());
+    fn stories(activity: &Arc<Activity>, time: u64, diff: isize, out: &mut Vec<StoryUpdate>) {
+        let story = Story(activity.clone());
         for typed in activity.story_ids() {
-            out.push(((typed.clone(), key.clone()), time, diff));
+            out.push(((typed.clone(), story.clone()), time, diff));
         }
     }
 
@@ -133,9 +133,9 @@ impl Retained {
             {
                 continue;
             }
+            let activity = Arc::new(activity);
             Self::stories(&activity, time, 1, stories);
             self.by_time.insert((activity.time, activity.id.clone()));
-            let activity = Arc::new(activity);
             self.present.insert(activity.id.clone(), activity.clone());
             writes.push(ActivityChange::Put(activity));
         }
