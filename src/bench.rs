@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    DeadLetterConfig, FeedConfig, FileSpoutConfig, GeneratorConfig, InputConfig, Materialize,
-    SpoutConfig, TopologyConfig,
+    DeadLetterConfig, DigestConfig, FeedConfig, FileSpoutConfig, GeneratorConfig, InputConfig,
+    Materialize, NotificationsConfig, SpoutConfig, TopologyConfig,
 };
 use crate::config::{RedisSinkConfig, SinkConfig};
 use crate::error::Result;
@@ -30,6 +30,8 @@ pub struct BenchOptions {
     pub workers: usize,
     /// Feed settings (including `materialize`).
     pub feed: FeedConfig,
+    /// Keep the default digest and notification feeds too.
+    pub digests: bool,
     /// Whether to check feeds against the reference model afterwards.
     pub verify: bool,
     /// In `active` mode, the share of users who read their feed at the start.
@@ -50,6 +52,8 @@ pub struct BenchReport {
     pub events: u64,
     /// Delivery updates the feed-head bolt consumed.
     pub deliveries: u64,
+    /// Digest and notification group changes emitted (0 without digests).
+    pub digest_updates: u64,
     /// Entries over all materialized feed heads at the end.
     pub head_entries: u64,
     /// Users whose head is live (`active` mode) or with a non-empty head (`all`).
@@ -99,6 +103,14 @@ impl fmt::Display for BenchReport {
             "  feed deliveries/s         {:.0}",
             self.deliveries as f64 / self.topology_secs
         )?;
+        if self.digest_updates > 0 {
+            writeln!(
+                f,
+                "  digest updates/s          {:.0} ({:.3} per feed delivery)",
+                self.digest_updates as f64 / self.topology_secs,
+                self.digest_updates as f64 / self.deliveries as f64
+            )?;
+        }
         writeln!(
             f,
             "reference recompute         {:.2} s (single thread, from scratch)",
@@ -309,8 +321,17 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         ],
         input: InputConfig::default(),
         feed: options.feed.clone(),
+        digests: if options.digests {
+            vec![DigestConfig::default()]
+        } else {
+            Vec::new()
+        },
+        notifications: NotificationsConfig {
+            enabled: options.digests,
+            ..NotificationsConfig::default()
+        },
         sink: match &options.redis {
-            None => SinkConfig::Embedded,
+            None => SinkConfig::default(),
             Some(url) => SinkConfig::Redis(RedisSinkConfig {
                 url: url.clone(),
                 prefix: "bench".into(),
@@ -424,6 +445,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         materialize: if active_mode { "active" } else { "all" }.into(),
         events,
         deliveries: status.feed_deliveries(),
+        digest_updates: status.digest_updates(),
         head_entries: store.stats().entries,
         live_users,
         topology_secs,

@@ -41,6 +41,14 @@ pub struct TopologyConfig {
     /// Feed semantics: head size, self-interest, retention.
     #[serde(default)]
     pub feed: FeedConfig,
+    /// Digests (aggregated feeds, SPEC section 3): `[[digest]]` tables, each
+    /// served at `GET /feeds/USER/digest?name=NAME`. Absent means one digest
+    /// named `default` with the SPEC defaults; `digest = []` means none.
+    #[serde(default = "default_digests", rename = "digest")]
+    pub digests: Vec<DigestConfig>,
+    /// The notification feed (SPEC section 4).
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
     /// Where feeds are written and read from.
     #[serde(default)]
     pub sink: SinkConfig,
@@ -102,6 +110,19 @@ impl TopologyConfig {
                 setting: "feed.feed_size",
                 message: "must be at least 1".into(),
             });
+        }
+        let mut names = std::collections::HashSet::new();
+        for digest in &self.digests {
+            digest.validate()?;
+            if !names.insert(digest.name.as_str()) {
+                return Err(Error::Setting {
+                    setting: "digest.name",
+                    message: format!("two digests are named {:?}", digest.name),
+                });
+            }
+        }
+        if self.notifications.enabled {
+            self.notifications.sizes().validate()?;
         }
         if self.input.epoch_events == 0 {
             return Err(Error::Setting {
@@ -271,15 +292,194 @@ impl Default for FeedConfig {
     }
 }
 
+/// A part of an activity that a digest's aggregation key may include.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyField {
+    /// The activity's verb.
+    Verb,
+    /// Who did it.
+    Actor,
+    /// What it was done to.
+    Object,
+    /// Its target (absent targets form their own group).
+    Target,
+}
+
+/// `[[digest]]`: one aggregated feed (SPEC section 3). A user's retained
+/// feed activities that share the key fields and the time bucket form a group.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestConfig {
+    /// Name: `GET /feeds/USER/digest?name=NAME` (the first digest is served
+    /// without `name`). `notifications` is reserved.
+    #[serde(default = "default_digest_name")]
+    pub name: String,
+    /// Key fields besides the time bucket, any of `verb`, `actor`, `object`,
+    /// `target` (written into the key in that order, whatever the order here).
+    #[serde(default = "default_digest_key")]
+    pub key: Vec<KeyField>,
+    /// Time bucket of the key (`1d`, `6h`, ...). Buckets are aligned to the
+    /// Unix epoch, so `1d` buckets are UTC days.
+    #[serde(default = "default_window", with = "humantime_serde")]
+    pub window: Duration,
+    /// Distinct actors listed per group (newest first); `actor_count` counts all.
+    #[serde(default = "default_fifteen")]
+    pub max_actors: usize,
+    /// Activity ids listed per group (newest first); `activity_count` counts all.
+    #[serde(default = "default_fifteen")]
+    pub max_activities: usize,
+    /// Groups in the digest head (the newest ones).
+    #[serde(default = "default_digest_size")]
+    pub digest_size: usize,
+}
+
+/// The bounds of a digest's groups and head (see [`DigestConfig`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DigestSizes {
+    /// Distinct actors listed per group.
+    pub max_actors: usize,
+    /// Activity ids listed per group.
+    pub max_activities: usize,
+    /// Groups in the digest head.
+    pub digest_size: usize,
+}
+
+impl DigestSizes {
+    fn validate(&self) -> Result<()> {
+        for (setting, value) in [
+            ("digest.max_actors", self.max_actors),
+            ("digest.max_activities", self.max_activities),
+            ("digest.digest_size", self.digest_size),
+        ] {
+            if value == 0 {
+                return Err(Error::Setting {
+                    setting,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DigestConfig {
+    /// The group and head bounds.
+    pub fn sizes(&self) -> DigestSizes {
+        DigestSizes {
+            max_actors: self.max_actors,
+            max_activities: self.max_activities,
+            digest_size: self.digest_size,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.name == NOTIFICATIONS || self.name.is_empty() {
+            return Err(Error::Setting {
+                setting: "digest.name",
+                message: format!("{:?} is reserved or empty", self.name),
+            });
+        }
+        if self.window.as_millis() == 0 {
+            return Err(Error::Setting {
+                setting: "digest.window",
+                message: "must be at least 1ms".into(),
+            });
+        }
+        self.sizes().validate()
+    }
+}
+
+/// The store name of the notification feed's digest.
+pub const NOTIFICATIONS: &str = "notifications";
+
+fn default_digests() -> Vec<DigestConfig> {
+    vec![DigestConfig::default()]
+}
+fn default_digest_name() -> String {
+    "default".into()
+}
+fn default_digest_key() -> Vec<KeyField> {
+    vec![KeyField::Verb, KeyField::Object]
+}
+fn default_window() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_fifteen() -> usize {
+    15
+}
+fn default_digest_size() -> usize {
+    100
+}
+
+impl Default for DigestConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+/// `[notifications]`: each user's notification feed, the activities whose
+/// `target` is the user (except their own), digested by verb + object + UTC
+/// day, with seen and read flags.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// Keep notification feeds.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Distinct actors listed per group (newest first); `actor_count` counts all.
+    #[serde(default = "default_fifteen")]
+    pub max_actors: usize,
+    /// Activity ids listed per group (newest first); `activity_count` counts all.
+    #[serde(default = "default_fifteen")]
+    pub max_activities: usize,
+    /// Groups in the digest head (the newest ones).
+    #[serde(default = "default_digest_size")]
+    pub digest_size: usize,
+}
+
+impl NotificationsConfig {
+    /// The group and head bounds.
+    pub fn sizes(&self) -> DigestSizes {
+        DigestSizes {
+            max_actors: self.max_actors,
+            max_activities: self.max_activities,
+            digest_size: self.digest_size,
+        }
+    }
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
 /// `[sink]`: where feeds are written and read from, chosen by `type`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SinkConfig {
     /// In-process store, served by this process's HTTP API.
-    #[default]
-    Embedded,
+    Embedded(EmbeddedSinkConfig),
     /// Redis: feeds that apps read directly too (see the README's key layout).
     Redis(RedisSinkConfig),
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig::Embedded(EmbeddedSinkConfig::default())
+    }
+}
+
+/// `type = "embedded"`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedSinkConfig {
+    /// A file that keeps notification seen/read marks across restarts
+    /// (appended to; read at start). Absent: marks live in memory only.
+    /// Feeds themselves are recomputed from the spouts at each start.
+    #[serde(default)]
+    pub marks_path: Option<PathBuf>,
 }
 
 /// `type = "redis"`.

@@ -17,6 +17,7 @@
 //! | [`spout`] | spout | sources: JSONL file, seeded generator |
 //! | [`topology`] | topology | wiring spouts → bolts → sink as one dataflow |
 //! | [`bolt`] | bolt | one operator per file: interests, stories, fanout, feed heads |
+//! | [`digest`] | — | digests and notifications: aggregation keys, groups, seen/read marks |
 //! | [`drpc`] | DRPC | rebuild-feed requests joined with the shared arrangements |
 //! | [`grouping`] | fields grouping | which worker owns a user, a typed id, an activity |
 //! | [`store`] | sink | the store trait, the embedded store, the sink bolt |
@@ -32,6 +33,7 @@ pub mod bench;
 pub mod bolt;
 pub mod config;
 pub mod dead_letter;
+pub mod digest;
 pub mod drpc;
 pub mod error;
 pub mod event;

@@ -101,6 +101,9 @@ enum Command {
         /// Skip checking feeds against the reference model.
         #[arg(long)]
         no_verify: bool,
+        /// Keep flat feeds only: no digest, no notification feed.
+        #[arg(long)]
+        no_digests: bool,
     },
 }
 
@@ -224,9 +227,10 @@ fn main() -> anyhow::Result<()> {
             json,
             redis,
             no_verify,
+            no_digests,
         } => {
             let Some(mode) = materialize else {
-                let settings = (active_fraction, latency_samples, no_verify);
+                let settings = (active_fraction, latency_samples, no_verify, no_digests);
                 return compare_modes(&workload, workers, settings, redis.as_deref());
             };
             let report = feedstorm::bench::run(&feedstorm::bench::BenchOptions {
@@ -239,6 +243,7 @@ fn main() -> anyhow::Result<()> {
                     },
                     ..FeedConfig::default()
                 },
+                digests: !no_digests,
                 verify: !no_verify,
                 active_fraction,
                 latency_samples,
@@ -261,7 +266,7 @@ fn main() -> anyhow::Result<()> {
 fn compare_modes(
     workload: &Workload,
     workers: usize,
-    (active_fraction, latency_samples, no_verify): (f64, usize, bool),
+    (active_fraction, latency_samples, no_verify, no_digests): (f64, usize, bool, bool),
     redis: Option<&str>,
 ) -> anyhow::Result<()> {
     // Three runs: every head live; a share of users live; no head live (the
@@ -285,6 +290,9 @@ fn compare_modes(
         child.args(["--events", &workload.events.to_string()]);
         if no_verify {
             child.arg("--no-verify");
+        }
+        if no_digests {
+            child.arg("--no-digests");
         }
         if let Some(url) = redis {
             child.args(["--redis", url]);

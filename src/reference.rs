@@ -1,4 +1,4 @@
-//! The reference model: feeds recomputed from scratch, in plain Rust, straight
+//! The reference model: feeds, digests and notifications recomputed from scratch, in plain Rust, straight
 //! from SPEC section 2. No dataflow, no incremental state: the oracle that
 //! tests compare the topology against, and the batch baseline of `bench`.
 //!
@@ -21,11 +21,31 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::config::FeedConfig;
+use crate::digest::{DigestSpec, Group};
 use crate::event::{Activity, Event, InterestOp, Millis, TypedId};
 use crate::feed::FeedKey;
 
 /// Every user's feed head (newest first), for users whose head is not empty.
 pub fn feeds(events: &[Event], config: &FeedConfig) -> BTreeMap<TypedId, Vec<FeedKey>> {
+    feed_activities(events, config)
+        .into_iter()
+        .map(|(user, activities)| {
+            let head = activities
+                .iter()
+                .take(config.feed_size)
+                .map(|a| FeedKey::new(a.time, a.id.clone()))
+                .collect();
+            (user, head)
+        })
+        .collect()
+}
+
+/// Every user's whole feed: all retained activities about their interests,
+/// newest first, for users whose feed is not empty.
+pub fn feed_activities<'a>(
+    events: &'a [Event],
+    config: &FeedConfig,
+) -> BTreeMap<TypedId, Vec<&'a Activity>> {
     let retained = retained_activities(events, config);
     let mut interests: HashMap<&TypedId, BTreeSet<&TypedId>> = HashMap::new();
     let mut winners: HashMap<(&TypedId, &TypedId), (Millis, InterestOp)> = HashMap::new();
@@ -63,17 +83,91 @@ pub fn feeds(events: &[Event], config: &FeedConfig) -> BTreeMap<TypedId, Vec<Fee
         if config.follow_self {
             followed.insert(user);
         }
-        let entries: BTreeSet<FeedKey> = followed
+        let mut entries: Vec<&Activity> = followed
             .iter()
-            .flat_map(|i| about.get(i).into_iter().flatten())
-            .map(|a| FeedKey::new(a.time, a.id.clone()))
+            .flat_map(|i| about.get(i).into_iter().flatten().copied())
             .collect();
-        let head: Vec<FeedKey> = entries.into_iter().rev().take(config.feed_size).collect();
-        if !head.is_empty() {
-            feeds.insert(user.clone(), head);
+        entries.sort_by(|a, b| (b.time, &b.id).cmp(&(a.time, &a.id)));
+        entries.dedup_by(|a, b| a.id == b.id);
+        if !entries.is_empty() {
+            feeds.insert(user.clone(), entries);
         }
     }
     feeds
+}
+
+/// Every user's digest head per `spec` (SPEC section 3), for users whose
+/// feed is not empty.
+pub fn digests(
+    events: &[Event],
+    config: &FeedConfig,
+    spec: &DigestSpec,
+) -> BTreeMap<TypedId, Vec<Group>> {
+    feed_activities(events, config)
+        .into_iter()
+        .map(|(user, activities)| (user, digest_of(activities, spec)))
+        .collect()
+}
+
+/// Every user's notification digest head (SPEC section 4): the retained
+/// activities whose target is the user, except the user's own.
+pub fn notifications(
+    events: &[Event],
+    config: &FeedConfig,
+    spec: &DigestSpec,
+) -> BTreeMap<TypedId, Vec<Group>> {
+    let mut by_target: BTreeMap<TypedId, Vec<&Activity>> = BTreeMap::new();
+    for activity in retained_activities(events, config) {
+        match &activity.target {
+            Some(target) if *target != activity.actor => {
+                by_target.entry(target.clone()).or_default().push(activity)
+            }
+            _ => {}
+        }
+    }
+    by_target
+        .into_iter()
+        .map(|(user, activities)| (user, digest_of(activities, spec)))
+        .collect()
+}
+
+/// The digest head of a set of distinct activities, from scratch.
+pub fn digest_of(activities: Vec<&Activity>, spec: &DigestSpec) -> Vec<Group> {
+    let mut groups: BTreeMap<String, Vec<&Activity>> = BTreeMap::new();
+    for activity in activities {
+        groups.entry(spec.key(activity)).or_default().push(activity);
+    }
+    let mut groups: Vec<Group> = groups
+        .into_iter()
+        .map(|(key, mut members)| {
+            members.sort_by(|a, b| (b.time, &b.id).cmp(&(a.time, &a.id)));
+            let mut actors: Vec<TypedId> = Vec::new();
+            for a in &members {
+                if !actors.contains(&a.actor) {
+                    actors.push(a.actor.clone());
+                }
+            }
+            let newest = members[0];
+            Group {
+                key,
+                verb: newest.verb.clone(),
+                object: newest.object.clone(),
+                actor_count: actors.len(),
+                actors: actors.into_iter().take(spec.sizes.max_actors).collect(),
+                activity_count: members.len(),
+                first_time: members.last().expect("non-empty").time,
+                last_time: newest.time,
+                activity_ids: members
+                    .iter()
+                    .take(spec.sizes.max_activities)
+                    .map(|a| a.id.clone())
+                    .collect(),
+            }
+        })
+        .collect();
+    groups.sort_by(|a, b| (b.last_time, &a.key).cmp(&(a.last_time, &b.key)));
+    groups.truncate(spec.sizes.digest_size);
+    groups
 }
 
 /// The activities that feeds may show: first copy of each id, not deleted,

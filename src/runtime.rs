@@ -50,11 +50,14 @@ impl Running {
         let workers = options.workers.max(1);
         let status = Arc::new(Status::new(&topology.name, workers));
         let store: Arc<dyn Store> = match &topology.sink {
-            SinkConfig::Embedded => Arc::new(EmbeddedStore::new()),
+            SinkConfig::Embedded(embedded) => match &embedded.marks_path {
+                Some(path) => Arc::new(EmbeddedStore::with_marks_file(path)?),
+                None => Arc::new(EmbeddedStore::new()),
+            },
             SinkConfig::Redis(redis) => Arc::new(RedisStore::open(&redis.url, &redis.prefix)?),
         };
         if store.persistent() {
-            status.expect_recovery();
+            status.expect_recovery(crate::topology::recovering_operators(topology));
         }
         let dead_letters = Arc::new(DeadLetters::open(&topology.dead_letter.path)?);
         let stop = Arc::new(AtomicBool::new(false));
@@ -194,7 +197,7 @@ fn drive(
     let mut spouts = open_spouts(topology, index, peers)?;
     let built = topology::build(
         worker,
-        &topology.feed,
+        topology,
         store.clone(),
         status.clone(),
         drpc.clone(),

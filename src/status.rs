@@ -51,11 +51,14 @@ pub struct Status {
     events_bad: AtomicU64,
     deliveries: AtomicU64,
     head_changes: AtomicU64,
+    digest_updates: AtomicU64,
     drpc_mismatches: AtomicU64,
     sink_ok: AtomicBool,
     failed: AtomicBool,
     recovered: AtomicBool,
-    /// Workers whose recovered heads were emitted, and the latest epoch of them.
+    /// Recovering operators over all local workers.
+    recovery_emitters: std::sync::atomic::AtomicUsize,
+    /// Operators whose recovered state was emitted, and the latest epoch of them.
     recovery_emitted: std::sync::Mutex<(usize, u64)>,
     recovery_written: AtomicBool,
     workers: Vec<WorkerProgress>,
@@ -71,10 +74,12 @@ impl Status {
             events_bad: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             head_changes: AtomicU64::new(0),
+            digest_updates: AtomicU64::new(0),
             drpc_mismatches: AtomicU64::new(0),
             sink_ok: AtomicBool::new(true),
             failed: AtomicBool::new(false),
             recovered: AtomicBool::new(false),
+            recovery_emitters: std::sync::atomic::AtomicUsize::new(0),
             recovery_emitted: std::sync::Mutex::new((0, 0)),
             recovery_written: AtomicBool::new(true),
             workers: (0..workers).map(|_| WorkerProgress::default()).collect(),
@@ -100,6 +105,16 @@ impl Status {
     /// Counts head changes written.
     pub fn add_head_changes(&self, n: u64) {
         self.head_changes.fetch_add(n, SeqCst);
+    }
+
+    /// Counts digest group changes emitted (puts and removes).
+    pub fn add_digest_updates(&self, n: u64) {
+        self.digest_updates.fetch_add(n, SeqCst);
+    }
+
+    /// Digest group changes emitted.
+    pub fn digest_updates(&self) -> u64 {
+        self.digest_updates.load(SeqCst)
     }
 
     /// Counts a rebuild answer that differed from the live head at the same
@@ -156,23 +171,27 @@ impl Status {
         self.workers.iter().all(WorkerProgress::caught_up)
     }
 
-    /// The store outlives the process: `caught_up` waits for the recovered heads.
-    pub fn expect_recovery(&self) {
+    /// The store outlives the process: `caught_up` waits until each of the
+    /// `per_worker` recovering operators of every worker has written its
+    /// recovered state.
+    pub fn expect_recovery(&self, per_worker: usize) {
+        self.recovery_emitters
+            .store(per_worker * self.workers.len(), SeqCst);
         self.recovery_written.store(false, SeqCst);
     }
 
-    /// A worker emitted its recovered heads at `epoch`.
+    /// A recovering operator emitted its recovered state at `epoch`.
     pub fn recovery_emitted(&self, epoch: u64) {
         let mut emitted = self.recovery_emitted.lock().expect("status lock");
         emitted.0 += 1;
         emitted.1 = emitted.1.max(epoch);
     }
 
-    /// The epoch after which all local workers' recovered heads are written,
-    /// once all of them have emitted theirs.
+    /// The epoch after which all recovered state is written, once every
+    /// recovering operator has emitted its own.
     pub fn recovery_epoch(&self) -> Option<u64> {
         let emitted = self.recovery_emitted.lock().expect("status lock");
-        (emitted.0 >= self.workers.len()).then_some(emitted.1)
+        (emitted.0 >= self.recovery_emitters.load(SeqCst)).then_some(emitted.1)
     }
 
     /// Whether the recovered heads are written (always, for a fresh store).
@@ -215,6 +234,7 @@ impl Status {
             "caught_up": self.caught_up(),
             "feed_deliveries": self.feed_deliveries(),
             "head_changes": self.head_changes(),
+            "digest_updates": self.digest_updates(),
             "drpc_mismatches": self.drpc_mismatches(),
             "sink": if self.sink_ok.load(SeqCst) { "ok" } else { "degraded" },
             "failed": self.failed.load(SeqCst),
@@ -226,7 +246,7 @@ impl Status {
 
     /// The `/metrics` text (Prometheus exposition format).
     pub fn to_prometheus(&self, store: StoreStats) -> String {
-        let metrics: [(&str, &str, &str, u64); 9] = [
+        let metrics: [(&str, &str, &str, u64); 10] = [
             (
                 "feedstorm_events_in_total",
                 "counter",
@@ -250,6 +270,12 @@ impl Status {
                 "counter",
                 "Feed-head entries written or removed.",
                 self.head_changes(),
+            ),
+            (
+                "feedstorm_digest_updates_total",
+                "counter",
+                "Digest and notification group changes emitted.",
+                self.digest_updates(),
             ),
             (
                 "feedstorm_caught_up",

@@ -2,9 +2,10 @@
 //!
 //! ```text
 //!   events ─┬─ follows, actors ──▶ ResolveInterests ──▶ arrange by interest ─┐
-//!           │                                                               ├─▶ Fanout ─▶ MaintainHead ─▶ WriteTo ─▶ probe
-//!           ├─ activities, deletes ─▶ KeepStories ────▶ arrange by typed id ─┘                                ▲
-//!           │                              └──────────── activity writes ─────────────────────────────────────┘
+//!           │                                                               ├─▶ Fanout ─┬─▶ MaintainHead ─▶ WriteTo ─▶ probe
+//!           ├─ activities, deletes ─▶ KeepStories ────▶ arrange by typed id ─┘          └─▶ Digest ───────────▲ │
+//!           │                              ├── stories about their target ─▶ Digest (notifications) ────────┤ │
+//!           │                              └──────────── activity writes ───────────────────────────────────┘
 //!           └─ newest time per epoch ──▶ broadcast ──▶ KeepStories (retention)
 //! ```
 
@@ -13,18 +14,22 @@ use std::sync::Arc;
 
 use differential_dataflow::operators::arrange::Arranged;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Input, Probe};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concatenate, Input, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
 use crate::bolt::fanout::{FollowersTrace, StoriesTrace};
 use crate::bolt::feed_head::HeadSettings;
-use crate::bolt::{Fanout, InterestEvent, KeepStories, MaintainHead, ResolveInterests, StoryEvent};
-use crate::config::FeedConfig;
+use crate::bolt::{
+    Digest, Fanout, InterestEvent, KeepStories, MaintainHead, ResolveInterests, StoryEvent,
+};
+use crate::config::TopologyConfig;
+use crate::digest::DigestSpec;
 use crate::drpc::{Drpc, InterestsTrace, RebuildFeeds, Request, Requests};
 use crate::event::{Event, Millis, TypedId};
 use crate::status::Status;
-use crate::store::{Store, WriteTo};
+use crate::store::{Store, Write, WriteTo};
 use differential_dataflow::AsCollection;
 
 /// The dataflow's inputs on one worker. The driver sends decoded events and
@@ -104,15 +109,26 @@ pub struct Built {
     pub probe: ProbeHandle<u64>,
 }
 
+/// Operators per worker that, on a persistent store, write their state
+/// whole once the topology has recovered (see [`Status::expect_recovery`]).
+pub fn recovering_operators(topology: &TopologyConfig) -> usize {
+    1 + usize::from(!topology.digests.is_empty()) + usize::from(topology.notifications.enabled)
+}
+
 /// Builds the feed topology on `worker`.
 pub fn build(
     worker: &mut Worker,
-    feed: &FeedConfig,
+    topology: &TopologyConfig,
     store: Arc<dyn Store>,
     status: Arc<Status>,
     drpc: Arc<Drpc>,
 ) -> Built {
-    let feed = feed.clone();
+    let feed = topology.feed.clone();
+    let digest_specs: Vec<DigestSpec> = topology.digests.iter().map(DigestSpec::new).collect();
+    let notifications = topology
+        .notifications
+        .enabled
+        .then(|| DigestSpec::notifications(&topology.notifications));
     let probe = ProbeHandle::new();
     let mut interests_in = InputHandleVec::new();
     let mut stories_in = InputHandleVec::new();
@@ -131,18 +147,38 @@ pub fn build(
             .map(|(interest, user)| (user, interest))
             .arrange_by_key_named("InterestsByUser");
         let (stories, activity_writes) = story_events.keep_stories(newest, feed.retention);
+        let recover_into = store.persistent().then(|| store.clone());
+        let mut writes = vec![activity_writes.map(Write::Activity)];
+        if let Some(spec) = notifications {
+            // A story about an activity's target, by someone else, notifies the target.
+            let notified = stories
+                .clone()
+                .filter(|(about, story)| {
+                    story.0.target.as_ref() == Some(about) && story.0.actor != *about
+                })
+                .digest(vec![spec], recover_into.clone(), status.clone());
+            writes.push(notified.map(Write::Digest));
+        }
         let stories: Arranged<'_, StoriesTrace> = stories.arrange_by_key_named("StoriesByTypedId");
         let snapshots = requests.clone().rebuild_feeds(interests, stories.clone());
         let settings = HeadSettings {
             feed_size: feed.feed_size,
             materialize: feed.materialize,
             active_window: feed.active_window,
-            recover_into: store.persistent().then(|| store.clone()),
+            recover_into: recover_into.clone(),
         };
-        stories
-            .fanout(followers)
-            .maintain_head(snapshots, requests, settings, drpc, status.clone())
-            .write_to(activity_writes, store, status)
+        let deliveries = stories.fanout(followers);
+        if !digest_specs.is_empty() {
+            let digests = deliveries
+                .clone()
+                .digest(digest_specs, recover_into, status.clone());
+            writes.push(digests.map(Write::Digest));
+        }
+        let heads = deliveries.maintain_head(snapshots, requests, settings, drpc, status.clone());
+        writes.push(heads.map(Write::Head));
+        scope
+            .concatenate(writes)
+            .write_to(store, status)
             .probe_with(&probe);
     });
     Built {

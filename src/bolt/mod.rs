@@ -7,11 +7,14 @@
 //! | [`stories`] | [`KeepStories`] | activity/delete events → retained stories per typed id, and activity writes |
 //! | [`fanout`] | [`Fanout`] | stories ⋈ interests → (user, entry) deliveries (differential join) |
 //! | [`feed_head`] | [`MaintainHead`] | deliveries → exact changes to each user's bounded feed head |
+//! | [`digest`] | [`Digest`] | deliveries (or notifications) → exact changes to each user's digest heads |
+//! | [`top_k`] | — | the bounded top-K that heads and digests share |
 //!
 //! The stateful operators process whole epochs in epoch order ([`EpochStash`]),
 //! so their output never depends on how events were split between workers or
 //! interleaved in flight.
 
+pub mod digest;
 pub mod fanout;
 pub mod feed_head;
 pub mod interests;
@@ -23,6 +26,7 @@ use std::collections::BTreeMap;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::progress::frontier::MutableAntichain;
 
+pub use digest::Digest;
 pub use fanout::Fanout;
 pub use feed_head::MaintainHead;
 pub use interests::{InterestEvent, ResolveInterests};

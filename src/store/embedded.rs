@@ -1,15 +1,22 @@
 //! The embedded store: in-process maps, sharded to keep the sink's writers
 //! and the API's readers off each other's locks.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
 use std::hash::Hash;
-use std::sync::{Arc, RwLock};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
-use crate::error::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::bolt::digest::GroupChange;
+use crate::digest::{Group, GroupOrder, Marks};
+use crate::error::{Error, Result};
 use crate::event::{Activity, TypedId};
 use crate::feed::FeedKey;
 use crate::grouping::route;
-use crate::store::{FeedPage, PageStart, Store, StoreStats, WriteBatch};
+use crate::store::{DigestPage, FeedPage, PageStart, Store, StoreStats, WriteBatch};
 
 const SHARDS: usize = 64;
 
@@ -40,7 +47,7 @@ impl<K: Hash + Eq, V> Sharded<K, V> {
 /// store.apply(&WriteBatch {
 ///     puts: vec![Arc::new(activity)],
 ///     feed: vec![(rob.clone(), FeedKey::new(5, "a1"), 1)],
-///     removes: vec![],
+///     ..WriteBatch::default()
 /// }).unwrap();
 /// let page = store.feed_page(&rob, &PageStart::Offset(0), 20).unwrap();
 /// assert_eq!(page.entries[0].id, "a1");
@@ -48,6 +55,27 @@ impl<K: Hash + Eq, V> Sharded<K, V> {
 pub struct EmbeddedStore {
     feeds: Sharded<TypedId, BTreeSet<FeedKey>>,
     activities: Sharded<String, Arc<Activity>>,
+    /// Per user, each digest's head by name.
+    digests: Sharded<TypedId, HashMap<Arc<str>, Digest>>,
+    marks: Sharded<TypedId, BTreeMap<String, Marks>>,
+    /// Where marks are appended, to survive restarts.
+    marks_file: Option<(PathBuf, Mutex<File>)>,
+}
+
+/// One user's digest head: groups by key and in digest order.
+#[derive(Default)]
+struct Digest {
+    by_key: HashMap<String, GroupOrder>,
+    ordered: BTreeMap<GroupOrder, Arc<Group>>,
+}
+
+/// One line of the marks file.
+#[derive(Serialize, Deserialize)]
+struct MarksLine {
+    user: TypedId,
+    key: String,
+    #[serde(flatten)]
+    marks: Marks,
 }
 
 impl Default for EmbeddedStore {
@@ -62,6 +90,72 @@ impl EmbeddedStore {
         EmbeddedStore {
             feeds: Sharded::new(),
             activities: Sharded::new(),
+            digests: Sharded::new(),
+            marks: Sharded::new(),
+            marks_file: None,
+        }
+    }
+
+    /// An empty store whose notification marks are kept in `path` (a JSONL
+    /// file, created if missing, read back here and appended to on marking).
+    pub fn with_marks_file(path: &Path) -> Result<EmbeddedStore> {
+        let io = |source| Error::ReadFile {
+            path: path.to_owned(),
+            source,
+        };
+        let mut store = EmbeddedStore::new();
+        if path.exists() {
+            let reader = BufReader::new(File::open(path).map_err(io)?);
+            for (number, line) in reader.lines().enumerate() {
+                let line = line.map_err(io)?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                // A torn last line (a crash mid-write) loses only that mark.
+                match serde_json::from_str::<MarksLine>(&line) {
+                    Ok(m) => {
+                        let mut shard = store.marks.shard(&m.user).write().expect("lock");
+                        shard.entry(m.user).or_default().insert(m.key, m.marks);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, line = number + 1, path = %path.display(), "skipping a bad marks line")
+                    }
+                }
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        store.marks_file = Some((path.to_owned(), Mutex::new(file)));
+        Ok(store)
+    }
+
+    fn apply_digest(&self, user: &TypedId, name: &Arc<str>, change: &GroupChange) {
+        let mut shard = self.digests.shard(user).write().expect("lock");
+        let digests = shard.entry(user.clone()).or_default();
+        let digest = digests.entry(name.clone()).or_default();
+        match change {
+            GroupChange::Reset => *digest = Digest::default(),
+            GroupChange::Put(group) => {
+                let order = group.order();
+                if let Some(old) = digest.by_key.insert(group.key.clone(), order.clone()) {
+                    digest.ordered.remove(&old);
+                }
+                digest.ordered.insert(order, group.clone());
+            }
+            GroupChange::Remove(key) => {
+                if let Some(old) = digest.by_key.remove(key) {
+                    digest.ordered.remove(&old);
+                }
+            }
+        }
+        if digest.ordered.is_empty() {
+            digests.remove(name);
+            if digests.is_empty() {
+                shard.remove(user);
+            }
         }
     }
 
@@ -97,6 +191,9 @@ impl Store for EmbeddedStore {
                     shard.remove(user);
                 }
             }
+        }
+        for change in &batch.digests {
+            self.apply_digest(&change.user, &change.digest, &change.change);
         }
         for id in &batch.removes {
             self.activities
@@ -163,6 +260,92 @@ impl Store for EmbeddedStore {
             .iter()
             .flat_map(|s| s.read().expect("lock").keys().cloned().collect::<Vec<_>>())
             .collect())
+    }
+
+    fn digest_page(
+        &self,
+        user: &TypedId,
+        digest: &str,
+        start: &PageStart,
+        limit: usize,
+    ) -> Result<DigestPage> {
+        let shard = self.digests.shard(user).read().expect("lock");
+        let Some(digest) = shard.get(user).and_then(|d| d.get(digest)) else {
+            return Ok(DigestPage::default());
+        };
+        let mut groups: Vec<Arc<Group>> = match start {
+            PageStart::Offset(skip) => digest
+                .ordered
+                .values()
+                .rev()
+                .skip(*skip)
+                .take(limit.saturating_add(1))
+                .cloned()
+                .collect(),
+            PageStart::After(after) => digest
+                .ordered
+                .range(..GroupOrder::from_key(after))
+                .rev()
+                .take(limit.saturating_add(1))
+                .map(|(_, g)| g.clone())
+                .collect(),
+        };
+        let more = groups.len() > limit;
+        groups.truncate(limit);
+        Ok(DigestPage {
+            next_cursor: if more {
+                groups.last().map(|g| g.order().cursor())
+            } else {
+                None
+            },
+            groups,
+        })
+    }
+
+    fn digest_users(&self, digest: &str) -> Result<Vec<TypedId>> {
+        Ok(self
+            .digests
+            .0
+            .iter()
+            .flat_map(|s| {
+                s.read()
+                    .expect("lock")
+                    .iter()
+                    .filter(|(_, d)| d.contains_key(digest))
+                    .map(|(u, _)| u.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect())
+    }
+
+    fn marks(&self, user: &TypedId) -> Result<BTreeMap<String, Marks>> {
+        let shard = self.marks.shard(user).read().expect("lock");
+        Ok(shard.get(user).cloned().unwrap_or_default())
+    }
+
+    fn put_marks(&self, user: &TypedId, marks: &[(String, Marks)]) -> Result<()> {
+        if let Some((path, file)) = &self.marks_file {
+            let mut text = String::new();
+            for (key, m) in marks {
+                let line = MarksLine {
+                    user: user.clone(),
+                    key: key.clone(),
+                    marks: m.clone(),
+                };
+                text.push_str(&serde_json::to_string(&line).expect("marks serialize"));
+                text.push('\n');
+            }
+            let mut file = file.lock().expect("lock");
+            file.write_all(text.as_bytes())
+                .and_then(|()| file.sync_data())
+                .map_err(|e| Error::Sink(format!("marks file {}: {e}", path.display())))?;
+        }
+        let mut shard = self.marks.shard(user).write().expect("lock");
+        let stored = shard.entry(user.clone()).or_default();
+        for (key, m) in marks {
+            stored.insert(key.clone(), m.clone());
+        }
+        Ok(())
     }
 
     fn stats(&self) -> StoreStats {

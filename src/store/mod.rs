@@ -8,16 +8,21 @@ pub mod sink;
 
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
+use crate::bolt::digest::DigestChange;
+use crate::config::NOTIFICATIONS;
+use crate::digest::{Group, GroupOrder, MarkRequest, Marks, Notification, NotificationCounts};
 use crate::error::Result;
 use crate::event::{Activity, TypedId};
 use crate::feed::FeedKey;
 
 pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
-pub use sink::WriteTo;
+pub use sink::{Write, WriteTo};
 
-/// One epoch's writes from one worker, applied in this order: `puts`, `feed`,
-/// `removes`, so that a reader never meets an entry whose activity was not
+/// One epoch's writes from one worker, applied in this order: `puts`, `feed`
+/// and `digests`, `removes`, so that a reader never meets an entry whose activity was not
 /// yet stored. Applying a batch twice changes nothing (replays are harmless).
 #[derive(Clone, Debug, Default)]
 pub struct WriteBatch {
@@ -25,6 +30,8 @@ pub struct WriteBatch {
     pub puts: Vec<Arc<Activity>>,
     /// Head changes: `+1` the entry enters the user's head, `-1` it leaves.
     pub feed: Vec<(TypedId, FeedKey, isize)>,
+    /// Changes to digest and notification heads.
+    pub digests: Vec<DigestChange>,
     /// Activities deleted or past retention.
     pub removes: Vec<String>,
 }
@@ -32,7 +39,10 @@ pub struct WriteBatch {
 impl WriteBatch {
     /// Whether the batch writes nothing.
     pub fn is_empty(&self) -> bool {
-        self.puts.is_empty() && self.feed.is_empty() && self.removes.is_empty()
+        self.puts.is_empty()
+            && self.feed.is_empty()
+            && self.digests.is_empty()
+            && self.removes.is_empty()
     }
 }
 
@@ -65,6 +75,49 @@ pub fn page_of(keys: &[FeedKey], start: &PageStart, limit: usize) -> (Vec<FeedKe
     (page, keys.len() > from + limit)
 }
 
+/// A page of a digest, newest group first.
+#[derive(Clone, Debug, Default)]
+pub struct DigestPage {
+    /// The groups.
+    pub groups: Vec<Arc<Group>>,
+    /// Cursor of the last group, when more groups may follow.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of a notification feed, with the counts over its whole head.
+#[derive(Clone, Debug, Default)]
+pub struct NotificationPage {
+    /// The groups with their flags.
+    pub groups: Vec<Notification>,
+    /// Unseen and unread groups in the whole notification head.
+    pub counts: NotificationCounts,
+    /// Cursor of the last group, when more groups may follow.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of `items`, ordered by `order` descending (digest order), and the
+/// next cursor when more follow. A cursor names a group's place
+/// ([`GroupOrder::cursor`]), so a page after it stays right as groups change.
+pub fn page_of_groups<T: Clone>(
+    items: &[T],
+    order: impl Fn(&T) -> GroupOrder,
+    start: &PageStart,
+    limit: usize,
+) -> (Vec<T>, Option<String>) {
+    let from = match start {
+        PageStart::Offset(skip) => (*skip).min(items.len()),
+        PageStart::After(after) => {
+            let after = GroupOrder::from_key(after);
+            items.partition_point(|item| order(item) >= after)
+        }
+    };
+    let page: Vec<T> = items[from..].iter().take(limit).cloned().collect();
+    let next = (items.len() > from + limit)
+        .then(|| page.last().map(|item| order(item).cursor()))
+        .flatten();
+    (page, next)
+}
+
 /// Counts for `/status` and the benchmark.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -91,9 +144,95 @@ pub trait Store: Send + Sync + 'static {
     fn users(&self) -> Result<Vec<TypedId>>;
     /// Sizes.
     fn stats(&self) -> StoreStats;
+    /// A page of `user`'s digest named `digest`.
+    fn digest_page(
+        &self,
+        user: &TypedId,
+        digest: &str,
+        start: &PageStart,
+        limit: usize,
+    ) -> Result<DigestPage>;
+    /// Users with a non-empty digest named `digest`.
+    fn digest_users(&self, digest: &str) -> Result<Vec<TypedId>>;
+    /// `user`'s notification marks by group key.
+    fn marks(&self, user: &TypedId) -> Result<BTreeMap<String, Marks>>;
+    /// Stores notification marks of `user` (replacing those of the same keys).
+    fn put_marks(&self, user: &TypedId, marks: &[(String, Marks)]) -> Result<()>;
+
+    /// The whole head of `user`'s digest named `digest`, newest first.
+    fn digest_groups(&self, user: &TypedId, digest: &str) -> Result<Vec<Arc<Group>>> {
+        Ok(self
+            .digest_page(user, digest, &PageStart::Offset(0), usize::MAX)?
+            .groups)
+    }
+
+    /// A page of `user`'s notification feed, with flags and counts.
+    fn notifications_page(
+        &self,
+        user: &TypedId,
+        start: &PageStart,
+        limit: usize,
+    ) -> Result<NotificationPage> {
+        let all = notifications(self, user)?;
+        let counts = NotificationCounts::of(&all);
+        let (groups, next_cursor) = page_of_groups(&all, |n| n.group.order(), start, limit);
+        Ok(NotificationPage {
+            groups,
+            counts,
+            next_cursor,
+        })
+    }
+
+    /// Marks groups of `user`'s notification feed seen or read; returns the
+    /// new counts. Racing a write that adds a newer activity is harmless:
+    /// the mark names the newest activity the user was shown.
+    fn mark_notifications(
+        &self,
+        user: &TypedId,
+        request: &MarkRequest,
+    ) -> Result<NotificationCounts> {
+        let groups = self.digest_groups(user, NOTIFICATIONS)?;
+        let old = self.marks(user)?;
+        let changed: Vec<(String, Marks)> = groups
+            .iter()
+            .filter_map(|group| {
+                let marks = old.get(&group.key).cloned().unwrap_or_default();
+                let new = request.apply(group, &marks)?;
+                (new != marks).then(|| (group.key.clone(), new))
+            })
+            .collect();
+        if !changed.is_empty() {
+            self.put_marks(user, &changed)?;
+        }
+        Ok(NotificationCounts::of(&notifications(self, user)?))
+    }
+
     /// Whether the store outlives the process (then a restarted topology
     /// recovers before it writes; see the feed-head bolt).
     fn persistent(&self) -> bool {
         false
     }
+}
+
+/// `user`'s whole notification head with flags.
+fn notifications<S: Store + ?Sized>(store: &S, user: &TypedId) -> Result<Vec<Notification>> {
+    let groups = store.digest_groups(user, NOTIFICATIONS)?;
+    let marks = if groups.is_empty() {
+        BTreeMap::new()
+    } else {
+        store.marks(user)?
+    };
+    Ok(groups
+        .into_iter()
+        .map(|group| {
+            let (seen, read) = marks
+                .get(&group.key)
+                .map_or((false, false), |m| m.flags(&group));
+            Notification {
+                group: (*group).clone(),
+                seen,
+                read,
+            }
+        })
+        .collect())
 }

@@ -4,22 +4,28 @@
 //! |---|---|---|
 //! | `PREFIX:feed:{USER}` | sorted set | the user's feed head: member = activity id, score = time in ms. Redis orders equal scores by member bytes, so `ZREVRANGE key 0 -1` is exactly SPEC order (newest first, ties by id descending). Never more than `feed_size` members. |
 //! | `PREFIX:activity:ID` | string | the activity as the HTTP API shows an entry (JSON), stored once however many feeds refer to it |
+//! | `PREFIX:digest:NAME:{USER}` | sorted set | the user's digest head (`NAME` is the digest's name, `notifications` for the notification feed): member = group key, score = minus the group's newest activity time in ms, so `ZRANGE key 0 -1` is exactly SPEC order (newest group first, ties by key ascending). Never more than `digest_size` members. |
+//! | `PREFIX:group:NAME:{USER}` | hash | field = group key, value = the group as the HTTP API shows it (JSON) |
+//! | `PREFIX:marks:{USER}` | hash | field = notification group key, value = `{"seen": {"time", "id"}, "read": ...}`: the group's newest activity when it was marked; a group is seen (read) while its newest activity is not newer |
 //!
 //! `{USER}` is a Redis Cluster hash tag, so every key of one user shares a slot.
 //! Writes are pipelined, one pipeline per epoch and worker, and idempotent
 //! (ZADD/ZREM/SET/DEL), so a replayed epoch changes nothing.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use redis::{Commands, Connection};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::bolt::digest::GroupChange;
+use crate::digest::{Group, Marks};
 use crate::error::{Error, Result};
 use crate::event::{parse_time, Activity, TypedId};
 use crate::feed::FeedKey;
 use crate::http::EntryOut;
-use crate::store::{FeedPage, PageStart, Store, StoreStats, WriteBatch};
+use crate::store::{DigestPage, FeedPage, PageStart, Store, StoreStats, WriteBatch};
 
 /// Feed heads and activities in Redis.
 pub struct RedisStore {
@@ -62,6 +68,32 @@ impl RedisStore {
     /// The key of `user`'s feed head.
     pub fn feed_key(&self, user: &TypedId) -> String {
         format!("{}:feed:{{{}}}", self.prefix, user)
+    }
+
+    /// The key of `user`'s digest head named `digest` (a sorted set).
+    pub fn digest_key(&self, digest: &str, user: &TypedId) -> String {
+        format!("{}:digest:{}:{{{}}}", self.prefix, digest, user)
+    }
+
+    /// The key of the groups of `user`'s digest named `digest` (a hash).
+    pub fn groups_key(&self, digest: &str, user: &TypedId) -> String {
+        format!("{}:group:{}:{{{}}}", self.prefix, digest, user)
+    }
+
+    /// The key of `user`'s notification marks (a hash).
+    pub fn marks_key(&self, user: &TypedId) -> String {
+        format!("{}:marks:{{{}}}", self.prefix, user)
+    }
+
+    /// Users whose keys match `PREFIX:KIND:{USER}`.
+    fn scan_users(&self, kind: &str) -> Result<Vec<TypedId>> {
+        let pattern = format!("{}:{kind}:*", self.prefix);
+        let names: Vec<String> = self.with(|c| c.scan_match(&pattern)?.collect())?;
+        let skip = self.prefix.len() + kind.len() + ":{".len() + 1;
+        Ok(names
+            .iter()
+            .filter_map(|n| TypedId::parse(n.get(skip..n.len().saturating_sub(1))?))
+            .collect())
     }
 
     /// The key of an activity.
@@ -137,6 +169,27 @@ impl Store for RedisStore {
                 _ => pipe.zrem(feed, &key.id).ignore(),
             };
         }
+        for change in &batch.digests {
+            let (digest, groups) = (
+                self.digest_key(&change.digest, &change.user),
+                self.groups_key(&change.digest, &change.user),
+            );
+            match &change.change {
+                GroupChange::Put(group) => {
+                    let json = serde_json::to_string(group.as_ref()).expect("serializable");
+                    pipe.zadd(digest, &group.key, -(group.last_time as f64))
+                        .ignore()
+                        .hset(groups, &group.key, json)
+                        .ignore();
+                }
+                GroupChange::Remove(key) => {
+                    pipe.zrem(digest, key).ignore().hdel(groups, key).ignore();
+                }
+                GroupChange::Reset => {
+                    pipe.del(digest).ignore().del(groups).ignore();
+                }
+            }
+        }
         for id in &batch.removes {
             pipe.del(self.activity_key(id)).ignore();
         }
@@ -188,13 +241,78 @@ impl Store for RedisStore {
     }
 
     fn users(&self) -> Result<Vec<TypedId>> {
-        let pattern = format!("{}:feed:*", self.prefix);
-        let names: Vec<String> = self.with(|c| c.scan_match(&pattern)?.collect())?;
-        let skip = self.prefix.len() + ":feed:{".len();
-        Ok(names
-            .iter()
-            .filter_map(|n| TypedId::parse(n.get(skip..n.len().saturating_sub(1))?))
+        self.scan_users("feed")
+    }
+
+    fn digest_page(
+        &self,
+        user: &TypedId,
+        digest: &str,
+        start: &PageStart,
+        limit: usize,
+    ) -> Result<DigestPage> {
+        let (zset, hash) = (self.digest_key(digest, user), self.groups_key(digest, user));
+        let from = match start {
+            PageStart::Offset(skip) => *skip,
+            PageStart::After(after) => {
+                // Groups before the cursor's place: newer (lower score), plus
+                // equally new with a key not after it (the group may be gone).
+                let score = -(after.time as f64);
+                let (lower, ties): (usize, Vec<String>) = self.with(|c| {
+                    let lower: usize = c.zcount(&zset, "-inf", format!("({score}"))?;
+                    let ties: Vec<String> = c.zrangebyscore(&zset, score, score)?;
+                    Ok((lower, ties))
+                })?;
+                lower
+                    + ties
+                        .iter()
+                        .filter(|k| k.as_str() <= after.id.as_str())
+                        .count()
+            }
+        };
+        let last = from.saturating_add(limit).min(isize::MAX as usize) as isize;
+        let keys: Vec<String> = self.with(|c| c.zrange(&zset, from as isize, last))?;
+        let more = keys.len() > limit;
+        let keys = &keys[..keys.len().min(limit)];
+        let groups: Vec<Arc<Group>> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            let found: Vec<Option<String>> =
+                self.with(|c| redis::cmd("HMGET").arg(&hash).arg(keys).query(c))?;
+            found
+                .iter()
+                .flatten()
+                .filter_map(|json| serde_json::from_str(json).ok().map(Arc::new))
+                .collect()
+        };
+        Ok(DigestPage {
+            next_cursor: if more {
+                groups.last().map(|g| g.order().cursor())
+            } else {
+                None
+            },
+            groups,
+        })
+    }
+
+    fn digest_users(&self, digest: &str) -> Result<Vec<TypedId>> {
+        self.scan_users(&format!("digest:{digest}"))
+    }
+
+    fn marks(&self, user: &TypedId) -> Result<BTreeMap<String, Marks>> {
+        let stored: BTreeMap<String, String> = self.with(|c| c.hgetall(self.marks_key(user)))?;
+        Ok(stored
+            .into_iter()
+            .filter_map(|(key, json)| Some((key, serde_json::from_str(&json).ok()?)))
             .collect())
+    }
+
+    fn put_marks(&self, user: &TypedId, marks: &[(String, Marks)]) -> Result<()> {
+        let fields: Vec<(String, String)> = marks
+            .iter()
+            .map(|(key, m)| (key.clone(), serde_json::to_string(m).expect("serializable")))
+            .collect();
+        self.with(|c| c.hset_multiple(self.marks_key(user), &fields))
     }
 
     fn persistent(&self) -> bool {

@@ -10,75 +10,60 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
 use timely::dataflow::StreamVec;
 
+use crate::bolt::digest::DigestChange;
 use crate::bolt::feed_head::HeadChange;
 use crate::bolt::{ActivityChange, EpochStash};
 use crate::status::Status;
 use crate::store::{Store, WriteBatch};
 
-/// Writes head changes and activity changes to a store.
+/// One write the sink applies: what the bolts emit for the store.
+#[derive(Clone, Debug)]
+pub enum Write {
+    /// A feed-head change.
+    Head(HeadChange),
+    /// A digest or notification change.
+    Digest(DigestChange),
+    /// An activity stored or removed.
+    Activity(ActivityChange),
+}
+
+/// Writes the bolts' changes to a store.
 pub trait WriteTo<'scope> {
     /// Applies each epoch's writes as one [`WriteBatch`], retrying with
     /// back-off while the store fails (the worker stalls, so its spouts stop
     /// pulling: back-pressure). The returned stream carries no data; its
     /// frontier passes an epoch once the epoch is written.
-    fn write_to(
-        self,
-        activities: StreamVec<'scope, u64, ActivityChange>,
-        store: Arc<dyn Store>,
-        status: Arc<Status>,
-    ) -> StreamVec<'scope, u64, ()>;
+    fn write_to(self, store: Arc<dyn Store>, status: Arc<Status>) -> StreamVec<'scope, u64, ()>;
 }
 
-enum Write {
-    Head(HeadChange),
-    Activity(ActivityChange),
-}
-
-impl<'scope> WriteTo<'scope> for StreamVec<'scope, u64, HeadChange> {
-    fn write_to(
-        self,
-        activities: StreamVec<'scope, u64, ActivityChange>,
-        store: Arc<dyn Store>,
-        status: Arc<Status>,
-    ) -> StreamVec<'scope, u64, ()> {
-        self.binary_frontier(
-            activities,
-            Pipeline,
-            Pipeline,
-            "WriteTo",
-            move |_cap, _info| {
-                let mut stash = EpochStash::new(1);
-                move |(heads, heads_frontier),
-                      (activities, activities_frontier),
-                      _output: &mut OutputBuilderSession<
-                    '_,
-                    u64,
-                    CapacityContainerBuilder<Vec<()>>,
-                >| {
-                    heads.for_each(|cap, data| stash.stash(&cap, data.drain(..).map(Write::Head)));
-                    activities.for_each(|cap, data| {
-                        stash.stash(&cap, data.drain(..).map(Write::Activity))
-                    });
-                    for (_caps, writes) in stash.take_ready(&[heads_frontier, activities_frontier])
-                    {
-                        let mut batch = WriteBatch::default();
-                        for write in writes {
-                            match write {
-                                Write::Head(change) => batch.feed.push(change),
-                                Write::Activity(ActivityChange::Put(a)) => batch.puts.push(a),
-                                Write::Activity(ActivityChange::Remove(id)) => {
-                                    batch.removes.push(id)
-                                }
-                            }
+impl<'scope> WriteTo<'scope> for StreamVec<'scope, u64, Write> {
+    fn write_to(self, store: Arc<dyn Store>, status: Arc<Status>) -> StreamVec<'scope, u64, ()> {
+        self.unary_frontier(Pipeline, "WriteTo", move |_cap, _info| {
+            let mut stash = EpochStash::new(1);
+            move |(writes, frontier),
+                  _output: &mut OutputBuilderSession<
+                '_,
+                u64,
+                CapacityContainerBuilder<Vec<()>>,
+            >| {
+                writes.for_each(|cap, data| stash.stash(&cap, data.drain(..)));
+                for (_caps, writes) in stash.take_ready(&[frontier]) {
+                    let mut batch = WriteBatch::default();
+                    for write in writes {
+                        match write {
+                            Write::Head(change) => batch.feed.push(change),
+                            Write::Digest(change) => batch.digests.push(change),
+                            Write::Activity(ActivityChange::Put(a)) => batch.puts.push(a),
+                            Write::Activity(ActivityChange::Remove(id)) => batch.removes.push(id),
                         }
-                        if !batch.is_empty() {
-                            apply_with_retry(store.as_ref(), &batch, &status);
-                        }
-                        // Dropping the capabilities here releases the epoch downstream.
                     }
+                    if !batch.is_empty() {
+                        apply_with_retry(store.as_ref(), &batch, &status);
+                    }
+                    // Dropping the capabilities here releases the epoch downstream.
                 }
-            },
-        )
+            }
+        })
     }
 }
 
