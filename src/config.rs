@@ -374,10 +374,14 @@ impl DigestConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.name == NOTIFICATIONS || self.name.is_empty() {
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+        if self.name == NOTIFICATIONS || self.name.is_empty() || !self.name.chars().all(plain) {
             return Err(Error::Setting {
                 setting: "digest.name",
-                message: format!("{:?} is reserved or empty", self.name),
+                message: format!(
+                    "{:?}: use letters, digits, `_`, `-`, `.` (`notifications` is reserved)",
+                    self.name
+                ),
             });
         }
         if self.window.as_millis() == 0 {

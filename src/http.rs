@@ -1,4 +1,5 @@
-//! The HTTP API of SPEC section 6 (flat feeds, status, health, metrics).
+//! The HTTP API of SPEC section 6 (flat feeds, digests, notifications,
+//! rebuild-feed, status, health, metrics).
 //! JSON in and out; errors are `{"error": "..."}` with a 4xx/5xx status.
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::config::{Materialize, TopologyConfig};
+use crate::digest::MarkRequest;
 use crate::drpc::{Drpc, DrpcError};
 use crate::error::{Error, Result};
 use crate::event::{format_time, Activity, TypedId};
@@ -40,6 +42,10 @@ pub struct Api {
     pub materialize: Materialize,
     /// How long a rebuild may take.
     pub drpc_timeout: Duration,
+    /// Names of the topology's digests; the first is served without `name`.
+    pub digests: Vec<String>,
+    /// Whether the topology keeps notification feeds.
+    pub notifications: bool,
 }
 
 impl Api {
@@ -52,6 +58,8 @@ impl Api {
             drpc: running.drpc.clone(),
             materialize: topology.feed.materialize,
             drpc_timeout: topology.drpc.timeout,
+            digests: topology.digests.iter().map(|d| d.name.clone()).collect(),
+            notifications: topology.notifications.enabled,
         }
     }
 
@@ -110,10 +118,17 @@ fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
+fn not_found(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, message.into())
+}
+
 /// The router, for embedding or testing.
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/feeds/{user}", get(feed))
+        .route("/feeds/{user}/digest", get(digest))
+        .route("/feeds/{user}/notifications", get(notifications))
+        .route("/feeds/{user}/notifications/mark", post(mark_notifications))
         .route("/drpc/rebuild-feed", post(rebuild_feed))
         .route("/status", get(status))
         .route("/health", get(health))
@@ -215,6 +230,92 @@ async fn feed(
         .feed_page(&user, &start, limit)
         .map_err(internal)?;
     Ok(page_response(&user, &page))
+}
+
+async fn digest(
+    State(api): State<Arc<Api>>,
+    path: std::result::Result<Path<String>, PathRejection>,
+    query: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> std::result::Result<Response, ApiError> {
+    let user = parse_user(path)?;
+    let name = match &query {
+        Ok(Query(q)) => q.get("name").cloned(),
+        Err(_) => None,
+    };
+    let (start, limit) = parse_page(query, api.max_limit)?;
+    let name = match name {
+        Some(name) if api.digests.contains(&name) => name,
+        Some(name) => return Err(not_found(format!("no digest named {name:?}"))),
+        None => api
+            .digests
+            .first()
+            .cloned()
+            .ok_or_else(|| not_found("this topology keeps no digest"))?,
+    };
+    let page = api
+        .store
+        .digest_page(&user, &name, &start, limit)
+        .map_err(internal)?;
+    Ok(Json(json!({
+        "user": user,
+        "digest": name,
+        "groups": page.groups,
+        "next_cursor": page.next_cursor,
+    }))
+    .into_response())
+}
+
+fn notifications_enabled(api: &Api) -> std::result::Result<(), ApiError> {
+    if api.notifications {
+        Ok(())
+    } else {
+        Err(not_found("this topology keeps no notification feeds"))
+    }
+}
+
+async fn notifications(
+    State(api): State<Arc<Api>>,
+    path: std::result::Result<Path<String>, PathRejection>,
+    query: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> std::result::Result<Response, ApiError> {
+    let user = parse_user(path)?;
+    let (start, limit) = parse_page(query, api.max_limit)?;
+    notifications_enabled(&api)?;
+    let page = api
+        .store
+        .notifications_page(&user, &start, limit)
+        .map_err(internal)?;
+    Ok(Json(json!({
+        "user": user,
+        "groups": page.groups,
+        "unseen": page.counts.unseen,
+        "unread": page.counts.unread,
+        "next_cursor": page.next_cursor,
+    }))
+    .into_response())
+}
+
+async fn mark_notifications(
+    State(api): State<Arc<Api>>,
+    path: std::result::Result<Path<String>, PathRejection>,
+    body: std::result::Result<Json<MarkRequest>, JsonRejection>,
+) -> std::result::Result<Response, ApiError> {
+    let user = parse_user(path)?;
+    let Json(request) = body.map_err(|e| bad_request(e.body_text()))?;
+    if request.seen.is_none() && request.read.is_none() {
+        return Err(bad_request(
+            "give \"seen\" and/or \"read\": true or a list of group keys",
+        ));
+    }
+    notifications_enabled(&api)?;
+    let counts = api
+        .store
+        .mark_notifications(&user, &request)
+        .map_err(internal)?;
+    Ok(
+        Json(json!({"user": user, "unseen": counts.unseen, "unread": counts.unread}))
+            .into_response(),
+    )
 }
 
 /// `POST /drpc/rebuild-feed` body.

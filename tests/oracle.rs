@@ -1,43 +1,64 @@
 //! The topology against the reference model: seeded random workloads with
 //! every adversarial case, on 1, 2 and 4 workers, must give exactly the
-//! feeds that a from-scratch recomputation gives.
+//! feeds, digests and notification feeds that a from-scratch recomputation
+//! gives.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-use feedstorm::config::FeedConfig;
+use feedstorm::config::{DigestConfig, FeedConfig, NotificationsConfig, NOTIFICATIONS};
+use feedstorm::digest::DigestSpec;
+use feedstorm::reference;
 
 fn check(seed: u64, shape: Shape, feed: FeedConfig) {
+    check_with(seed, shape, feed, &[DigestConfig::default()]);
+}
+
+/// Runs the workload on 1, 2 and 4 workers and compares feeds, every digest
+/// of `digests` and the notification feeds with the reference model.
+fn check_with(seed: u64, shape: Shape, feed: FeedConfig, digests: &[DigestConfig]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     let lines = random_lines(seed, shape);
     write_lines(&path, &lines);
-    let expected = feedstorm::reference::feeds(&decode_all(&lines), &feed);
+    let events = decode_all(&lines);
+    let expected = reference::feeds(&events, &feed);
     assert!(!expected.is_empty(), "workload too small to test anything");
+    let specs: Vec<DigestSpec> = digests.iter().map(DigestSpec::new).collect();
+    let expected_digests: Vec<_> = specs
+        .iter()
+        .map(|spec| reference::digests(&events, &feed, spec))
+        .collect();
+    let notifications = NotificationsConfig::default();
+    let expected_notifications =
+        reference::notifications(&events, &feed, &DigestSpec::notifications(&notifications));
+    assert!(
+        !expected_notifications.is_empty(),
+        "no notifications to test"
+    );
     for workers in [1, 2, 4] {
-        let topology = file_topology(&path, false, feed.clone(), dir.path());
+        let mut topology = file_topology(&path, false, feed.clone(), dir.path());
+        topology.digests = digests.to_vec();
+        topology.notifications = notifications.clone();
         let (store, _) = run_to_end(&topology, workers);
-        let actual = store_feeds(store.as_ref());
-        if actual != expected {
-            let diff: Vec<_> = expected
-                .iter()
-                .filter(|(u, h)| actual.get(*u) != Some(h))
-                .map(|(u, h)| format!("{u}: expected {h:?}\n   got {:?}", actual.get(u)))
-                .chain(
-                    actual
-                        .keys()
-                        .filter(|u| !expected.contains_key(*u))
-                        .map(|u| format!("{u}: unexpected feed")),
-                )
-                .take(3)
-                .collect();
-            panic!(
-                "seed {seed}, {workers} workers, {shape:?}: feeds differ\n{}",
-                diff.join("\n")
-            );
+        let run = format!("seed {seed}, {workers} workers, {shape:?}");
+        assert_same(
+            &format!("{run}: feeds"),
+            &expected,
+            &store_feeds(store.as_ref()),
+        );
+        for (spec, expected) in specs.iter().zip(&expected_digests) {
+            let actual = store_digests(store.as_ref(), &spec.name);
+            assert_same(&format!("{run}: digest {}", spec.name), expected, &actual);
         }
+        let actual = store_digests(store.as_ref(), NOTIFICATIONS);
+        assert_same(
+            &format!("{run}: notifications"),
+            &expected_notifications,
+            &actual,
+        );
     }
 }
 
@@ -137,4 +158,31 @@ fn larger_workload_default_heads() {
             ..FeedConfig::default()
         },
     );
+}
+
+/// Non-default digests beside the default one: other key fields, hour and
+/// half-hour windows, tight group bounds, on times that cross UTC midnight
+/// (the generator writes many of them with non-UTC offsets).
+#[test]
+fn digests_with_other_keys_windows_and_bounds() {
+    let shape = Shape {
+        events: 2_500,
+        users: 12,
+        things: 8,
+        ids: 900,
+        times: 240,
+        spacing: 60_000, // four hours around midnight
+    };
+    let digests: Vec<DigestConfig> = [
+        "",
+        "name = \"by-actor\"\nkey = [\"actor\", \"verb\"]\nwindow = \"1h\"\nmax_actors = 1\nmax_activities = 2\ndigest_size = 3",
+        "name = \"by-target\"\nkey = [\"target\"]\nwindow = \"30m\"\nmax_actors = 3\nmax_activities = 4\ndigest_size = 5",
+        "name = \"all-day\"\nkey = []\nmax_actors = 2",
+    ]
+    .iter()
+    .map(|t| toml::from_str(t).unwrap())
+    .collect();
+    for seed in 50..53 {
+        check_with(seed, shape, small_heads(), &digests);
+    }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use feedstorm::config::{FeedConfig, FileSpoutConfig, SpoutConfig, TopologyConfig};
+use feedstorm::digest::Group;
 use feedstorm::event::{decode, Event, TypedId};
 use feedstorm::feed::FeedKey;
 use feedstorm::http::{Api, Server};
@@ -98,7 +99,8 @@ pub fn random_lines(seed: u64, shape: Shape) -> Vec<String> {
         }
     };
     for _ in 0..shape.events {
-        let ms = T0 + rng.gen_range(0..shape.times) * shape.spacing;
+        // Times straddle T0, a UTC midnight, so day buckets split.
+        let ms = T0 + (rng.gen_range(0..shape.times) - shape.times / 2) * shape.spacing;
         let roll: f64 = rng.gen();
         let line = if roll < 0.45 {
             let id = rng.gen_range(0..shape.ids);
@@ -204,6 +206,43 @@ pub fn store_feeds(store: &dyn Store) -> BTreeMap<TypedId, Vec<FeedKey>> {
             (u, keys)
         })
         .collect()
+}
+
+/// Every non-empty digest named `name` in the store.
+pub fn store_digests(store: &dyn Store, name: &str) -> BTreeMap<TypedId, Vec<Group>> {
+    store
+        .digest_users(name)
+        .unwrap()
+        .into_iter()
+        .map(|u| {
+            let groups = store.digest_groups(&u, name).unwrap();
+            (u, groups.iter().map(|g| (**g).clone()).collect())
+        })
+        .collect()
+}
+
+/// Panics with the first differences when `actual` is not `expected`.
+pub fn assert_same<V: PartialEq + std::fmt::Debug>(
+    what: &str,
+    expected: &BTreeMap<TypedId, V>,
+    actual: &BTreeMap<TypedId, V>,
+) {
+    if actual == expected {
+        return;
+    }
+    let diff: Vec<_> = expected
+        .iter()
+        .filter(|(u, v)| actual.get(*u) != Some(v))
+        .map(|(u, v)| format!("{u}: expected {v:?}\n   got {:?}", actual.get(u)))
+        .chain(
+            actual
+                .keys()
+                .filter(|u| !expected.contains_key(*u))
+                .map(|u| format!("{u}: unexpected {:?}", actual[u])),
+        )
+        .take(3)
+        .collect();
+    panic!("{what} differ\n{}", diff.join("\n"));
 }
 
 /// Appends lines to a (followed) event file.
