@@ -455,7 +455,7 @@ mod tests {
                     .collect();
                 let expected = crate::reference::digest_of(present, &spec);
                 let mut got: Vec<Group> = shown.values().map(|g| (**g).clone()).collect();
-                got.sort_by(|a, b| b.order().cmp(&a.order()));
+                got.sort_by_key(|g| std::cmp::Reverse(g.order()));
                 assert_eq!(got, expected, "seed {seed}");
             }
         }

@@ -144,7 +144,7 @@ mod tests {
             let mut counts: BTreeMap<(u8, u8), isize> = BTreeMap::new();
             for _ in 0..400 {
                 let entry = (rng.gen_range(0..8), rng.gen_range(0..4));
-                let count = counts.entry(entry.clone()).or_default();
+                let count = counts.entry(entry).or_default();
                 let diff = if *count > 0 && rng.gen_bool(0.5) {
                     -1
                 } else {
@@ -163,7 +163,7 @@ mod tests {
                 let expected: Vec<_> = counts
                     .iter()
                     .filter(|(_, c)| **c > 0)
-                    .map(|(e, _)| e.clone())
+                    .map(|(e, _)| *e)
                     .rev()
                     .take(size)
                     .collect();
