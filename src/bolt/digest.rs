@@ -2,12 +2,16 @@
 //! sections 3 and 4), kept exactly and incrementally.
 //!
 //! Per user and digest the operator keeps every group's activities (with
-//! their delivery counts) and distinct actors, and the groups' order in a
-//! [`TopK`]. A delivery touches one group per digest: O(log n) to update it,
-//! then only the touched groups, and the groups that enter or leave the head,
-//! are written. A user's whole digest is never recomputed.
+//! their delivery counts) and distinct actors in sorted vectors, and the
+//! groups' order in a [`TopK`]. A delivery touches one group per digest (a
+//! binary search and an insertion in that group, O(log n) in the user's
+//! groups for the order); at the end of the epoch only the touched groups,
+//! and the groups that enter or leave the head, are written, each rendered
+//! from its own state. A user's whole digest is never recomputed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use differential_dataflow::VecCollection;
@@ -20,8 +24,8 @@ use timely::dataflow::StreamVec;
 
 use crate::bolt::top_k::TopK;
 use crate::bolt::EpochStash;
-use crate::digest::{DigestSpec, Group, GroupOrder};
-use crate::event::TypedId;
+use crate::digest::{DigestSpec, Group};
+use crate::event::{Activity, Millis, TypedId};
 use crate::feed::Story;
 use crate::grouping::route;
 use crate::status::Status;
@@ -64,95 +68,98 @@ pub trait Digest<'scope> {
     ) -> StreamVec<'scope, u64, DigestChange>;
 }
 
-/// One group's activities.
+/// A group key, interned: every user's group of one key on a worker shares it.
+type Key = Rc<str>;
+
+/// A group's place in its digest: larger first (newest, then smaller key).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Place {
+    last_time: Millis,
+    key: Reverse<Key>,
+}
+
+/// One group's activities, kept small: most groups hold a few activities, so
+/// sorted vectors beat trees and maps by far in memory.
 #[derive(Default)]
 struct GroupState {
-    /// Each activity with its delivery count (> 0).
-    activities: BTreeMap<Story, u32>,
-    /// Each actor's activities in the group.
-    actors: HashMap<TypedId, BTreeSet<Story>>,
-    /// Actors by their newest activity in the group.
-    actor_order: BTreeSet<(Story, TypedId)>,
+    /// Activities in feed order (oldest first), each with its delivery count (> 0).
+    activities: Vec<(Story, u32)>,
+    /// Distinct actors, sorted by actor, each named by one of their stories
+    /// (no copy of the actor id), with their number of activities here.
+    actors: Vec<(Story, u32)>,
 }
 
 impl GroupState {
-    fn order(&self, key: &str) -> Option<GroupOrder> {
-        let newest = self.activities.keys().next_back()?;
-        Some(GroupOrder::new(newest.0.time, key))
+    fn place(&self, key: &Key) -> Option<Place> {
+        let (newest, _) = self.activities.last()?;
+        Some(Place {
+            last_time: newest.0.time,
+            key: Reverse(key.clone()),
+        })
     }
 
     /// Changes `story`'s delivery count by `diff`.
     fn update(&mut self, story: &Story, diff: isize) {
-        let count = self.activities.get(story).copied().unwrap_or(0) as isize + diff;
-        assert!(count >= 0, "negative delivery count for {story:?}");
-        let actor = &story.0.actor;
-        let newest_of = |set: &BTreeSet<Story>| set.last().cloned();
-        match (self.activities.contains_key(story), count > 0) {
-            (false, true) => {
-                let stories = self.actors.entry(actor.clone()).or_default();
-                let before = newest_of(stories);
-                stories.insert(story.clone());
-                if let Some(before) = before {
-                    self.actor_order.remove(&(before, actor.clone()));
+        let by_actor = |(s, _): &(Story, u32)| s.0.actor.cmp(&story.0.actor);
+        match self.activities.binary_search_by(|(s, _)| s.cmp(story)) {
+            Ok(at) => {
+                let count = self.activities[at].1 as isize + diff;
+                assert!(count >= 0, "negative delivery count for {story:?}");
+                if count > 0 {
+                    self.activities[at].1 = count as u32;
+                    return;
                 }
-                let newest = newest_of(stories).expect("just inserted");
-                self.actor_order.insert((newest, actor.clone()));
-            }
-            (true, false) => {
-                self.activities.remove(story);
-                let stories = self
+                self.activities.remove(at);
+                let actor = self
                     .actors
-                    .get_mut(actor)
+                    .binary_search_by(by_actor)
                     .expect("actor of a present story");
-                let before = newest_of(stories).expect("present story");
-                stories.remove(story);
-                self.actor_order.remove(&(before, actor.clone()));
-                match newest_of(stories) {
-                    Some(newest) => {
-                        self.actor_order.insert((newest, actor.clone()));
-                    }
-                    None => {
-                        self.actors.remove(actor);
-                    }
+                self.actors[actor].1 -= 1;
+                if self.actors[actor].1 == 0 {
+                    self.actors.remove(actor);
                 }
-                return;
             }
-            _ => {}
-        }
-        if count > 0 {
-            self.activities.insert(story.clone(), count as u32);
+            Err(at) => {
+                assert!(diff > 0, "negative delivery count for {story:?}");
+                self.activities.insert(at, (story.clone(), diff as u32));
+                match self.actors.binary_search_by(by_actor) {
+                    Ok(actor) => self.actors[actor].1 += 1,
+                    Err(actor) => self.actors.insert(actor, (story.clone(), 1)),
+                }
+            }
         }
     }
 
     fn view(&self, key: &str, spec: &DigestSpec) -> Group {
-        let newest = &self
-            .activities
-            .keys()
-            .next_back()
-            .expect("non-empty group")
-            .0;
-        let oldest = &self.activities.keys().next().expect("non-empty group").0;
+        let newest = &self.activities.last().expect("non-empty group").0 .0;
+        let oldest = &self.activities.first().expect("non-empty group").0 .0;
+        // Distinct actors by their newest activity: scan newest first until
+        // as many as can be shown are found.
+        let wanted = spec.sizes.max_actors.min(self.actors.len());
+        let mut actors: Vec<TypedId> = Vec::with_capacity(wanted);
+        for (story, _) in self.activities.iter().rev() {
+            if actors.len() == wanted {
+                break;
+            }
+            if !actors.contains(&story.0.actor) {
+                actors.push(story.0.actor.clone());
+            }
+        }
         Group {
             key: key.to_owned(),
             verb: newest.verb.clone(),
             object: newest.object.clone(),
-            actors: self
-                .actor_order
-                .iter()
-                .rev()
-                .take(spec.sizes.max_actors)
-                .map(|(_, actor)| actor.clone())
-                .collect(),
+            actors,
             actor_count: self.actors.len(),
             activity_count: self.activities.len(),
             first_time: oldest.time,
             last_time: newest.time,
             activity_ids: self
                 .activities
-                .keys()
+                .iter()
                 .rev()
                 .take(spec.sizes.max_activities)
-                .map(|s| s.0.id.clone())
+                .map(|(s, _)| s.0.id.clone())
                 .collect(),
         }
     }
@@ -161,26 +168,27 @@ impl GroupState {
 /// One user's groups of one digest.
 #[derive(Default)]
 struct UserDigest {
-    groups: HashMap<String, GroupState>,
-    order: TopK<GroupOrder>,
+    groups: HashMap<Key, GroupState>,
+    order: TopK<Place>,
 }
 
 impl UserDigest {
-    /// Applies one delivery; notes the group's key in `touched`.
+    /// Applies one delivery to the group `key`; notes the groups whose
+    /// content or head membership changed in `touched`.
     fn update(
         &mut self,
         spec: &DigestSpec,
+        key: &Key,
         story: &Story,
         diff: isize,
-        touched: &mut HashSet<String>,
+        touched: &mut HashSet<Key>,
     ) {
-        let key = spec.key(&story.0);
         let group = self.groups.entry(key.clone()).or_default();
-        let before = group.order(&key);
+        let before = group.place(key);
         group.update(story, diff);
-        let after = group.order(&key);
+        let after = group.place(key);
         if group.activities.is_empty() {
-            self.groups.remove(&key);
+            self.groups.remove(key);
         }
         if before != after {
             let mut head_changes = Vec::new();
@@ -191,24 +199,24 @@ impl UserDigest {
             if let Some(after) = after {
                 self.order.update(after, 1, size, &mut head_changes);
             }
-            touched.extend(head_changes.into_iter().map(|(o, _)| o.key.0));
+            touched.extend(head_changes.into_iter().map(|(place, _)| place.key.0));
         }
-        touched.insert(key);
+        touched.insert(key.clone());
     }
 
     /// The store changes for the `touched` groups.
-    fn changes(&self, spec: &DigestSpec, touched: HashSet<String>) -> Vec<GroupChange> {
+    fn changes(&self, spec: &DigestSpec, touched: HashSet<Key>) -> Vec<GroupChange> {
         let mut changes: Vec<GroupChange> = touched
             .into_iter()
             .map(|key| match self.groups.get(&key) {
                 Some(group)
                     if self
                         .order
-                        .in_head(&group.order(&key).expect("non-empty group")) =>
+                        .in_head(&group.place(&key).expect("non-empty group")) =>
                 {
                     GroupChange::Put(Arc::new(group.view(&key, spec)))
                 }
-                _ => GroupChange::Remove(key),
+                _ => GroupChange::Remove(key.to_string()),
             })
             .collect();
         // A stable order makes the output independent of hashing.
@@ -220,9 +228,9 @@ impl UserDigest {
     fn head(&self, spec: &DigestSpec) -> Vec<GroupChange> {
         self.order
             .head(spec.sizes.digest_size)
-            .map(|order| {
-                let group = &self.groups[&order.key.0];
-                GroupChange::Put(Arc::new(group.view(&order.key.0, spec)))
+            .map(|place| {
+                let group = &self.groups[&place.key.0];
+                GroupChange::Put(Arc::new(group.view(&place.key.0, spec)))
             })
             .collect()
     }
@@ -236,9 +244,49 @@ fn change_key(change: &GroupChange) -> &str {
     }
 }
 
+/// Each spec's group keys on one worker: interned, and cached per activity
+/// for the epoch (an activity delivered to many users is keyed once).
+#[derive(Default)]
+struct Keys {
+    interned: HashSet<Key>,
+    /// The live count at the last sweep: sweep when it has doubled.
+    swept_at: usize,
+    of_activity: HashMap<*const Activity, Key>,
+}
+
+impl Keys {
+    fn key(&mut self, spec: &DigestSpec, story: &Story) -> Key {
+        if let Some(key) = self.of_activity.get(&Arc::as_ptr(&story.0)) {
+            return key.clone();
+        }
+        let text = spec.key(&story.0);
+        let key = match self.interned.get(text.as_str()) {
+            Some(key) => key.clone(),
+            None => {
+                let key: Key = Rc::from(text);
+                self.interned.insert(key.clone());
+                key
+            }
+        };
+        self.of_activity.insert(Arc::as_ptr(&story.0), key.clone());
+        key
+    }
+
+    /// Ends an epoch: forgets the per-activity cache (its pointers may be
+    /// reused) and, now and then, keys that no group holds any more.
+    fn end_epoch(&mut self) {
+        self.of_activity.clear();
+        if self.interned.len() > 2 * self.swept_at.max(1024) {
+            self.interned.retain(|key| Rc::strong_count(key) > 1);
+            self.swept_at = self.interned.len();
+        }
+    }
+}
+
 /// The operator's state on one worker.
 struct Digests {
     specs: Vec<DigestSpec>,
+    keys: Vec<Keys>,
     /// Per user, one digest per spec.
     users: HashMap<TypedId, Vec<UserDigest>>,
 }
@@ -257,12 +305,17 @@ impl Digests {
                 .users
                 .entry(user.clone())
                 .or_insert_with(|| self.specs.iter().map(|_| UserDigest::default()).collect());
-            let mut touched: Vec<HashSet<String>> = vec![HashSet::new(); self.specs.len()];
+            let mut touched: Vec<HashSet<Key>> = vec![HashSet::new(); self.specs.len()];
             while let Some(((_, story), diff)) = deliveries.next_if(|((u, _), _)| *u == user) {
-                for ((spec, digest), touched) in
-                    self.specs.iter().zip(digests.iter_mut()).zip(&mut touched)
+                for (((spec, keys), digest), touched) in self
+                    .specs
+                    .iter()
+                    .zip(&mut self.keys)
+                    .zip(digests.iter_mut())
+                    .zip(&mut touched)
                 {
-                    digest.update(spec, &story, diff, touched);
+                    let key = keys.key(spec, &story);
+                    digest.update(spec, &key, &story, diff, touched);
                 }
             }
             for ((spec, digest), touched) in self.specs.iter().zip(digests.iter()).zip(touched) {
@@ -281,6 +334,7 @@ impl Digests {
                 self.users.remove(&user);
             }
         }
+        self.keys.iter_mut().for_each(Keys::end_epoch);
     }
 
     /// Every digest this worker owns, whole (a reset, then the head), and a
@@ -345,6 +399,7 @@ impl<'scope> Digest<'scope> for VecCollection<'scope, u64, (TypedId, Story), isi
             let mut recovering: Option<(Capability<u64>, Arc<dyn Store>)> =
                 caps.pop().zip(recover_into);
             let mut digests = Digests {
+                keys: specs.iter().map(|_| Keys::default()).collect(),
                 specs,
                 users: HashMap::new(),
             };
@@ -386,7 +441,6 @@ impl<'scope> Digest<'scope> for VecCollection<'scope, u64, (TypedId, Story), isi
 mod tests {
     use super::*;
     use crate::config::DigestConfig;
-    use crate::event::Activity;
     use rand::{Rng, SeedableRng};
 
     fn story(id: u8, time: i64, actor: u8, object: u8) -> Story {
@@ -425,7 +479,7 @@ mod tests {
                 .collect();
             let mut counts = vec![0isize; stories.len()];
             let mut digest = UserDigest::default();
-            let mut shown: BTreeMap<String, Arc<Group>> = BTreeMap::new();
+            let mut shown: std::collections::BTreeMap<String, Arc<Group>> = Default::default();
             for _ in 0..300 {
                 let i = rng.gen_range(0..stories.len());
                 let diff = if counts[i] > 0 && rng.gen_bool(0.5) {
@@ -435,7 +489,8 @@ mod tests {
                 };
                 counts[i] += diff;
                 let mut touched = HashSet::new();
-                digest.update(&spec, &stories[i], diff, &mut touched);
+                let key: Key = Rc::from(spec.key(&stories[i].0));
+                digest.update(&spec, &key, &stories[i], diff, &mut touched);
                 for change in digest.changes(&spec, touched) {
                     match change {
                         GroupChange::Put(g) => {
