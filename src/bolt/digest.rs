@@ -121,10 +121,19 @@ impl GroupState {
             }
             Err(at) => {
                 assert!(diff > 0, "negative delivery count for {story:?}");
+                // Most groups never grow past one activity: start at capacity one.
+                if self.activities.is_empty() {
+                    self.activities.reserve_exact(1);
+                }
                 self.activities.insert(at, (story.clone(), diff as u32));
                 match self.actors.binary_search_by(by_actor) {
                     Ok(actor) => self.actors[actor].1 += 1,
-                    Err(actor) => self.actors.insert(actor, (story.clone(), 1)),
+                    Err(actor) => {
+                        if self.actors.is_empty() {
+                            self.actors.reserve_exact(1);
+                        }
+                        self.actors.insert(actor, (story.clone(), 1))
+                    }
                 }
             }
         }
