@@ -7,8 +7,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use feedstorm::config::{FeedConfig, RedisSinkConfig, SinkConfig};
+use feedstorm::config::{
+    DigestConfig, FeedConfig, NotificationsConfig, RedisSinkConfig, SinkConfig, TopologyConfig,
+    NOTIFICATIONS,
+};
+use feedstorm::digest::{DigestSpec, Group};
+use feedstorm::event::Event;
 use feedstorm::runtime::{RunOptions, Running};
+use feedstorm::store::Store;
 use redis::Commands;
 use serde_json::Value;
 
@@ -43,6 +49,57 @@ fn prefix(name: &str) -> String {
     prefix
 }
 
+/// Tight digest bounds, so that the heads' limits are exercised.
+fn small_digests(topology: &mut TopologyConfig) {
+    topology.digests =
+        vec![toml::from_str("max_actors = 2\nmax_activities = 3\ndigest_size = 4").unwrap()];
+    topology.notifications =
+        toml::from_str("max_actors = 2\nmax_activities = 2\ndigest_size = 3").unwrap();
+}
+
+/// The reference digests of `topology`: each `[[digest]]`, then notifications.
+fn expected_digests(
+    events: &[Event],
+    topology: &TopologyConfig,
+) -> Vec<(
+    String,
+    std::collections::BTreeMap<feedstorm::event::TypedId, Vec<Group>>,
+)> {
+    let mut expected: Vec<_> = topology
+        .digests
+        .iter()
+        .map(|d: &DigestConfig| {
+            let spec = DigestSpec::new(d);
+            (
+                d.name.clone(),
+                feedstorm::reference::digests(events, &topology.feed, &spec),
+            )
+        })
+        .collect();
+    let notifications: &NotificationsConfig = &topology.notifications;
+    expected.push((
+        NOTIFICATIONS.to_owned(),
+        feedstorm::reference::notifications(
+            events,
+            &topology.feed,
+            &DigestSpec::notifications(notifications),
+        ),
+    ));
+    expected
+}
+
+/// Every digest and notification feed in `store` equals the reference.
+fn assert_digests(store: &dyn Store, events: &[Event], topology: &TopologyConfig, what: &str) {
+    for (name, expected) in expected_digests(events, topology) {
+        assert!(!expected.is_empty(), "{what}: no {name} digests to test");
+        assert_same(
+            &format!("{what}: {name}"),
+            &expected,
+            &store_digests(store, &name),
+        );
+    }
+}
+
 #[test]
 fn feeds_in_redis_equal_the_reference_through_http_and_a_plain_client() {
     let feed = FeedConfig {
@@ -71,9 +128,73 @@ fn feeds_in_redis_equal_the_reference_through_http_and_a_plain_client() {
             url: url(),
             prefix: prefix.clone(),
         });
+        small_digests(&mut topology);
         let running = Running::start(&topology, &RunOptions { workers }).unwrap();
         let server = serve(&running, &topology, 1_000);
         wait_caught_up(&running, lines.len() as u64);
+        let events = decode_all(&lines);
+        assert_digests(
+            running.store.as_ref(),
+            &events,
+            &topology,
+            &format!("{workers} workers"),
+        );
+        let mut c = connect();
+        for (name, expected) in expected_digests(&events, &topology) {
+            let size = if name == NOTIFICATIONS { 3 } else { 4 };
+            for (user, groups) in &expected {
+                // Directly, following the documented layout.
+                let zset = format!("{prefix}:digest:{name}:{{{user}}}");
+                let keys: Vec<String> = c.zrange(&zset, 0, -1).unwrap();
+                let want: Vec<String> = groups.iter().map(|g| g.key.clone()).collect();
+                assert_eq!(keys, want, "{workers} workers: ZRANGE {zset}");
+                assert!(keys.len() <= size, "{zset} exceeds its head size");
+                let hash = format!("{prefix}:group:{name}:{{{user}}}");
+                let stored: Vec<String> = redis::cmd("HMGET")
+                    .arg(&hash)
+                    .arg(&keys)
+                    .query(&mut c)
+                    .unwrap();
+                let stored: Vec<Group> = stored
+                    .iter()
+                    .map(|j| serde_json::from_str(j).unwrap())
+                    .collect();
+                assert_eq!(&stored, groups, "{workers} workers: HMGET {hash}");
+                assert_eq!(
+                    c.hlen::<_, usize>(&hash).unwrap(),
+                    keys.len(),
+                    "{hash}: stale groups"
+                );
+                // Through the API.
+                let path = if name == NOTIFICATIONS {
+                    "notifications"
+                } else {
+                    "digest"
+                };
+                let body: Value = ureq::get(&format!(
+                    "http://{}/feeds/{}/{path}?limit=100",
+                    server.addr,
+                    user.as_str()
+                ))
+                .call()
+                .unwrap()
+                .into_json()
+                .unwrap();
+                let shown: Vec<Group> = body["groups"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|g| {
+                        let mut g = g.clone();
+                        g.as_object_mut()
+                            .unwrap()
+                            .retain(|k, _| k != "seen" && k != "read");
+                        serde_json::from_value(g).unwrap()
+                    })
+                    .collect();
+                assert_eq!(&shown, groups, "{workers} workers: API {path} of {user}");
+            }
+        }
 
         let mut c = connect();
         for (user, head) in &expected {
@@ -243,6 +364,7 @@ fn a_redis_restart_mid_stream_stalls_then_resumes_exactly() {
         url: redis.url(),
         prefix: "fs".into(),
     });
+    small_digests(&mut topology);
     let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
     wait_caught_up(&running, first.len() as u64);
 
@@ -270,6 +392,12 @@ fn a_redis_restart_mid_stream_stalls_then_resumes_exactly() {
         store_feeds(running.store.as_ref()),
         expected,
         "final state after the outage"
+    );
+    assert_digests(
+        running.store.as_ref(),
+        &decode_all(&lines),
+        &topology,
+        "after the outage",
     );
     running.stop().unwrap();
 }
@@ -299,8 +427,15 @@ fn a_restarted_topology_serves_the_old_feeds_at_once_and_catches_up_exactly() {
         url: url(),
         prefix: prefix.clone(),
     });
+    small_digests(&mut topology);
     let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
     wait_caught_up(&running, first.len() as u64);
+    assert_digests(
+        running.store.as_ref(),
+        &decode_all(first),
+        &topology,
+        "before the restart",
+    );
     let store = running.store.clone();
     let old = store_feeds(store.as_ref());
     assert_eq!(old, feedstorm::reference::feeds(&decode_all(first), &feed));
@@ -338,5 +473,11 @@ fn a_restarted_topology_serves_the_old_feeds_at_once_and_catches_up_exactly() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    assert_digests(
+        running.store.as_ref(),
+        &decode_all(&lines),
+        &topology,
+        "after the restart",
+    );
     running.stop().unwrap();
 }
