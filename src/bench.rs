@@ -429,6 +429,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         heads_right
             && rebuilt.iter().all(|(u, head)| *head == head_of(u))
             && status.drpc_mismatches() == 0
+            && (!options.digests || digests_right(store.as_ref(), &all, options))
     });
     let head_changes = status.head_changes();
     let redis_benchmark_zadd_per_sec = match &options.redis {
@@ -455,5 +456,34 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         rebuild_latency,
         verified,
         workers: options.workers,
+    })
+}
+
+/// Whether every default digest and notification feed equals the reference.
+fn digests_right(
+    store: &dyn crate::store::Store,
+    events: &[Event],
+    options: &BenchOptions,
+) -> bool {
+    let specs = [
+        crate::digest::DigestSpec::new(&DigestConfig::default()),
+        crate::digest::DigestSpec::notifications(&NotificationsConfig::default()),
+    ];
+    specs.iter().all(|spec| {
+        let expected = if spec.name.as_ref() == crate::config::NOTIFICATIONS {
+            reference::notifications(events, &options.feed, spec)
+        } else {
+            reference::digests(events, &options.feed, spec)
+        };
+        store.digest_users(&spec.name).map(|u| u.len()).ok() == Some(expected.len())
+            && expected.iter().all(|(user, groups)| {
+                store
+                    .digest_groups(user, &spec.name)
+                    .ok()
+                    .is_some_and(|stored| {
+                        stored.len() == groups.len()
+                            && stored.iter().zip(groups).all(|(a, b)| **a == *b)
+                    })
+            })
     })
 }
