@@ -332,10 +332,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         },
         sink: match &options.redis {
             None => SinkConfig::default(),
-            Some(url) => SinkConfig::Redis(RedisSinkConfig {
-                url: url.clone(),
-                prefix: "bench".into(),
-            }),
+            Some(url) => SinkConfig::Redis(RedisSinkConfig::new(url, "bench")),
         },
         dead_letter: DeadLetterConfig {
             path: dir.join("dead-letters.jsonl"),

@@ -495,6 +495,26 @@ pub struct RedisSinkConfig {
     /// Prefix of every key this topology writes.
     #[serde(default = "default_redis_prefix")]
     pub prefix: String,
+    /// Commands per MULTI/EXEC pipeline (one round trip). An epoch's writes
+    /// are cut into pipelines of about this many commands, never inside one
+    /// user's changes.
+    #[serde(default = "default_pipeline")]
+    pub pipeline: usize,
+}
+
+impl RedisSinkConfig {
+    /// `url` under `prefix`, other settings at their defaults.
+    pub fn new(url: &str, prefix: &str) -> RedisSinkConfig {
+        RedisSinkConfig {
+            url: url.to_owned(),
+            prefix: prefix.to_owned(),
+            pipeline: default_pipeline(),
+        }
+    }
+}
+
+fn default_pipeline() -> usize {
+    10_000
 }
 
 fn default_redis_prefix() -> String {

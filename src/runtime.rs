@@ -54,7 +54,7 @@ impl Running {
                 Some(path) => Arc::new(EmbeddedStore::with_marks_file(path)?),
                 None => Arc::new(EmbeddedStore::new()),
             },
-            SinkConfig::Redis(redis) => Arc::new(RedisStore::open(&redis.url, &redis.prefix)?),
+            SinkConfig::Redis(redis) => Arc::new(RedisStore::open(redis)?),
         };
         if store.persistent() {
             status.expect_recovery(crate::topology::recovering_operators(topology));

@@ -83,10 +83,7 @@ fn marks_in_redis_survive_a_restart_and_a_newer_activity_makes_a_group_unseen() 
         let _: () = redis::cmd("DEL").arg(old).query(&mut c).unwrap();
     }
     marks_survive_a_restart(|topology| {
-        topology.sink = SinkConfig::Redis(RedisSinkConfig {
-            url: url.clone(),
-            prefix: prefix.clone(),
-        })
+        topology.sink = SinkConfig::Redis(RedisSinkConfig::new(&url, &prefix))
     });
     let marks: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg(format!("{prefix}:marks:{{user:travis}}"))

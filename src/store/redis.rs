@@ -12,14 +12,15 @@
 //! Writes are pipelined, one pipeline per epoch and worker, and idempotent
 //! (ZADD/ZREM/SET/DEL), so a replayed epoch changes nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use redis::{Commands, Connection};
+use redis::{Cmd, Commands, Connection};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::bolt::digest::GroupChange;
+use crate::config::RedisSinkConfig;
 use crate::digest::{Group, Marks};
 use crate::error::{Error, Result};
 use crate::event::{parse_time, Activity, TypedId};
@@ -32,6 +33,7 @@ pub struct RedisStore {
     client: redis::Client,
     idle: Mutex<Vec<Connection>>,
     prefix: String,
+    pipeline: usize,
 }
 
 #[derive(Deserialize)]
@@ -45,23 +47,33 @@ struct StoredEntry {
     extra: Option<Box<RawValue>>,
 }
 
+/// A command with its arguments.
+macro_rules! command {
+    ($name:expr $(, $arg:expr)*) => {{
+        let mut cmd = redis::cmd($name);
+        $(cmd.arg($arg);)*
+        cmd
+    }};
+}
+
 fn redis_error(error: redis::RedisError) -> Error {
     Error::Sink(format!("redis: {error}"))
 }
 
 impl RedisStore {
-    /// A store at `url` (`redis://[:password@]host:port[/db]`, or
-    /// `rediss://` for TLS) under key `prefix`. Connects lazily, so a server
-    /// that is down now is retried later, not an error now.
-    pub fn open(url: &str, prefix: &str) -> Result<RedisStore> {
-        let client = redis::Client::open(url).map_err(|e| Error::Setting {
+    /// A store as configured (`url`: `redis://[:password@]host:port[/db]`,
+    /// or `rediss://` for TLS; every key under `prefix`). Connects lazily,
+    /// so a server that is down now is retried later, not an error now.
+    pub fn open(config: &RedisSinkConfig) -> Result<RedisStore> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| Error::Setting {
             setting: "sink.url",
             message: e.to_string(),
         })?;
         Ok(RedisStore {
             client,
             idle: Mutex::new(Vec::new()),
-            prefix: prefix.to_owned(),
+            prefix: config.prefix.clone(),
+            pipeline: config.pipeline.max(1),
         })
     }
 
@@ -153,47 +165,82 @@ impl RedisStore {
 
 impl Store for RedisStore {
     fn apply(&self, batch: &WriteBatch) -> Result<()> {
-        // MULTI/EXEC: a reader sees an epoch's writes all or not at all.
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        // Units of commands that must be applied together: each activity,
+        // each user's feed and digest changes, each removal; in this order,
+        // so a reader never meets an entry whose activity is not stored.
+        let mut units: Vec<Vec<Cmd>> = Vec::new();
         for activity in &batch.puts {
             let json =
                 serde_json::to_string(&EntryOut::from(activity.as_ref())).expect("serializable");
-            pipe.set(self.activity_key(&activity.id), json).ignore();
+            units.push(vec![command!(
+                "SET",
+                &self.activity_key(&activity.id),
+                &json
+            )]);
         }
+        let mut by_user: HashMap<&TypedId, usize> = HashMap::new();
+        let mut unit_of = |user, units: &mut Vec<Vec<Cmd>>| {
+            *by_user.entry(user).or_insert_with(|| {
+                units.push(Vec::new());
+                units.len() - 1
+            })
+        };
         for (user, key, diff) in &batch.feed {
             let feed = self.feed_key(user);
-            match diff {
-                0 => pipe.del(feed).ignore(),
-                d if *d > 0 => pipe.zadd(feed, &key.id, key.time as f64).ignore(),
-                _ => pipe.zrem(feed, &key.id).ignore(),
+            let cmd = match diff {
+                0 => command!("DEL", &feed),
+                d if *d > 0 => command!("ZADD", &feed, &key.time, &key.id),
+                _ => command!("ZREM", &feed, &key.id),
             };
+            let unit = unit_of(user, &mut units);
+            units[unit].push(cmd);
         }
         for change in &batch.digests {
             let (digest, groups) = (
                 self.digest_key(&change.digest, &change.user),
                 self.groups_key(&change.digest, &change.user),
             );
+            let unit = unit_of(&change.user, &mut units);
             match &change.change {
                 GroupChange::Put(group) => {
                     let json = serde_json::to_string(group.as_ref()).expect("serializable");
-                    pipe.zadd(digest, &group.key, -(group.last_time as f64))
-                        .ignore()
-                        .hset(groups, &group.key, json)
-                        .ignore();
+                    units[unit].push(command!("ZADD", &digest, &-group.last_time, &group.key));
+                    units[unit].push(command!("HSET", &groups, &group.key, &json));
                 }
                 GroupChange::Remove(key) => {
-                    pipe.zrem(digest, key).ignore().hdel(groups, key).ignore();
+                    units[unit].push(command!("ZREM", &digest, key));
+                    units[unit].push(command!("HDEL", &groups, key));
                 }
                 GroupChange::Reset => {
-                    pipe.del(digest).ignore().del(groups).ignore();
+                    units[unit].push(command!("DEL", &digest, &groups));
                 }
             }
         }
         for id in &batch.removes {
-            pipe.del(self.activity_key(id)).ignore();
+            units.push(vec![command!("DEL", &self.activity_key(id))]);
         }
-        self.with(|c| pipe.query::<()>(c))
+        // MULTI/EXEC pipelines of about `pipeline` commands, cut between
+        // units: a reader sees each user's changes of an epoch all or not at all.
+        self.with(|c| {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            let mut queued = 0;
+            for unit in units {
+                if queued > 0 && queued + unit.len() > self.pipeline {
+                    pipe.query::<()>(c)?;
+                    pipe.clear();
+                    queued = 0;
+                }
+                queued += unit.len();
+                for cmd in unit {
+                    pipe.add_command(cmd).ignore();
+                }
+            }
+            if queued > 0 {
+                pipe.query::<()>(c)?;
+            }
+            Ok(())
+        })
     }
 
     fn feed_page(&self, user: &TypedId, start: &PageStart, limit: usize) -> Result<FeedPage> {
