@@ -292,14 +292,7 @@ impl Store for EmbeddedStore {
         };
         let more = groups.len() > limit;
         groups.truncate(limit);
-        Ok(DigestPage {
-            next_cursor: if more {
-                groups.last().map(|g| g.order().cursor())
-            } else {
-                None
-            },
-            groups,
-        })
+        Ok(DigestPage::new(groups, more))
     }
 
     fn digest_users(&self, digest: &str) -> Result<Vec<TypedId>> {

@@ -84,6 +84,19 @@ pub struct DigestPage {
     pub next_cursor: Option<String>,
 }
 
+impl DigestPage {
+    /// A page of `groups`, with a cursor after the last one when `more` follow.
+    pub fn new(groups: Vec<Arc<Group>>, more: bool) -> DigestPage {
+        let next_cursor = more
+            .then(|| groups.last().map(|g| g.order().cursor()))
+            .flatten();
+        DigestPage {
+            groups,
+            next_cursor,
+        }
+    }
+}
+
 /// A page of a notification feed, with the counts over its whole head.
 #[derive(Clone, Debug, Default)]
 pub struct NotificationPage {

@@ -332,14 +332,7 @@ impl Store for RedisStore {
                 .filter_map(|json| serde_json::from_str(json).ok().map(Arc::new))
                 .collect()
         };
-        Ok(DigestPage {
-            next_cursor: if more {
-                groups.last().map(|g| g.order().cursor())
-            } else {
-                None
-            },
-            groups,
-        })
+        Ok(DigestPage::new(groups, more))
     }
 
     fn digest_users(&self, digest: &str) -> Result<Vec<TypedId>> {
