@@ -19,9 +19,9 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
+use crate::bolt::recovery::{stale_users, RecoveryGate};
 use crate::bolt::top_k::TopK;
 use crate::bolt::EpochStash;
 use crate::digest::{DigestSpec, Group};
@@ -370,15 +370,9 @@ impl Digests {
                         .map(|c| change(user, c)),
                 );
             }
-            let stored = store.digest_users(&spec.name).unwrap_or_else(|error| {
-                tracing::warn!(%error, "cannot list stored digests; stale ones stay until touched");
-                Vec::new()
-            });
-            for user in stored {
-                let mine = route(&user) % peers as u64 == index as u64;
-                if mine && !self.users.contains_key(&user) {
-                    out.push(change(&user, GroupChange::Reset));
-                }
+            let stored = store.digest_users(&spec.name);
+            for user in stale_users(stored, index, peers, |u| self.users.contains_key(u)) {
+                out.push(change(&user, GroupChange::Reset));
             }
         }
     }
@@ -403,10 +397,7 @@ impl<'scope> Digest<'scope> for VecCollection<'scope, u64, (TypedId, Story), isi
             OutputBuilder::<_, CapacityContainerBuilder<Vec<DigestChange>>>::from(output);
         builder.build(move |mut caps| {
             let mut stash = EpochStash::new(1);
-            // Held while recovering, at the input frontier, to write the
-            // recovered digests when recovery ends.
-            let mut recovering: Option<(Capability<u64>, Arc<dyn Store>)> =
-                caps.pop().zip(recover_into);
+            let mut recovery = RecoveryGate::new(caps.pop(), recover_into);
             let mut digests = Digests {
                 keys: specs.iter().map(|_| Keys::default()).collect(),
                 specs,
@@ -421,25 +412,16 @@ impl<'scope> Digest<'scope> for VecCollection<'scope, u64, (TypedId, Story), isi
                 for (caps, inputs) in stash.take_ready(&[&frontiers[0]]) {
                     digests.epoch(inputs, &mut out);
                     status.add_digest_updates(out.len() as u64);
-                    if recovering.is_some() {
+                    if recovery.holding() {
                         out.clear(); // the recovered digests are written whole at the end
                     } else {
                         output.session(&caps[0]).give_iterator(out.drain(..));
                     }
                 }
-                if let Some((cap, store)) = recovering.as_mut() {
-                    if status.recovered() {
-                        digests.recovered(store.as_ref(), index, peers, &mut out);
-                        output.session(&*cap).give_iterator(out.drain(..));
-                        status.recovery_emitted(*cap.time());
-                        recovering = None;
-                    } else {
-                        match frontiers[0].frontier().first() {
-                            Some(time) => cap.downgrade(time),
-                            None => recovering = None,
-                        }
-                    }
-                }
+                recovery.step(&status, frontiers, |cap, store| {
+                    digests.recovered(store, index, peers, &mut out);
+                    output.session(cap).give_iterator(out.drain(..));
+                });
             }
         });
         stream

@@ -21,6 +21,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
+use crate::bolt::recovery::{stale_users, RecoveryGate};
 use crate::bolt::top_k::TopK;
 use crate::bolt::EpochStash;
 use crate::config::Materialize;
@@ -30,7 +31,6 @@ use crate::feed::{FeedKey, Story};
 use crate::grouping::route;
 use crate::status::Status;
 use crate::store::Store;
-use timely::dataflow::operators::Capability;
 
 /// A change to a user's feed head: `+1` enters, `-1` leaves, and `0` (with
 /// an empty key, see [`reset_marker`]) clears the user's head first.
@@ -156,15 +156,9 @@ impl Heads {
                 out.extend(head.into_iter().map(|key| (user.clone(), key, 1)));
             }
         }
-        let stored = store.users().unwrap_or_else(|error| {
-            tracing::warn!(%error, "cannot list stored feeds; stale ones stay until touched");
-            Vec::new()
-        });
-        for user in stored {
-            let mine = route(&user) % peers as u64 == index as u64;
-            if mine && self.feeds.get(&user).is_none_or(|f| f.entries.is_empty()) {
-                out.push(reset_marker(&user));
-            }
+        let has = |user: &TypedId| self.feeds.get(user).is_some_and(|f| !f.entries.is_empty());
+        for user in stale_users(store.users(), index, peers, has) {
+            out.push(reset_marker(&user));
         }
     }
 
@@ -284,12 +278,6 @@ impl Heads {
     }
 }
 
-type Recovery = (Capability<u64>, Arc<dyn Store>);
-
-fn heads_recovery(settings: &HeadSettings, cap: Option<Capability<u64>>) -> Option<Recovery> {
-    Some((cap?, settings.recover_into.clone()?))
-}
-
 /// The head-change marker that clears a user's head in the store.
 pub fn reset_marker(user: &TypedId) -> HeadChange {
     (user.clone(), FeedKey::new(0, ""), 0)
@@ -334,9 +322,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Story
             OutputBuilder::<_, CapacityContainerBuilder<Vec<HeadChange>>>::from(output);
         builder.build(move |mut caps| {
             let mut stash = EpochStash::new(1);
-            // Held while recovering, at the input frontier, to write the
-            // recovered heads when recovery ends.
-            let mut recovering = heads_recovery(&settings, caps.pop());
+            let mut recovery = RecoveryGate::new(caps.pop(), settings.recover_into.clone());
             let mut heads = Heads {
                 settings,
                 feeds: HashMap::new(),
@@ -382,29 +368,16 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Story
                     stash.take_ready(&[&frontiers[0], &frontiers[1], &frontiers[2]])
                 {
                     heads.epoch(*caps[0].time(), inputs, &drpc, &status, &mut out);
-                    if recovering.is_some() {
+                    if recovery.holding() {
                         out.clear(); // the recovered heads are written whole at the end
                     } else {
                         output.session(&caps[0]).give_iterator(out.drain(..));
                     }
                 }
-                if let Some((cap, store)) = recovering.as_mut() {
-                    if status.recovered() {
-                        heads.recovered_heads(store.as_ref(), index, peers, &mut out);
-                        output.session(&*cap).give_iterator(out.drain(..));
-                        status.recovery_emitted(*cap.time());
-                        recovering = None;
-                    } else {
-                        let least = frontiers
-                            .iter()
-                            .filter_map(|f| f.frontier().first().copied())
-                            .min();
-                        match least {
-                            Some(time) => cap.downgrade(&time),
-                            None => recovering = None,
-                        }
-                    }
-                }
+                recovery.step(&status, frontiers, |cap, store| {
+                    heads.recovered_heads(store, index, peers, &mut out);
+                    output.session(cap).give_iterator(out.drain(..));
+                });
             }
         });
         stream

@@ -9,6 +9,7 @@
 //! | [`feed_head`] | [`MaintainHead`] | deliveries → exact changes to each user's bounded feed head |
 //! | [`digest`] | [`Digest`] | deliveries (or notifications) → exact changes to each user's digest heads |
 //! | [`top_k`] | — | the bounded top-K that heads and digests share |
+//! | [`recovery`] | — | the gate that holds output while a restart recovers on a persistent store |
 //!
 //! The stateful operators process whole epochs in epoch order ([`EpochStash`]),
 //! so their output never depends on how events were split between workers or
@@ -18,6 +19,7 @@ pub mod digest;
 pub mod fanout;
 pub mod feed_head;
 pub mod interests;
+pub mod recovery;
 pub mod stories;
 pub mod top_k;
 
