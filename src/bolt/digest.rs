@@ -23,7 +23,7 @@ use timely::dataflow::StreamVec;
 
 use crate::bolt::recovery::{stale_users, RecoveryGate};
 use crate::bolt::top_k::TopK;
-use crate::bolt::EpochStash;
+use crate::bolt::{EpochStash, Interner};
 use crate::digest::{DigestSpec, Group};
 use crate::event::{Activity, Millis, TypedId};
 use crate::feed::Story;
@@ -257,7 +257,7 @@ fn change_key(change: &GroupChange) -> &str {
 /// for the epoch (an activity delivered to many users is keyed once).
 #[derive(Default)]
 struct Keys {
-    interned: HashSet<Key>,
+    interned: Interner,
     /// The live count at the last sweep: sweep when it has doubled.
     swept_at: usize,
     of_activity: HashMap<*const Activity, Key>,
@@ -268,15 +268,7 @@ impl Keys {
         if let Some(key) = self.of_activity.get(&Arc::as_ptr(&story.0)) {
             return key.clone();
         }
-        let text = spec.key(&story.0);
-        let key = match self.interned.get(text.as_str()) {
-            Some(key) => key.clone(),
-            None => {
-                let key: Key = Rc::from(text);
-                self.interned.insert(key.clone());
-                key
-            }
-        };
+        let key = self.interned.intern(&spec.key(&story.0));
         self.of_activity.insert(Arc::as_ptr(&story.0), key.clone());
         key
     }
@@ -286,7 +278,7 @@ impl Keys {
     fn end_epoch(&mut self) {
         self.of_activity.clear();
         if self.interned.len() > 2 * self.swept_at.max(1024) {
-            self.interned.retain(|key| Rc::strong_count(key) > 1);
+            self.interned.sweep();
             self.swept_at = self.interned.len();
         }
     }

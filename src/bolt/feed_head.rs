@@ -23,7 +23,7 @@ use timely::dataflow::StreamVec;
 
 use crate::bolt::recovery::{stale_users, RecoveryGate};
 use crate::bolt::top_k::TopK;
-use crate::bolt::EpochStash;
+use crate::bolt::{EpochStash, Interner};
 use crate::config::Materialize;
 use crate::drpc::{Drpc, Request, Requests, Snapshots};
 use crate::event::{Millis, TypedId};
@@ -77,28 +77,6 @@ struct Entry {
 
 /// One user's candidates and head boundary.
 type UserFeed = TopK<Entry>;
-
-/// Interned activity ids, shared by all users' entries on one worker.
-#[derive(Default)]
-struct Interner(HashSet<Rc<str>>);
-
-impl Interner {
-    fn intern(&mut self, id: &str) -> Rc<str> {
-        if let Some(rc) = self.0.get(id) {
-            return rc.clone();
-        }
-        let rc: Rc<str> = Rc::from(id);
-        self.0.insert(rc.clone());
-        rc
-    }
-
-    /// Forgets `id` once the caller's copy is the last one outside the interner.
-    fn release(&mut self, id: &Rc<str>) {
-        if Rc::strong_count(id) == 2 {
-            self.0.remove(id);
-        }
-    }
-}
 
 enum Input {
     Live((TypedId, Story), isize),

@@ -23,7 +23,8 @@ pub mod recovery;
 pub mod stories;
 pub mod top_k;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
 
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::progress::frontier::MutableAntichain;
@@ -98,5 +99,44 @@ impl<D> EpochStash<D> {
     /// Whether nothing is stashed.
     pub fn is_empty(&self) -> bool {
         self.epochs.is_empty()
+    }
+}
+
+/// Interned strings (activity ids, group keys), shared by all users' state on
+/// one worker, so that a string held by many users is stored once.
+#[derive(Default)]
+pub struct Interner(HashSet<Rc<str>>);
+
+impl Interner {
+    /// The shared copy of `text`.
+    pub fn intern(&mut self, text: &str) -> Rc<str> {
+        if let Some(rc) = self.0.get(text) {
+            return rc.clone();
+        }
+        let rc: Rc<str> = Rc::from(text);
+        self.0.insert(rc.clone());
+        rc
+    }
+
+    /// Forgets `text` once the caller's copy is the last one outside the interner.
+    pub fn release(&mut self, text: &Rc<str>) {
+        if Rc::strong_count(text) == 2 {
+            self.0.remove(text);
+        }
+    }
+
+    /// Forgets every string that nobody else holds any more.
+    pub fn sweep(&mut self) {
+        self.0.retain(|text| Rc::strong_count(text) > 1);
+    }
+
+    /// Strings held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no string is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
