@@ -205,19 +205,21 @@ pub trait Store: Send + Sync + 'static {
         request: &MarkRequest,
     ) -> Result<NotificationCounts> {
         let groups = self.digest_groups(user, NOTIFICATIONS)?;
-        let old = self.marks(user)?;
+        let mut marks = self.marks(user)?;
         let changed: Vec<(String, Marks)> = groups
             .iter()
             .filter_map(|group| {
-                let marks = old.get(&group.key).cloned().unwrap_or_default();
-                let new = request.apply(group, &marks)?;
-                (new != marks).then(|| (group.key.clone(), new))
+                let old = marks.get(&group.key).cloned().unwrap_or_default();
+                let new = request.apply(group, &old)?;
+                (new != old).then(|| (group.key.clone(), new))
             })
             .collect();
         if !changed.is_empty() {
             self.put_marks(user, &changed)?;
         }
-        Ok(NotificationCounts::of(&notifications(self, user)?))
+        // The counts of the head just read, under the marks just written.
+        marks.extend(changed);
+        Ok(NotificationCounts::of(&flagged(groups, &marks)))
     }
 
     /// Whether the store outlives the process (then a restarted topology
@@ -235,7 +237,12 @@ fn notifications<S: Store + ?Sized>(store: &S, user: &TypedId) -> Result<Vec<Not
     } else {
         store.marks(user)?
     };
-    Ok(groups
+    Ok(flagged(groups, &marks))
+}
+
+/// Notification groups with their flags under `marks`.
+fn flagged(groups: Vec<Arc<Group>>, marks: &BTreeMap<String, Marks>) -> Vec<Notification> {
+    groups
         .into_iter()
         .map(|group| {
             let (seen, read) = marks
@@ -247,5 +254,5 @@ fn notifications<S: Store + ?Sized>(store: &S, user: &TypedId) -> Result<Vec<Not
                 read,
             }
         })
-        .collect())
+        .collect()
 }
