@@ -135,13 +135,14 @@ impl Group {
 
 /// Where a group sits in a digest. The derived order is ascending and a
 /// digest reads from the largest down: newest `last_time` first, then key
-/// ascending (SPEC section 3).
+/// ascending (SPEC section 3). The key is owned (`String`) where groups are
+/// stored and served, and interned where the digest bolt keeps them.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GroupOrder {
+pub struct GroupOrder<K = String> {
     /// The group's newest activity time.
     pub last_time: Millis,
     /// The group's key, reversed so that smaller keys come first.
-    pub key: Reverse<String>,
+    pub key: Reverse<K>,
 }
 
 impl GroupOrder {

@@ -24,8 +24,8 @@ use timely::dataflow::StreamVec;
 use crate::bolt::recovery::{stale_users, RecoveryGate};
 use crate::bolt::top_k::TopK;
 use crate::bolt::{EpochStash, Interner};
-use crate::digest::{DigestSpec, Group};
-use crate::event::{Activity, Millis, TypedId};
+use crate::digest::{DigestSpec, Group, GroupOrder};
+use crate::event::{Activity, TypedId};
 use crate::feed::Story;
 use crate::grouping::route;
 use crate::status::Status;
@@ -71,12 +71,8 @@ pub trait Digest<'scope> {
 /// A group key, interned: every user's group of one key on a worker shares it.
 type Key = Rc<str>;
 
-/// A group's place in its digest: larger first (newest, then smaller key).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Place {
-    last_time: Millis,
-    key: Reverse<Key>,
-}
+/// A group's place in its digest, with its interned key.
+type Place = GroupOrder<Key>;
 
 /// One group's activities, kept small: most groups hold a few activities, so
 /// sorted vectors beat trees and maps by far in memory.
