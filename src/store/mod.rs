@@ -67,12 +67,28 @@ pub struct FeedPage {
 
 /// A page of `keys` (newest first), and whether more follow.
 pub fn page_of(keys: &[FeedKey], start: &PageStart, limit: usize) -> (Vec<FeedKey>, bool) {
+    page_by(keys, FeedKey::clone, FeedKey::clone, start, limit)
+}
+
+/// A page of `items`, sorted by `place` descending (newest first), from
+/// `start` (a cursor names a place through `cursor_place`), and whether
+/// more follow. Feeds and digests page alike.
+fn page_by<T: Clone, P: Ord>(
+    items: &[T],
+    place: impl Fn(&T) -> P,
+    cursor_place: impl FnOnce(&FeedKey) -> P,
+    start: &PageStart,
+    limit: usize,
+) -> (Vec<T>, bool) {
     let from = match start {
-        PageStart::Offset(skip) => (*skip).min(keys.len()),
-        PageStart::After(after) => keys.partition_point(|k| k >= after),
+        PageStart::Offset(skip) => (*skip).min(items.len()),
+        PageStart::After(after) => {
+            let after = cursor_place(after);
+            items.partition_point(|item| place(item) >= after)
+        }
     };
-    let page: Vec<FeedKey> = keys[from..].iter().take(limit).cloned().collect();
-    (page, keys.len() > from + limit)
+    let page: Vec<T> = items[from..].iter().take(limit).cloned().collect();
+    (page, items.len() > from + limit)
 }
 
 /// A page of a digest, newest group first.
@@ -117,15 +133,8 @@ pub fn page_of_groups<T: Clone>(
     start: &PageStart,
     limit: usize,
 ) -> (Vec<T>, Option<String>) {
-    let from = match start {
-        PageStart::Offset(skip) => (*skip).min(items.len()),
-        PageStart::After(after) => {
-            let after = GroupOrder::from_key(after);
-            items.partition_point(|item| order(item) >= after)
-        }
-    };
-    let page: Vec<T> = items[from..].iter().take(limit).cloned().collect();
-    let next = (items.len() > from + limit)
+    let (page, more) = page_by(items, &order, GroupOrder::from_key, start, limit);
+    let next = more
         .then(|| page.last().map(|item| order(item).cursor()))
         .flatten();
     (page, next)
