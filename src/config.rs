@@ -500,6 +500,16 @@ pub struct RedisSinkConfig {
     /// user's changes.
     #[serde(default = "default_pipeline")]
     pub pipeline: usize,
+    /// `url` is one node of a Redis Cluster: the topology asks it for the
+    /// cluster's slots (`CLUSTER SLOTS`) and sends each key to the master
+    /// that owns it. A user's keys share a slot (`{USER}` is a hash tag).
+    #[serde(default)]
+    pub cluster: bool,
+    /// PEM file of the certificate authority that signed the server's TLS
+    /// certificate (`rediss://` URLs), when it is not one of the system's
+    /// trusted roots.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl RedisSinkConfig {
@@ -509,6 +519,8 @@ impl RedisSinkConfig {
             url: url.to_owned(),
             prefix: prefix.to_owned(),
             pipeline: default_pipeline(),
+            cluster: false,
+            tls_ca_file: None,
         }
     }
 }

@@ -6,10 +6,9 @@ mod common;
 
 use std::path::Path;
 
+use common::redis_target::{self, Target};
 use common::*;
-use feedstorm::config::{
-    EmbeddedSinkConfig, FeedConfig, RedisSinkConfig, SinkConfig, TopologyConfig,
-};
+use feedstorm::config::{EmbeddedSinkConfig, FeedConfig, SinkConfig, TopologyConfig};
 use feedstorm::runtime::{RunOptions, Running};
 use serde_json::{json, Value};
 
@@ -64,31 +63,27 @@ fn marks_survive_a_restart_and_a_newer_activity_makes_a_group_unseen() {
     marks_survive_a_restart(|_| {});
 }
 
-/// The same on Redis (FEEDSTORM_REDIS_URL, default redis://127.0.0.1:6390,
-/// started by scripts/servers.sh): marks live in `PREFIX:marks:{USER}`.
+/// The same on Redis (scripts/servers.sh starts it): marks live in
+/// `PREFIX:marks:{USER}`.
 #[test]
 fn marks_in_redis_survive_a_restart_and_a_newer_activity_makes_a_group_unseen() {
-    let url =
-        std::env::var("FEEDSTORM_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6390".into());
-    let prefix = format!("test-marks-{}", std::process::id());
-    let mut c = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_connection()
-        .expect("redis is reachable (scripts/servers.sh start)");
-    let old: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query(&mut c)
-        .unwrap();
-    if !old.is_empty() {
-        let _: () = redis::cmd("DEL").arg(old).query(&mut c).unwrap();
-    }
-    marks_survive_a_restart(|topology| {
-        topology.sink = SinkConfig::Redis(RedisSinkConfig::new(&url, &prefix))
+    marks_in_redis_survive_a_restart(redis_target::single());
+}
+
+#[test]
+fn marks_in_a_redis_cluster_survive_a_restart_and_a_newer_activity_makes_a_group_unseen() {
+    marks_in_redis_survive_a_restart(redis_target::cluster());
+}
+
+fn marks_in_redis_survive_a_restart(target: Target) {
+    let prefix = target.prefix("marks");
+    marks_survive_a_restart(|topology| topology.sink = SinkConfig::Redis(target.sink(&prefix)));
+    let marks: std::collections::HashMap<String, String> = target.with(|c| {
+        redis::cmd("HGETALL")
+            .arg(format!("{prefix}:marks:{{user:travis}}"))
+            .query(c)
+            .unwrap()
     });
-    let marks: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(format!("{prefix}:marks:{{user:travis}}"))
-        .query(&mut c)
-        .unwrap();
     assert_eq!(marks.len(), 3, "{marks:?}");
 }
 

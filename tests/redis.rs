@@ -1,11 +1,13 @@
-//! The Redis sink against a real redis-server (started by scripts/servers.sh;
-//! FEEDSTORM_REDIS_URL, default redis://127.0.0.1:6390). A test that cannot
-//! reach it fails: it does not skip.
+//! The Redis sink against real redis-servers started by scripts/servers.sh:
+//! a single server, a 3-master Redis Cluster, and a server with TLS and a
+//! password (see common/redis_target.rs). A test that cannot reach its
+//! server fails: it does not skip.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::redis_target::{self, Target};
 use common::*;
 use feedstorm::config::{
     DigestConfig, FeedConfig, NotificationsConfig, RedisSinkConfig, SinkConfig, TopologyConfig,
@@ -15,39 +17,7 @@ use feedstorm::digest::{DigestSpec, Group};
 use feedstorm::event::Event;
 use feedstorm::runtime::{RunOptions, Running};
 use feedstorm::store::Store;
-use redis::Commands;
 use serde_json::Value;
-
-fn url() -> String {
-    std::env::var("FEEDSTORM_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6390".into())
-}
-
-fn connect() -> redis::Connection {
-    redis::Client::open(url())
-        .unwrap()
-        .get_connection()
-        .unwrap_or_else(|e| {
-            panic!(
-                "redis at {} is not reachable (run scripts/servers.sh start): {e}",
-                url()
-            )
-        })
-}
-
-/// A key prefix of the test's own, cleared first.
-fn prefix(name: &str) -> String {
-    let prefix = format!("test-{name}-{}", std::process::id());
-    let mut c = connect();
-    let keys: Vec<String> = c
-        .scan_match(format!("{prefix}:*"))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = c.del(keys).unwrap();
-    }
-    prefix
-}
 
 /// Tight digest bounds, so that the heads' limits are exercised.
 fn small_digests(topology: &mut TopologyConfig) {
@@ -102,6 +72,25 @@ fn assert_digests(store: &dyn Store, events: &[Event], topology: &TopologyConfig
 
 #[test]
 fn feeds_in_redis_equal_the_reference_through_http_and_a_plain_client() {
+    feeds_equal_the_reference(redis_target::single());
+}
+
+#[test]
+fn feeds_in_a_redis_cluster_equal_the_reference_through_http_and_a_cluster_client() {
+    feeds_equal_the_reference(redis_target::cluster());
+}
+
+/// `rediss://` with a password in the URL and the test CA as `tls_ca_file`.
+#[test]
+fn feeds_in_redis_over_tls_with_a_password_equal_the_reference() {
+    feeds_equal_the_reference(redis_target::tls());
+}
+
+fn query<T: redis::FromRedisValue>(c: &mut dyn redis::ConnectionLike, cmd: &mut redis::Cmd) -> T {
+    cmd.query(c).unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+fn feeds_equal_the_reference(target: Target) {
     let feed = FeedConfig {
         feed_size: 8,
         ..FeedConfig::default()
@@ -118,13 +107,13 @@ fn feeds_in_redis_equal_the_reference_through_http_and_a_plain_client() {
         },
     );
     let expected = feedstorm::reference::feeds(&decode_all(&lines), &feed);
-    let prefix = prefix("exact");
+    let prefix = target.prefix("exact");
     for workers in [1, 3] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.jsonl");
         write_lines(&path, &lines);
         let mut topology = file_topology(&path, true, feed.clone(), dir.path());
-        let mut sink = RedisSinkConfig::new(&url(), &prefix);
+        let mut sink = target.sink(&prefix);
         if workers == 3 {
             // Tiny pipelines: each epoch's writes are cut into many transactions.
             sink.pipeline = 5;
@@ -141,106 +130,102 @@ fn feeds_in_redis_equal_the_reference_through_http_and_a_plain_client() {
             &topology,
             &format!("{workers} workers"),
         );
-        let mut c = connect();
-        for (name, expected) in expected_digests(&events, &topology) {
-            let size = if name == NOTIFICATIONS { 3 } else { 4 };
-            for (user, groups) in &expected {
-                // Directly, following the documented layout.
-                let zset = format!("{prefix}:digest:{name}:{{{user}}}");
-                let keys: Vec<String> = c.zrange(&zset, 0, -1).unwrap();
-                let want: Vec<String> = groups.iter().map(|g| g.key.clone()).collect();
-                assert_eq!(keys, want, "{workers} workers: ZRANGE {zset}");
-                assert!(keys.len() <= size, "{zset} exceeds its head size");
-                let hash = format!("{prefix}:group:{name}:{{{user}}}");
-                let stored: Vec<String> = redis::cmd("HMGET")
-                    .arg(&hash)
-                    .arg(&keys)
-                    .query(&mut c)
-                    .unwrap();
-                let stored: Vec<Group> = stored
-                    .iter()
-                    .map(|j| serde_json::from_str(j).unwrap())
-                    .collect();
-                assert_eq!(&stored, groups, "{workers} workers: HMGET {hash}");
-                assert_eq!(
-                    c.hlen::<_, usize>(&hash).unwrap(),
-                    keys.len(),
-                    "{hash}: stale groups"
-                );
-                // Through the API.
-                let path = if name == NOTIFICATIONS {
-                    "notifications"
-                } else {
-                    "digest"
-                };
-                let body: Value = ureq::get(&format!(
-                    "http://{}/feeds/{}/{path}?limit=100",
-                    server.addr,
-                    user.as_str()
-                ))
-                .call()
-                .unwrap()
-                .into_json()
-                .unwrap();
-                let shown: Vec<Group> = body["groups"]
-                    .as_array()
+        target.with(|c| {
+            for (name, expected) in expected_digests(&events, &topology) {
+                let size = if name == NOTIFICATIONS { 3 } else { 4 };
+                for (user, groups) in &expected {
+                    // Directly, following the documented layout.
+                    let zset = format!("{prefix}:digest:{name}:{{{user}}}");
+                    let keys: Vec<String> =
+                        query(c, redis::cmd("ZRANGE").arg(&zset).arg(0).arg(-1));
+                    let want: Vec<String> = groups.iter().map(|g| g.key.clone()).collect();
+                    assert_eq!(keys, want, "{workers} workers: ZRANGE {zset}");
+                    assert!(keys.len() <= size, "{zset} exceeds its head size");
+                    let hash = format!("{prefix}:group:{name}:{{{user}}}");
+                    let stored: Vec<String> = query(c, redis::cmd("HMGET").arg(&hash).arg(&keys));
+                    let stored: Vec<Group> = stored
+                        .iter()
+                        .map(|j| serde_json::from_str(j).unwrap())
+                        .collect();
+                    assert_eq!(&stored, groups, "{workers} workers: HMGET {hash}");
+                    assert_eq!(
+                        query::<usize>(c, redis::cmd("HLEN").arg(&hash)),
+                        keys.len(),
+                        "{hash}: stale groups"
+                    );
+                    // Through the API.
+                    let path = if name == NOTIFICATIONS {
+                        "notifications"
+                    } else {
+                        "digest"
+                    };
+                    let body: Value = ureq::get(&format!(
+                        "http://{}/feeds/{}/{path}?limit=100",
+                        server.addr,
+                        user.as_str()
+                    ))
+                    .call()
                     .unwrap()
-                    .iter()
-                    .map(|g| {
-                        let mut g = g.clone();
-                        g.as_object_mut()
-                            .unwrap()
-                            .retain(|k, _| k != "seen" && k != "read");
-                        serde_json::from_value(g).unwrap()
-                    })
-                    .collect();
-                assert_eq!(&shown, groups, "{workers} workers: API {path} of {user}");
-            }
-        }
-
-        let mut c = connect();
-        for (user, head) in &expected {
-            // Directly, following the documented layout.
-            let key = format!("{prefix}:feed:{{{user}}}");
-            let ids: Vec<String> = c.zrevrange(&key, 0, -1).unwrap();
-            let want: Vec<String> = head.iter().map(|k| k.id.clone()).collect();
-            assert_eq!(ids, want, "{workers} workers: ZREVRANGE {key}");
-            assert!(c.zcard::<_, usize>(&key).unwrap() <= feed.feed_size);
-            let first: String = c.get(format!("{prefix}:activity:{}", want[0])).unwrap();
-            let first: Value = serde_json::from_str(&first).unwrap();
-            assert_eq!(first["id"], want[0].as_str());
-            // Through the API, paged by cursor.
-            let mut got = Vec::new();
-            let mut cursor = String::new();
-            loop {
-                let body: Value = ureq::get(&format!(
-                    "http://{}/feeds/{}?limit=3{cursor}",
-                    server.addr,
-                    user.as_str()
-                ))
-                .call()
-                .unwrap()
-                .into_json()
-                .unwrap();
-                got.extend(
-                    body["entries"]
+                    .into_json()
+                    .unwrap();
+                    let shown: Vec<Group> = body["groups"]
                         .as_array()
                         .unwrap()
                         .iter()
-                        .map(|e| e["id"].as_str().unwrap().to_owned()),
-                );
-                match body["next_cursor"].as_str() {
-                    Some(next) => cursor = format!("&cursor={next}"),
-                    None => break,
+                        .map(|g| {
+                            let mut g = g.clone();
+                            g.as_object_mut()
+                                .unwrap()
+                                .retain(|k, _| k != "seen" && k != "read");
+                            serde_json::from_value(g).unwrap()
+                        })
+                        .collect();
+                    assert_eq!(&shown, groups, "{workers} workers: API {path} of {user}");
                 }
             }
-            assert_eq!(got, want, "{workers} workers: API feed of {user}");
-        }
-        let keys: Vec<String> = c
-            .scan_match(format!("{prefix}:feed:*"))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+
+            for (user, head) in &expected {
+                // Directly, following the documented layout.
+                let key = format!("{prefix}:feed:{{{user}}}");
+                let ids: Vec<String> = query(c, redis::cmd("ZREVRANGE").arg(&key).arg(0).arg(-1));
+                let want: Vec<String> = head.iter().map(|k| k.id.clone()).collect();
+                assert_eq!(ids, want, "{workers} workers: ZREVRANGE {key}");
+                assert!(query::<usize>(c, redis::cmd("ZCARD").arg(&key)) <= feed.feed_size);
+                let first: String = query(
+                    c,
+                    redis::cmd("GET").arg(format!("{prefix}:activity:{}", want[0])),
+                );
+                let first: Value = serde_json::from_str(&first).unwrap();
+                assert_eq!(first["id"], want[0].as_str());
+                // Through the API, paged by cursor.
+                let mut got = Vec::new();
+                let mut cursor = String::new();
+                loop {
+                    let body: Value = ureq::get(&format!(
+                        "http://{}/feeds/{}?limit=3{cursor}",
+                        server.addr,
+                        user.as_str()
+                    ))
+                    .call()
+                    .unwrap()
+                    .into_json()
+                    .unwrap();
+                    got.extend(
+                        body["entries"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|e| e["id"].as_str().unwrap().to_owned()),
+                    );
+                    match body["next_cursor"].as_str() {
+                        Some(next) => cursor = format!("&cursor={next}"),
+                        None => break,
+                    }
+                }
+                assert_eq!(got, want, "{workers} workers: API feed of {user}");
+            }
+        });
+        let keys = target.keys(&format!("{prefix}:feed:*"));
         assert_eq!(
             keys.len(),
             expected.len(),
@@ -403,6 +388,15 @@ fn a_redis_restart_mid_stream_stalls_then_resumes_exactly() {
 
 #[test]
 fn a_restarted_topology_serves_the_old_feeds_at_once_and_catches_up_exactly() {
+    restart_serves_old_feeds_then_catches_up(redis_target::single());
+}
+
+#[test]
+fn a_restarted_topology_on_a_redis_cluster_serves_the_old_feeds_and_catches_up_exactly() {
+    restart_serves_old_feeds_then_catches_up(redis_target::cluster());
+}
+
+fn restart_serves_old_feeds_then_catches_up(target: Target) {
     let feed = FeedConfig {
         feed_size: 6,
         ..FeedConfig::default()
@@ -417,12 +411,12 @@ fn a_restarted_topology_serves_the_old_feeds_at_once_and_catches_up_exactly() {
     };
     let lines = random_lines(63, shape);
     let (first, second) = lines.split_at(3_000);
-    let prefix = prefix("restart");
+    let prefix = target.prefix("restart");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     write_lines(&path, first);
     let mut topology = file_topology(&path, true, feed.clone(), dir.path());
-    topology.sink = SinkConfig::Redis(RedisSinkConfig::new(&url(), &prefix));
+    topology.sink = SinkConfig::Redis(target.sink(&prefix));
     small_digests(&mut topology);
     let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
     wait_caught_up(&running, first.len() as u64);

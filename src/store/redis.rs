@@ -9,11 +9,13 @@
 //! | `PREFIX:marks:{USER}` | hash | field = notification group key, value = `{"seen": {"time", "id"}, "read": ...}`: the group's newest activity when it was marked; a group is seen (read) while its newest activity is not newer |
 //!
 //! `{USER}` is a Redis Cluster hash tag, so every key of one user shares a slot.
-//! Writes are pipelined, one pipeline per epoch and worker, and idempotent
-//! (ZADD/ZREM/SET/DEL), so a replayed epoch changes nothing.
+//! Writes are pipelined, one pipeline per epoch, worker and node, and
+//! idempotent (ZADD/ZREM/SET/DEL), so a replayed epoch changes nothing.
+
+mod nodes;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use redis::{Cmd, Commands, Connection};
 use serde::Deserialize;
@@ -30,8 +32,7 @@ use crate::store::{DigestPage, FeedPage, PageStart, Store, StoreStats, WriteBatc
 
 /// Feed heads and activities in Redis.
 pub struct RedisStore {
-    client: redis::Client,
-    idle: Mutex<Vec<Connection>>,
+    nodes: nodes::Nodes,
     prefix: String,
     pipeline: usize,
 }
@@ -56,22 +57,20 @@ macro_rules! command {
     }};
 }
 
-fn redis_error(error: redis::RedisError) -> Error {
-    Error::Sink(format!("redis: {error}"))
-}
-
 impl RedisStore {
     /// A store as configured (`url`: `redis://[:password@]host:port[/db]`,
     /// or `rediss://` for TLS; every key under `prefix`). Connects lazily,
     /// so a server that is down now is retried later, not an error now.
     pub fn open(config: &RedisSinkConfig) -> Result<RedisStore> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| Error::Setting {
-            setting: "sink.url",
-            message: e.to_string(),
-        })?;
+        let ca = match &config.tls_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| Error::Setting {
+                setting: "sink.tls_ca_file",
+                message: format!("{}: {e}", path.display()),
+            })?),
+            None => None,
+        };
         Ok(RedisStore {
-            client,
-            idle: Mutex::new(Vec::new()),
+            nodes: nodes::Nodes::new(&config.url, ca, config.cluster)?,
             prefix: config.prefix.clone(),
             pipeline: config.pipeline.max(1),
         })
@@ -97,10 +96,19 @@ impl RedisStore {
         format!("{}:marks:{{{}}}", self.prefix, user)
     }
 
+    /// Keys matching `pattern`, on every master.
+    fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for node in self.nodes.masters()? {
+            let found: Vec<String> = self.nodes.on(&node, |c| c.scan_match(pattern)?.collect())?;
+            names.extend(found);
+        }
+        Ok(names)
+    }
+
     /// Users whose keys match `PREFIX:KIND:{USER}`.
     fn scan_users(&self, kind: &str) -> Result<Vec<TypedId>> {
-        let pattern = format!("{}:{kind}:*", self.prefix);
-        let names: Vec<String> = self.with(|c| c.scan_match(&pattern)?.collect())?;
+        let names = self.scan(&format!("{}:{kind}:*", self.prefix))?;
         let skip = self.prefix.len() + kind.len() + ":{".len() + 1;
         Ok(names
             .iter()
@@ -113,16 +121,13 @@ impl RedisStore {
         format!("{}:activity:{}", self.prefix, id)
     }
 
-    /// Runs `f` on a pooled connection; a connection that failed is dropped.
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T> {
-        let pooled = self.idle.lock().expect("pool lock").pop();
-        let mut connection = match pooled {
-            Some(c) => c,
-            None => self.client.get_connection().map_err(redis_error)?,
-        };
-        let result = f(&mut connection).map_err(redis_error)?;
-        self.idle.lock().expect("pool lock").push(connection);
-        Ok(result)
+    /// Runs `f` on a pooled connection to the node that holds `key`.
+    fn with<T>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        self.nodes.with(key, f)
     }
 
     fn parse(&self, json: &str) -> Option<Arc<Activity>> {
@@ -142,12 +147,14 @@ impl RedisStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let names: Vec<String> = keys.iter().map(|k| self.activity_key(&k.id)).collect();
-        let mut pipe = redis::pipe();
-        for name in &names {
-            pipe.get(name);
-        }
-        let found: Vec<Option<String>> = self.with(|c| pipe.query(c))?;
+        let found: Vec<Option<String>> = self.nodes.each(
+            keys.iter()
+                .map(|k| {
+                    let key = self.activity_key(&k.id);
+                    (key.clone(), command!("GET", key))
+                })
+                .collect(),
+        )?;
         Ok(found
             .iter()
             .flatten()
@@ -165,24 +172,32 @@ impl RedisStore {
 
 impl Store for RedisStore {
     fn apply(&self, batch: &WriteBatch) -> Result<()> {
-        // Units of commands that must be applied together: each activity,
-        // each user's feed and digest changes, each removal; in this order,
-        // so a reader never meets an entry whose activity is not stored.
-        let mut units: Vec<Vec<Cmd>> = Vec::new();
-        for activity in &batch.puts {
-            let json =
-                serde_json::to_string(&EntryOut::from(activity.as_ref())).expect("serializable");
-            units.push(vec![command!(
-                "SET",
-                &self.activity_key(&activity.id),
-                &json
-            )]);
-        }
+        // Units of commands that must be applied together, each with its
+        // slot: each activity, each user's feed and digest changes, each
+        // removal. Three phases, in this order, so a reader never meets an
+        // entry whose activity is not stored (on a cluster, activities and
+        // feeds live on different nodes).
+        let activity = |name: &str, id: &str| {
+            let key = self.activity_key(id);
+            (self.nodes.slot(&key), vec![command!(name, key)])
+        };
+        let puts: Vec<(u16, Vec<Cmd>)> = batch
+            .puts
+            .iter()
+            .map(|a| {
+                let json =
+                    serde_json::to_string(&EntryOut::from(a.as_ref())).expect("serializable");
+                let (slot, mut set) = activity("SET", &a.id);
+                set[0].arg(json);
+                (slot, set)
+            })
+            .collect();
+        let mut users: Vec<(u16, Vec<Cmd>)> = Vec::new();
         let mut by_user: HashMap<&TypedId, usize> = HashMap::new();
-        let mut unit_of = |user, units: &mut Vec<Vec<Cmd>>| {
+        let mut unit_of = |user, users: &mut Vec<(u16, Vec<Cmd>)>| {
             *by_user.entry(user).or_insert_with(|| {
-                units.push(Vec::new());
-                units.len() - 1
+                users.push((self.nodes.slot(&self.feed_key(user)), Vec::new()));
+                users.len() - 1
             })
         };
         for (user, key, diff) in &batch.feed {
@@ -192,55 +207,40 @@ impl Store for RedisStore {
                 d if *d > 0 => command!("ZADD", &feed, &key.time, &key.id),
                 _ => command!("ZREM", &feed, &key.id),
             };
-            let unit = unit_of(user, &mut units);
-            units[unit].push(cmd);
+            let unit = unit_of(user, &mut users);
+            users[unit].1.push(cmd);
         }
         for change in &batch.digests {
             let (digest, groups) = (
                 self.digest_key(&change.digest, &change.user),
                 self.groups_key(&change.digest, &change.user),
             );
-            let unit = unit_of(&change.user, &mut units);
+            let at = unit_of(&change.user, &mut users);
+            let unit = &mut users[at].1;
             match &change.change {
                 GroupChange::Put(group) => {
                     let json = serde_json::to_string(group.as_ref()).expect("serializable");
-                    units[unit].push(command!("ZADD", &digest, &-group.last_time, &group.key));
-                    units[unit].push(command!("HSET", &groups, &group.key, &json));
+                    unit.push(command!("ZADD", &digest, &-group.last_time, &group.key));
+                    unit.push(command!("HSET", &groups, &group.key, &json));
                 }
                 GroupChange::Remove(key) => {
-                    units[unit].push(command!("ZREM", &digest, key));
-                    units[unit].push(command!("HDEL", &groups, key));
+                    unit.push(command!("ZREM", &digest, key));
+                    unit.push(command!("HDEL", &groups, key));
                 }
-                GroupChange::Reset => {
-                    units[unit].push(command!("DEL", &digest, &groups));
-                }
+                GroupChange::Reset => unit.push(command!("DEL", &digest, &groups)),
             }
         }
-        for id in &batch.removes {
-            units.push(vec![command!("DEL", &self.activity_key(id))]);
+        let removes = batch.removes.iter().map(|id| activity("DEL", id)).collect();
+        if !self.nodes.cluster() {
+            // One server: the three phases in one round trip (or as few as
+            // `pipeline` allows), in order.
+            let all = puts.into_iter().chain(users).chain(removes).collect();
+            return self.nodes.transact(all, self.pipeline);
         }
-        // MULTI/EXEC pipelines of about `pipeline` commands, cut between
-        // units: a reader sees each user's changes of an epoch all or not at all.
-        self.with(|c| {
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            let mut queued = 0;
-            for unit in units {
-                if queued > 0 && queued + unit.len() > self.pipeline {
-                    pipe.query::<()>(c)?;
-                    pipe.clear();
-                    queued = 0;
-                }
-                queued += unit.len();
-                for cmd in unit {
-                    pipe.add_command(cmd).ignore();
-                }
-            }
-            if queued > 0 {
-                pipe.query::<()>(c)?;
-            }
-            Ok(())
-        })
+        for phase in [puts, users, removes] {
+            self.nodes.transact(phase, self.pipeline)?;
+        }
+        Ok(())
     }
 
     fn feed_page(&self, user: &TypedId, start: &PageStart, limit: usize) -> Result<FeedPage> {
@@ -250,7 +250,7 @@ impl Store for RedisStore {
             PageStart::After(after) => {
                 // Entries newer than `after`: strictly higher scores, plus equal
                 // scores with a larger id (the cursor's entry may be gone).
-                let (higher, ties): (usize, Vec<String>) = self.with(|c| {
+                let (higher, ties): (usize, Vec<String>) = self.with(&feed, |c| {
                     let higher: usize = c.zcount(&feed, format!("({}", after.time), "+inf")?;
                     let ties: Vec<String> = c.zrangebyscore(&feed, after.time, after.time)?;
                     Ok((higher, ties))
@@ -262,8 +262,9 @@ impl Store for RedisStore {
                         .count()
             }
         };
-        let members: Vec<(String, f64)> =
-            self.with(|c| c.zrevrange_withscores(&feed, from as isize, (from + limit) as isize))?;
+        let members: Vec<(String, f64)> = self.with(&feed, |c| {
+            c.zrevrange_withscores(&feed, from as isize, (from + limit) as isize)
+        })?;
         let more = members.len() > limit;
         let keys = Self::keys(members.into_iter().take(limit).collect());
         Ok(FeedPage {
@@ -277,13 +278,15 @@ impl Store for RedisStore {
     }
 
     fn activity(&self, id: &str) -> Result<Option<Arc<Activity>>> {
-        let json: Option<String> = self.with(|c| c.get(self.activity_key(id)))?;
+        let json: Option<String> =
+            self.with(&self.activity_key(id), |c| c.get(self.activity_key(id)))?;
         Ok(json.and_then(|j| self.parse(&j)))
     }
 
     fn feed_keys(&self, user: &TypedId) -> Result<Vec<FeedKey>> {
-        let members: Vec<(String, f64)> =
-            self.with(|c| c.zrevrange_withscores(self.feed_key(user), 0, -1))?;
+        let members: Vec<(String, f64)> = self.with(&self.feed_key(user), |c| {
+            c.zrevrange_withscores(self.feed_key(user), 0, -1)
+        })?;
         Ok(Self::keys(members))
     }
 
@@ -305,7 +308,7 @@ impl Store for RedisStore {
                 // Groups before the cursor's place: newer (lower score), plus
                 // equally new with a key not after it (the group may be gone).
                 let score = -(after.time as f64);
-                let (lower, ties): (usize, Vec<String>) = self.with(|c| {
+                let (lower, ties): (usize, Vec<String>) = self.with(&zset, |c| {
                     let lower: usize = c.zcount(&zset, "-inf", format!("({score}"))?;
                     let ties: Vec<String> = c.zrangebyscore(&zset, score, score)?;
                     Ok((lower, ties))
@@ -318,14 +321,14 @@ impl Store for RedisStore {
             }
         };
         let last = from.saturating_add(limit).min(isize::MAX as usize) as isize;
-        let keys: Vec<String> = self.with(|c| c.zrange(&zset, from as isize, last))?;
+        let keys: Vec<String> = self.with(&zset, |c| c.zrange(&zset, from as isize, last))?;
         let more = keys.len() > limit;
         let keys = &keys[..keys.len().min(limit)];
         let groups: Vec<Arc<Group>> = if keys.is_empty() {
             Vec::new()
         } else {
             let found: Vec<Option<String>> =
-                self.with(|c| redis::cmd("HMGET").arg(&hash).arg(keys).query(c))?;
+                self.with(&hash, |c| redis::cmd("HMGET").arg(&hash).arg(keys).query(c))?;
             found
                 .iter()
                 .flatten()
@@ -340,7 +343,8 @@ impl Store for RedisStore {
     }
 
     fn marks(&self, user: &TypedId) -> Result<BTreeMap<String, Marks>> {
-        let stored: BTreeMap<String, String> = self.with(|c| c.hgetall(self.marks_key(user)))?;
+        let stored: BTreeMap<String, String> =
+            self.with(&self.marks_key(user), |c| c.hgetall(self.marks_key(user)))?;
         Ok(stored
             .into_iter()
             .filter_map(|(key, json)| Some((key, serde_json::from_str(&json).ok()?)))
@@ -352,7 +356,9 @@ impl Store for RedisStore {
             .iter()
             .map(|(key, m)| (key.clone(), serde_json::to_string(m).expect("serializable")))
             .collect();
-        self.with(|c| c.hset_multiple(self.marks_key(user), &fields))
+        self.with(&self.marks_key(user), |c| {
+            c.hset_multiple(self.marks_key(user), &fields)
+        })
     }
 
     fn persistent(&self) -> bool {
@@ -364,14 +370,16 @@ impl Store for RedisStore {
         // and never fatal.
         let counted = (|| -> Result<StoreStats> {
             let users = self.users()?;
-            let mut pipe = redis::pipe();
-            for user in &users {
-                pipe.zcard(self.feed_key(user));
-            }
-            let cards: Vec<u64> = self.with(|c| pipe.query(c))?;
-            let pattern = format!("{}:activity:*", self.prefix);
-            let activities: u64 =
-                self.with(|c| Ok(c.scan_match::<_, String>(&pattern)?.count() as u64))?;
+            let cards: Vec<u64> = self.nodes.each(
+                users
+                    .iter()
+                    .map(|user| {
+                        let key = self.feed_key(user);
+                        (key.clone(), command!("ZCARD", key))
+                    })
+                    .collect(),
+            )?;
+            let activities = self.scan(&format!("{}:activity:*", self.prefix))?.len() as u64;
             Ok(StoreStats {
                 feeds: users.len() as u64,
                 entries: cards.iter().sum(),
