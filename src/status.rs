@@ -55,6 +55,7 @@ pub struct Status {
     drpc_mismatches: AtomicU64,
     sink_ok: AtomicBool,
     failed: AtomicBool,
+    abandoned: AtomicBool,
     recovered: AtomicBool,
     /// Recovering operators over all local workers.
     recovery_emitters: std::sync::atomic::AtomicUsize,
@@ -78,6 +79,7 @@ impl Status {
             drpc_mismatches: AtomicU64::new(0),
             sink_ok: AtomicBool::new(true),
             failed: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
             recovered: AtomicBool::new(false),
             recovery_emitters: std::sync::atomic::AtomicUsize::new(0),
             recovery_emitted: std::sync::Mutex::new((0, 0)),
@@ -132,6 +134,18 @@ impl Status {
     /// changed the state (to log once per outage).
     pub fn set_sink_ok(&self, ok: bool) -> bool {
         self.sink_ok.swap(ok, SeqCst) != ok
+    }
+
+    /// Gives up on what is not yet written: the sink stops retrying, and
+    /// workers stop at once without acking anything more (unacked epochs are
+    /// read again by the next run). For a shutdown that cannot wait.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, SeqCst);
+    }
+
+    /// Whether [`abandon`](Self::abandon) was called.
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(SeqCst)
     }
 
     /// Records that a worker stopped on an error.

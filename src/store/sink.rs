@@ -77,6 +77,10 @@ fn apply_with_retry(store: &dyn Store, batch: &WriteBatch, status: &Status) {
                 return;
             }
             Err(error) => {
+                if status.abandoned() {
+                    // Not acked: the workers stop before acking this epoch.
+                    return;
+                }
                 if status.set_sink_ok(false) {
                     tracing::warn!(%error, "sink write failed; retrying with back-off");
                 }
