@@ -3,7 +3,8 @@
 # 127.0.0.1 only, and stops them by PID.
 #   scripts/servers.sh start   # redis-server on 127.0.0.1:${FEEDSTORM_REDIS_PORT:-6390},
 #                              # a 3-master Redis Cluster on 127.0.0.1:6391-6393,
-#                              # and redis-server with TLS and a password on 127.0.0.1:6394
+#                              # redis-server with TLS and a password on 127.0.0.1:6394,
+#                              # and Tansu (a Kafka-protocol broker, SQLite storage) on 127.0.0.1:9092
 #   scripts/servers.sh stop
 # State lives under .run/ (git-ignored).
 set -euo pipefail
@@ -13,6 +14,8 @@ REDIS_PORT="${FEEDSTORM_REDIS_PORT:-6390}"
 CLUSTER_PORTS=(6391 6392 6393)
 TLS_PORT=6394
 TLS_PASSWORD=feedstorm-test
+KAFKA_PORT="${FEEDSTORM_KAFKA_PORT:-9092}"
+TANSU_VERSION=0.6.0
 mkdir -p "$RUN"
 
 install_redis() {
@@ -33,6 +36,33 @@ start_redis() {
     sleep 0.1
   done
   echo "redis-server did not start; see $RUN/redis.log" >&2
+  exit 1
+}
+
+# Tansu is on crates.io only as source: the first install builds it (about
+# 24 minutes on 2 cores); later runs find it on PATH and skip this.
+install_tansu() {
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if command -v tansu >/dev/null; then return; fi
+  echo "installing tansu $TANSU_VERSION with cargo (first run only: about 24 minutes on 2 cores)"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features libsql
+}
+
+# SQLite storage: the memory engine loses and re-delivers messages. The
+# database path is relative to the working directory, hence the cd.
+start_tansu() {
+  if [ -f "$RUN/tansu.pid" ] && kill -0 "$(cat "$RUN/tansu.pid")" 2>/dev/null; then return; fi
+  rm -rf "$RUN/tansu"
+  mkdir -p "$RUN/tansu"
+  (cd "$RUN/tansu" && exec tansu broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine sqlite://tansu.db \
+    >"$RUN/tansu.log" 2>&1) &
+  echo $! >"$RUN/tansu.pid"
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null && return
+    sleep 0.1
+  done
+  echo "tansu did not start; see $RUN/tansu.log" >&2
   exit 1
 }
 
@@ -112,13 +142,17 @@ case "${1:-start}" in
     start_redis
     start_cluster
     start_tls
+    install_tansu
+    start_tansu
     echo "redis: redis://127.0.0.1:$REDIS_PORT"
     echo "redis cluster: redis://127.0.0.1:${CLUSTER_PORTS[0]} (masters on ${CLUSTER_PORTS[*]})"
     echo "redis with TLS: rediss://:$TLS_PASSWORD@127.0.0.1:$TLS_PORT (CA: $RUN/tls/ca.crt)"
+    echo "kafka (tansu): 127.0.0.1:$KAFKA_PORT"
     ;;
   stop)
     stop_pid "$RUN/redis.pid"
     stop_pid "$RUN/redis-tls.pid"
+    stop_pid "$RUN/tansu.pid"
     for port in "${CLUSTER_PORTS[@]}"; do stop_pid "$RUN/cluster-$port.pid"; done
     ;;
   *)

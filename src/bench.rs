@@ -336,6 +336,8 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         },
         dead_letter: DeadLetterConfig {
             path: dir.join("dead-letters.jsonl"),
+            topic: None,
+            brokers: None,
         },
         drpc: Default::default(),
     };

@@ -15,6 +15,7 @@
 //! assert!(toml::from_str::<feedstorm::config::TopologyConfig>("[feed]\nfeedsize = 5").is_err());
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -142,6 +143,36 @@ pub enum SpoutConfig {
     File(FileSpoutConfig),
     /// The seeded synthetic workload (a power-law social graph and activity stream).
     Generator(GeneratorConfig),
+    /// Kafka topics (needs the `kafka` cargo feature).
+    Kafka(KafkaSpoutConfig),
+}
+
+/// `type = "kafka"`: events from Kafka topics. Every partition of every topic
+/// goes to one worker (partition p of a topic to worker p mod all workers of
+/// all processes), assigned directly, without consumer-group rebalances.
+/// Offsets are committed under `group_id` only once everything read before
+/// them is written to the sink. At start each partition is read from its
+/// beginning: what lies before the committed offset rebuilds the interests
+/// and stories (the store writes nothing until caught up), what lies after
+/// it is new. So give activity topics a retention of at least
+/// `[feed] retention`, and never expire follows.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSpoutConfig {
+    /// Bootstrap brokers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Topics to read; each may carry activities, follows and deletes.
+    pub topics: Vec<String>,
+    /// Consumer group id under which offsets are committed.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// More librdkafka settings (`security.protocol`, `sasl.*`, `fetch.*`...).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+fn default_group_id() -> String {
+    "feedstorm".into()
 }
 
 /// `type = "file"`.
@@ -537,9 +568,18 @@ fn default_redis_prefix() -> String {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterConfig {
-    /// JSONL file that bad events are appended to.
+    /// JSONL file that bad events are appended to (unless `topic` is set).
     #[serde(default = "default_dead_letter_path")]
     pub path: PathBuf,
+    /// A Kafka topic instead of the file (needs the `kafka` cargo feature):
+    /// each bad event as it was read, with headers `source_topic`,
+    /// `source_partition`, `source_offset` (or `source_file`, `source_line`)
+    /// and `error`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Brokers of the dead-letter topic (`host:port[,...]`).
+    #[serde(default)]
+    pub brokers: Option<String>,
 }
 
 fn default_dead_letter_path() -> PathBuf {

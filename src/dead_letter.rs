@@ -1,41 +1,139 @@
 //! The dead-letter destination: bad events, each with its source position and
-//! the reason, appended as JSON lines so none is lost and each can be replayed.
+//! the reason, so none is lost and each can be replayed. A JSONL file, or
+//! (feature `kafka`) a Kafka topic with the position in headers. A bad event
+//! is written before its epoch enters the dataflow, so it is durable before
+//! its offset can be acked.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::path::Path;
 use std::sync::Mutex;
 
 use serde_json::json;
 
+use crate::config::DeadLetterConfig;
 use crate::error::Result;
-use crate::spout::BadEvent;
+use crate::spout::{BadEvent, Position};
 
-/// A JSONL dead-letter file shared by the workers of a process.
+/// The dead-letter destination shared by the workers of a process.
 pub struct DeadLetters {
-    file: Mutex<BufWriter<File>>,
+    destination: Destination,
+}
+
+enum Destination {
+    File(Mutex<BufWriter<File>>),
+    #[cfg(feature = "kafka")]
+    Kafka {
+        producer: crate::kafka::Producer,
+        topic: String,
+    },
+}
+
+/// The headers (or JSON fields) that say where a bad event came from.
+pub fn source_headers(position: &Position) -> Vec<(&'static str, String)> {
+    match position {
+        Position::Line { file, line } => {
+            vec![
+                ("source_file", file.clone()),
+                ("source_line", line.to_string()),
+            ]
+        }
+        Position::Generated { index } => vec![("source_index", index.to_string())],
+        Position::Kafka {
+            topic,
+            partition,
+            offset,
+        } => vec![
+            ("source_topic", topic.clone()),
+            ("source_partition", partition.to_string()),
+            ("source_offset", offset.to_string()),
+        ],
+    }
 }
 
 impl DeadLetters {
-    /// Opens (appends to) `path`, creating it and its directory.
-    pub fn open(path: &Path) -> Result<DeadLetters> {
+    /// Opens the configured destination: appends to `path`, creating it and
+    /// its directory, or produces to `topic`.
+    pub fn open(config: &DeadLetterConfig) -> Result<DeadLetters> {
+        if let Some(topic) = &config.topic {
+            return Self::kafka(config, topic);
+        }
+        let path = &config.path;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(DeadLetters {
-            file: Mutex::new(BufWriter::new(file)),
+            destination: Destination::File(Mutex::new(BufWriter::new(file))),
         })
     }
 
-    /// Appends one bad event and flushes it, logging where it came from.
+    #[cfg(feature = "kafka")]
+    fn kafka(config: &DeadLetterConfig, topic: &str) -> Result<DeadLetters> {
+        let brokers = config
+            .brokers
+            .as_deref()
+            .ok_or_else(|| crate::Error::Setting {
+                setting: "dead_letter.brokers",
+                message: "a dead-letter topic needs its brokers".into(),
+            })?;
+        Ok(DeadLetters {
+            destination: Destination::Kafka {
+                producer: crate::kafka::Producer::new(brokers, &Default::default())?,
+                topic: topic.to_owned(),
+            },
+        })
+    }
+
+    #[cfg(not(feature = "kafka"))]
+    fn kafka(_: &DeadLetterConfig, _: &str) -> Result<DeadLetters> {
+        Err(crate::Error::Setting {
+            setting: "dead_letter.topic",
+            message: "a dead-letter topic needs feedstorm built with `--features kafka`".into(),
+        })
+    }
+
+    /// Writes one bad event and waits until it is stored (retrying while a
+    /// broker is unreachable), logging where it came from.
     pub fn write(&self, bad: &BadEvent) -> Result<()> {
         tracing::warn!(position = ?bad.position, error = %bad.error, "bad event sent to dead letters");
-        let line =
-            json!({"position": bad.position, "error": bad.error.to_string(), "raw": bad.raw});
-        let mut file = self.file.lock().expect("dead-letter lock");
-        writeln!(file, "{line}")?;
-        file.flush()?;
+        match &self.destination {
+            Destination::File(file) => {
+                let line = json!({"position": bad.position, "error": bad.error.to_string(), "raw": bad.raw});
+                let mut file = file.lock().expect("dead-letter lock");
+                writeln!(file, "{line}")?;
+                file.flush()?;
+            }
+            #[cfg(feature = "kafka")]
+            Destination::Kafka { producer, topic } => {
+                use rdkafka::message::{Header, OwnedHeaders};
+                let mut delay = std::time::Duration::from_millis(100);
+                loop {
+                    let mut headers = OwnedHeaders::new();
+                    let error = bad.error.to_string();
+                    for (key, value) in source_headers(&bad.position)
+                        .iter()
+                        .map(|(k, v)| (*k, v.as_str()))
+                        .chain([("error", error.as_str())])
+                    {
+                        headers = headers.insert(Header {
+                            key,
+                            value: Some(value),
+                        });
+                    }
+                    let sent = producer
+                        .send(topic, None, bad.raw.as_bytes(), Some(headers))
+                        .and_then(|()| producer.flush(std::time::Duration::from_secs(30)));
+                    match sent {
+                        Ok(()) => break,
+                        Err(error) => {
+                            tracing::warn!(%error, "dead-letter topic not reachable; retrying");
+                            std::thread::sleep(delay);
+                            delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                        }
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }

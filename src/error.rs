@@ -68,6 +68,9 @@ pub enum Error {
     /// The sink could not write. Retryable: the topology backs off and retries.
     #[error("sink: {0}")]
     Sink(String),
+    /// A Kafka client failed (broker down, topic missing, delivery failed).
+    #[error("kafka: {0}")]
+    Kafka(String),
     /// I/O failure (dead-letter file, listener).
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -80,7 +83,7 @@ impl Error {
     /// Whether retrying the failed operation may succeed (a server that is down
     /// may come back); configuration errors are final.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Sink(_) | Error::Spout { .. })
+        matches!(self, Error::Sink(_) | Error::Spout { .. } | Error::Kafka(_))
     }
 }
 

@@ -14,7 +14,8 @@
 //! | module | Storm's word | what it holds |
 //! |---|---|---|
 //! | [`event`] | tuple | the wire format: decoding, typed ids, times |
-//! | [`spout`] | spout | sources: JSONL file, seeded generator |
+//! | [`spout`] | spout | sources: JSONL file, seeded generator, Kafka (acked per epoch) |
+//! | `kafka` | — | (feature `kafka`) client settings, a delivery-confirming producer, `feedstorm produce` |
 //! | [`topology`] | topology | wiring spouts → bolts → sink as one dataflow |
 //! | [`bolt`] | bolt | one operator per file: interests, stories, fanout, feed heads |
 //! | [`digest`] | — | digests and notifications: aggregation keys, groups, seen/read marks |
@@ -40,6 +41,8 @@ pub mod event;
 pub mod feed;
 pub mod grouping;
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod reference;
 pub mod runtime;
 pub mod spout;

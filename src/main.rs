@@ -71,6 +71,37 @@ enum Command {
         #[command(flatten)]
         workload: Workload,
     },
+    /// Publish events to a Kafka topic, keyed by actor (activities), user
+    /// (follows) or activity id (deletes), with a progress bar and a final rate.
+    #[cfg(feature = "kafka")]
+    Produce {
+        /// Bootstrap brokers.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// The topic (it must exist).
+        #[arg(long)]
+        topic: String,
+        /// A JSONL file of events (lines that do not decode are produced as
+        /// they are, to exercise dead letters).
+        #[arg(
+            long,
+            required_unless_present = "generate",
+            conflicts_with = "generate"
+        )]
+        file: Option<PathBuf>,
+        /// Produce the generator's workload (the demo's; see the workload options).
+        #[arg(long)]
+        generate: bool,
+        #[command(flatten)]
+        workload: Workload,
+        /// Refuse lines larger than this (match the topology's
+        /// `max_event_bytes`: consumers never fetch a message that is too large).
+        #[arg(long, default_value_t = 1 << 20)]
+        max_event_bytes: usize,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Measure throughput, memory and rebuild latency on a generated workload.
     ///
     /// Without --materialize, runs `all` and `active` each in a child process
@@ -218,6 +249,51 @@ fn main() -> anyhow::Result<()> {
                 writeln!(file, "{}", feedstorm::event::encode(&event))?;
             }
             file.flush()?;
+            Ok(())
+        }
+        #[cfg(feature = "kafka")]
+        Command::Produce {
+            brokers,
+            topic,
+            file,
+            generate: _,
+            workload,
+            max_event_bytes,
+            quiet,
+        } => {
+            use feedstorm::kafka::produce;
+            let producer = feedstorm::kafka::Producer::new(&brokers, &Default::default())?;
+            let produced = match file {
+                Some(path) => {
+                    produce::produce_file(&producer, &topic, &path, max_event_bytes, !quiet)
+                }
+                None => {
+                    let config = workload.config();
+                    produce::produce_events(
+                        &producer,
+                        &topic,
+                        feedstorm::spout::Generator::sequence(&config),
+                        feedstorm::spout::Generator::total(&config),
+                        max_event_bytes,
+                        !quiet,
+                    )
+                }
+            }
+            .with_context(|| format!("producing to {topic} at {brokers}"))?;
+            println!(
+                "produced {} events to {topic} in {:.2} s: {:.0} events/s{}",
+                produced.messages,
+                produced.seconds,
+                produced.rate(),
+                if produced.refused > 0 {
+                    format!(
+                        " ({} refused: larger than --max-event-bytes)",
+                        produced.refused
+                    )
+                } else {
+                    String::new()
+                }
+            );
             Ok(())
         }
         Command::Bench {

@@ -59,7 +59,7 @@ impl Running {
         if store.persistent() {
             status.expect_recovery(crate::topology::recovering_operators(topology));
         }
-        let dead_letters = Arc::new(DeadLetters::open(&topology.dead_letter.path)?);
+        let dead_letters = Arc::new(DeadLetters::open(&topology.dead_letter)?);
         let stop = Arc::new(AtomicBool::new(false));
         let drpc = Arc::new(Drpc::default());
         // Fail early on a spout that cannot open; workers open their own copies.
@@ -167,9 +167,27 @@ fn open_spouts(
                 SpoutConfig::Generator(config) => {
                     Box::new(Generator::new(config.clone(), index, peers))
                 }
+                #[cfg(feature = "kafka")]
+                SpoutConfig::Kafka(config) => Box::new(crate::spout::kafka::KafkaSpout::open(
+                    config,
+                    topology.input.max_event_bytes,
+                    index,
+                    peers,
+                )?),
+                #[cfg(not(feature = "kafka"))]
+                SpoutConfig::Kafka(_) => return Err(not_built("a kafka spout")),
             })
         })
         .collect()
+}
+
+/// The error for a topology part this binary was built without.
+#[cfg(not(feature = "kafka"))]
+pub(crate) fn not_built(what: &str) -> Error {
+    Error::Setting {
+        setting: "spout",
+        message: format!("{what} needs feedstorm built with `--features kafka`"),
+    }
 }
 
 /// One worker's driver loop.
@@ -224,7 +242,10 @@ fn drive(
             if status.abandoned() {
                 return Ok(());
             }
-            inflight.pop_front();
+            let epoch = inflight.pop_front().expect("checked");
+            for spout in spouts.iter_mut() {
+                spout.acked(epoch);
+            }
             progress.end_epoch();
         }
         if !status.recovered() && status.workers_caught_up() {
@@ -298,6 +319,9 @@ fn drive(
                 status.add_events(good, bad);
                 for request in requests {
                     open.request(request);
+                }
+                for spout in spouts.iter_mut() {
+                    spout.sent(open.epoch());
                 }
                 inflight.push_back(open.epoch());
                 open.advance_to(now.max(open.epoch() + 1));

@@ -5,6 +5,8 @@
 
 pub mod file;
 pub mod generator;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 
 use serde::Serialize;
 
@@ -29,6 +31,15 @@ pub enum Position {
     Generated {
         /// Index in the generated sequence.
         index: u64,
+    },
+    /// A Kafka message.
+    Kafka {
+        /// Its topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset in the partition.
+        offset: i64,
     },
 }
 
@@ -60,4 +71,10 @@ pub trait Spout {
     fn name(&self) -> &str;
     /// Appends at most `max` records (good events or bad ones) to `out`.
     fn poll(&mut self, max: usize, out: &mut Vec<Result<Event, BadEvent>>) -> Result<SpoutState>;
+    /// The records of the polls since the last call entered the dataflow at
+    /// `epoch` (bad ones are already in the dead-letter destination).
+    fn sent(&mut self, _epoch: u64) {}
+    /// Every epoch up to and including `epoch` is fully processed and
+    /// written: the spout may acknowledge its records to the source.
+    fn acked(&mut self, _epoch: u64) {}
 }

@@ -1,0 +1,327 @@
+//! The Kafka spout (feature `kafka`), after rust-rdkafka's
+//! `at_least_once.rs` and the Kafka sources of Arroyo and Materialize:
+//!
+//! - auto-commit off; partitions are assigned, not subscribed: partition p of
+//!   each topic goes to worker p mod all workers, so no group rebalance can
+//!   move a partition under a running dataflow;
+//! - the worker is woken by the consumer (librdkafka's queue callback
+//!   unparks the worker thread), not by busy polling;
+//! - acking: the offsets read for an epoch are committed once the probe shows
+//!   the epoch written ([`Spout::acked`]), never before;
+//! - restart: each partition is read from its beginning; what lies before the
+//!   committed offset rebuilds interests and stories (a persistent store
+//!   writes nothing until the topology has caught up), what lies after it is
+//!   new. Events re-read past the committed offset are harmless: processing
+//!   is idempotent (SPEC section 1).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::config::KafkaSpoutConfig;
+use crate::error::{DecodeError, Error, Result};
+use crate::event::{decode, Event};
+use crate::kafka::client_config;
+use crate::spout::{BadEvent, Position, Spout, SpoutState};
+
+/// How long a metadata, offset or watermark request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often high watermarks are asked again while the spout is at them.
+const WATERMARK_REFRESH: Duration = Duration::from_millis(100);
+
+/// One assigned partition.
+#[derive(Debug)]
+struct Partition {
+    topic: String,
+    partition: i32,
+    /// Next offset to read.
+    next: i64,
+    /// The high watermark last seen.
+    high: i64,
+    /// The offset committed for the group (when this run started, then as
+    /// this spout commits); -1 if none.
+    committed: i64,
+    /// Whether records were read since the last [`Spout::sent`].
+    unsent: bool,
+}
+
+/// The Kafka spout of one worker.
+pub struct KafkaSpout {
+    name: String,
+    consumer: BaseConsumer,
+    max_event_bytes: usize,
+    partitions: Vec<Partition>,
+    by_name: HashMap<(String, i32), usize>,
+    /// Per epoch sent and not yet acked: the next offsets of the partitions
+    /// read for it.
+    unacked: VecDeque<(u64, Vec<(usize, i64)>)>,
+    watermarks_asked: Instant,
+    last_error: Option<Instant>,
+}
+
+fn spout_error(name: &str, message: impl std::fmt::Display) -> Error {
+    Error::Spout {
+        spout: name.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+impl KafkaSpout {
+    /// The share of worker `index` of `peers` (all workers of all processes).
+    /// Waits, with back-off, for brokers that do not answer yet; a topic that
+    /// does not exist is an error.
+    pub fn open(
+        config: &KafkaSpoutConfig,
+        max_event_bytes: usize,
+        index: usize,
+        peers: usize,
+    ) -> Result<KafkaSpout> {
+        let name = format!("kafka:{}", config.topics.join(","));
+        let mut client = client_config(&config.brokers, &config.options);
+        client
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        let mut consumer: BaseConsumer = client.create().map_err(|e| spout_error(&name, e))?;
+
+        let mut partitions = Vec::new();
+        for topic in &config.topics {
+            let count = partition_count(&consumer, &name, topic)?;
+            for partition in (0..count).filter(|p| *p as usize % peers == index) {
+                partitions.push(Partition {
+                    topic: topic.clone(),
+                    partition,
+                    next: 0,
+                    high: 0,
+                    committed: -1,
+                    unsent: false,
+                });
+            }
+        }
+        if !partitions.is_empty() {
+            let mut list = TopicPartitionList::new();
+            for p in &partitions {
+                list.add_partition(&p.topic, p.partition);
+            }
+            let committed = retry(&name, "committed offsets", || {
+                consumer.committed_offsets(list.clone(), REQUEST_TIMEOUT)
+            })?;
+            let mut assignment = TopicPartitionList::new();
+            for p in partitions.iter_mut() {
+                if let Some(Offset::Offset(at)) = committed
+                    .find_partition(&p.topic, p.partition)
+                    .map(|e| e.offset())
+                {
+                    p.committed = at;
+                }
+                let (low, high) = retry(&name, "watermarks", || {
+                    consumer.fetch_watermarks(&p.topic, p.partition, REQUEST_TIMEOUT)
+                })?;
+                (p.next, p.high) = (low, high);
+                assignment
+                    .add_partition_offset(&p.topic, p.partition, Offset::Offset(low))
+                    .map_err(|e| spout_error(&name, e))?;
+                tracing::info!(
+                    topic = %p.topic,
+                    partition = p.partition,
+                    committed = p.committed,
+                    low,
+                    high,
+                    "kafka partition assigned: replaying from its start, new events from the committed offset"
+                );
+            }
+            consumer
+                .assign(&assignment)
+                .map_err(|e| spout_error(&name, e))?;
+            let worker = std::thread::current();
+            consumer.set_nonempty_callback(move || worker.unpark());
+        }
+        let by_name = partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ((p.topic.clone(), p.partition), i))
+            .collect();
+        Ok(KafkaSpout {
+            name,
+            consumer,
+            max_event_bytes,
+            partitions,
+            by_name,
+            unacked: VecDeque::new(),
+            watermarks_asked: Instant::now(),
+            last_error: None,
+        })
+    }
+
+    /// Whether every partition has been read up to its high watermark, asking
+    /// the watermarks again (at most every [`WATERMARK_REFRESH`]) when it
+    /// seems so.
+    fn at_high_watermarks(&mut self) -> bool {
+        let at = |ps: &[Partition]| ps.iter().all(|p| p.next >= p.high);
+        if !at(&self.partitions) || self.watermarks_asked.elapsed() < WATERMARK_REFRESH {
+            return at(&self.partitions);
+        }
+        self.watermarks_asked = Instant::now();
+        for p in self.partitions.iter_mut() {
+            match self
+                .consumer
+                .fetch_watermarks(&p.topic, p.partition, Duration::from_secs(1))
+            {
+                Ok((_, high)) => p.high = high,
+                // Unknown means not caught up: /status must not claim it.
+                Err(_) => return false,
+            }
+        }
+        at(&self.partitions)
+    }
+
+    fn warn(&mut self, error: &KafkaError) {
+        // Once a second at most: a broker that is down fails every poll.
+        if self
+            .last_error
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+        {
+            tracing::warn!(spout = %self.name, %error, "kafka consumer error; librdkafka retries");
+            self.last_error = Some(Instant::now());
+        }
+    }
+}
+
+/// The number of partitions of `topic`, waiting for brokers that do not
+/// answer yet.
+fn partition_count(consumer: &BaseConsumer, name: &str, topic: &str) -> Result<i32> {
+    let metadata = retry(name, "metadata", || {
+        consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+    })?;
+    let found = metadata.topics().iter().find(|t| t.name() == topic);
+    match found {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+            Ok(t.partitions().len() as i32)
+        }
+        _ => Err(spout_error(
+            name,
+            format!("topic {topic} does not exist (create it first, e.g. `tansu topic create {topic} --partitions N`)"),
+        )),
+    }
+}
+
+/// Runs `request` until it succeeds, backing off while the brokers are
+/// unreachable.
+fn retry<T>(
+    name: &str,
+    what: &str,
+    mut request: impl FnMut() -> rdkafka::error::KafkaResult<T>,
+) -> Result<T> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match request() {
+            Ok(answer) => return Ok(answer),
+            Err(error) => {
+                tracing::warn!(spout = name, %error, "kafka {what} request failed; retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+impl Spout for KafkaSpout {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn poll(&mut self, max: usize, out: &mut Vec<Result<Event, BadEvent>>) -> Result<SpoutState> {
+        let mut read = 0;
+        while read < max {
+            let message = match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Err(error)) => {
+                    self.warn(&error);
+                    break;
+                }
+                Some(Ok(message)) => message,
+            };
+            let Some(&at) = self
+                .by_name
+                .get(&(message.topic().to_owned(), message.partition()))
+            else {
+                continue;
+            };
+            let partition = &mut self.partitions[at];
+            if message.offset() < partition.next {
+                continue; // already read (librdkafka re-fetches after errors)
+            }
+            partition.next = message.offset() + 1;
+            partition.unsent = true;
+            read += 1;
+            let payload = message.payload().unwrap_or_default();
+            let decoded = if message.payload().is_none() {
+                Err(DecodeError::NotJson("a message without a payload".into()))
+            } else {
+                decode(payload, self.max_event_bytes)
+            };
+            out.push(decoded.map_err(|error| BadEvent {
+                position: Position::Kafka {
+                    topic: partition.topic.clone(),
+                    partition: partition.partition,
+                    offset: message.offset(),
+                },
+                error,
+                raw: String::from_utf8_lossy(payload).into_owned(),
+            }));
+        }
+        for p in self.partitions.iter().filter(|p| p.unsent) {
+            tracing::debug!(topic = %p.topic, partition = p.partition, next = p.next, "kafka read");
+        }
+        Ok(if read == max || !self.at_high_watermarks() {
+            SpoutState::Ready
+        } else {
+            SpoutState::Idle
+        })
+    }
+
+    fn sent(&mut self, epoch: u64) {
+        let read: Vec<(usize, i64)> = self
+            .partitions
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, p)| p.unsent)
+            .map(|(i, p)| {
+                p.unsent = false;
+                (i, p.next)
+            })
+            .collect();
+        if !read.is_empty() {
+            self.unacked.push_back((epoch, read));
+        }
+    }
+
+    fn acked(&mut self, epoch: u64) {
+        let mut commit: HashMap<usize, i64> = HashMap::new();
+        while self.unacked.front().is_some_and(|(e, _)| *e <= epoch) {
+            let (_, read) = self.unacked.pop_front().expect("checked");
+            commit.extend(read);
+        }
+        let mut list = TopicPartitionList::new();
+        for (at, next) in commit {
+            let p = &mut self.partitions[at];
+            // Replaying history must never move the committed offset back.
+            if next > p.committed {
+                p.committed = next;
+                let _ = list.add_partition_offset(&p.topic, p.partition, Offset::Offset(next));
+            }
+        }
+        if list.count() > 0 {
+            if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+                // The next ack commits a later offset, which covers this one.
+                tracing::warn!(spout = %self.name, %error, "kafka offset commit failed");
+            }
+            tracing::debug!(offsets = ?list, "kafka commit");
+        }
+    }
+}
