@@ -14,12 +14,12 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --release --all-targets --locked -- -D warnings
+echo "== cargo clippy --all-targets --all-features -- -D warnings"
+cargo clippy --release --all-targets --all-features --locked -- -D warnings
 echo "== servers"
 bash scripts/servers.sh start
 trap 'bash scripts/servers.sh stop' EXIT
 export FEEDSTORM_REDIS_URL="redis://127.0.0.1:${FEEDSTORM_REDIS_PORT:-6390}"
 echo "== cargo test"
-cargo test --release --locked --all-targets
-cargo test --release --locked --doc
+cargo test --release --locked --all-features --all-targets
+cargo test --release --locked --all-features --doc
