@@ -15,6 +15,8 @@
 //!   is idempotent (SPEC section 1).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -29,7 +31,7 @@ use crate::spout::{BadEvent, Position, Spout, SpoutState};
 
 /// How long a metadata, offset or watermark request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often high watermarks are asked again while the spout is at them.
+/// How often the high watermarks are asked again.
 const WATERMARK_REFRESH: Duration = Duration::from_millis(100);
 
 /// One assigned partition.
@@ -39,8 +41,6 @@ struct Partition {
     partition: i32,
     /// Next offset to read.
     next: i64,
-    /// The high watermark last seen.
-    high: i64,
     /// The offset committed for the group (when this run started, then as
     /// this spout commits); -1 if none.
     committed: i64,
@@ -58,8 +58,47 @@ pub struct KafkaSpout {
     /// Per epoch sent and not yet acked: the next offsets of the partitions
     /// read for it.
     unacked: VecDeque<(u64, Vec<(usize, i64)>)>,
-    watermarks_asked: Instant,
+    watermarks: Arc<Watermarks>,
     last_error: Option<Instant>,
+}
+
+/// High watermarks, asked by a thread of their own: a watermark request is a
+/// broker round trip, and the worker thread must not wait for it.
+struct Watermarks {
+    /// Per assigned partition; -1 until asked.
+    high: Vec<AtomicI64>,
+    stop: AtomicBool,
+}
+
+impl Watermarks {
+    /// Starts asking for the watermarks of `partitions` every
+    /// [`WATERMARK_REFRESH`], with a consumer of its own.
+    fn watch(consumer: BaseConsumer, partitions: Vec<(String, i32)>) -> Arc<Watermarks> {
+        let watermarks = Arc::new(Watermarks {
+            high: partitions.iter().map(|_| AtomicI64::new(-1)).collect(),
+            stop: AtomicBool::new(false),
+        });
+        let shared = watermarks.clone();
+        std::thread::spawn(move || {
+            while !shared.stop.load(Ordering::Relaxed) {
+                for ((topic, partition), high) in partitions.iter().zip(&shared.high) {
+                    if let Ok((_, at)) =
+                        consumer.fetch_watermarks(topic, *partition, REQUEST_TIMEOUT)
+                    {
+                        high.store(at, Ordering::Release);
+                    }
+                }
+                std::thread::sleep(WATERMARK_REFRESH);
+            }
+        });
+        watermarks
+    }
+}
+
+impl Drop for KafkaSpout {
+    fn drop(&mut self) {
+        self.watermarks.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 fn spout_error(name: &str, message: impl std::fmt::Display) -> Error {
@@ -88,6 +127,7 @@ impl KafkaSpout {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false");
         let mut consumer: BaseConsumer = client.create().map_err(|e| spout_error(&name, e))?;
+        let watcher: BaseConsumer = client.create().map_err(|e| spout_error(&name, e))?;
 
         let mut partitions = Vec::new();
         for topic in &config.topics {
@@ -97,7 +137,6 @@ impl KafkaSpout {
                     topic: topic.clone(),
                     partition,
                     next: 0,
-                    high: 0,
                     committed: -1,
                     unsent: false,
                 });
@@ -122,7 +161,7 @@ impl KafkaSpout {
                 let (low, high) = retry(&name, "watermarks", || {
                     consumer.fetch_watermarks(&p.topic, p.partition, REQUEST_TIMEOUT)
                 })?;
-                (p.next, p.high) = (low, high);
+                p.next = low;
                 assignment
                     .add_partition_offset(&p.topic, p.partition, Offset::Offset(low))
                     .map_err(|e| spout_error(&name, e))?;
@@ -141,6 +180,13 @@ impl KafkaSpout {
             let worker = std::thread::current();
             consumer.set_nonempty_callback(move || worker.unpark());
         }
+        let watermarks = Watermarks::watch(
+            watcher,
+            partitions
+                .iter()
+                .map(|p| (p.topic.clone(), p.partition))
+                .collect(),
+        );
         let by_name = partitions
             .iter()
             .enumerate()
@@ -153,31 +199,21 @@ impl KafkaSpout {
             partitions,
             by_name,
             unacked: VecDeque::new(),
-            watermarks_asked: Instant::now(),
+            watermarks,
             last_error: None,
         })
     }
 
-    /// Whether every partition has been read up to its high watermark, asking
-    /// the watermarks again (at most every [`WATERMARK_REFRESH`]) when it
-    /// seems so.
-    fn at_high_watermarks(&mut self) -> bool {
-        let at = |ps: &[Partition]| ps.iter().all(|p| p.next >= p.high);
-        if !at(&self.partitions) || self.watermarks_asked.elapsed() < WATERMARK_REFRESH {
-            return at(&self.partitions);
-        }
-        self.watermarks_asked = Instant::now();
-        for p in self.partitions.iter_mut() {
-            match self
-                .consumer
-                .fetch_watermarks(&p.topic, p.partition, Duration::from_secs(1))
-            {
-                Ok((_, high)) => p.high = high,
-                // Unknown means not caught up: /status must not claim it.
-                Err(_) => return false,
-            }
-        }
-        at(&self.partitions)
+    /// Whether every partition has been read up to its high watermark (as
+    /// last asked; unknown counts as not).
+    fn at_high_watermarks(&self) -> bool {
+        self.partitions
+            .iter()
+            .zip(&self.watermarks.high)
+            .all(|(p, high)| {
+                let high = high.load(Ordering::Acquire);
+                high >= 0 && p.next >= high
+            })
     }
 
     fn warn(&mut self, error: &KafkaError) {
