@@ -48,6 +48,14 @@ install_tansu() {
   cargo install tansu --version "$TANSU_VERSION" --locked --features libsql
 }
 
+# confluent-kafka (the Python client, its wheel bundles librdkafka): a Kafka
+# client independent of feedstorm's, for the tests. Into .run/pylib.
+install_python_kafka() {
+  if PYTHONPATH="$RUN/pylib" python3 -c "import confluent_kafka" 2>/dev/null; then return; fi
+  echo "installing confluent-kafka (PyPI) into $RUN/pylib"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$RUN/pylib" confluent-kafka
+}
+
 # SQLite storage: the memory engine loses and re-delivers messages. The
 # database path is relative to the working directory, hence the cd.
 start_tansu() {
@@ -143,6 +151,7 @@ case "${1:-start}" in
     start_cluster
     start_tls
     install_tansu
+    install_python_kafka
     start_tansu
     echo "redis: redis://127.0.0.1:$REDIS_PORT"
     echo "redis cluster: redis://127.0.0.1:${CLUSTER_PORTS[0]} (masters on ${CLUSTER_PORTS[*]})"

@@ -33,26 +33,29 @@ fn topic(name: &str, partitions: i32) -> String {
     topic
 }
 
-/// Produces `lines` with a plain librdkafka producer (a real client, not
-/// feedstorm's), keyed by nothing: order must not matter.
-fn produce_plain(topic: &str, lines: &[String]) {
-    let producer: rdkafka::producer::BaseProducer =
-        feedstorm::kafka::client_config(&brokers(), &Default::default())
-            .create()
-            .unwrap();
-    for line in lines {
-        loop {
-            let record = rdkafka::producer::BaseRecord::<(), str>::to(topic).payload(line.as_str());
-            match producer.send(record) {
-                Ok(()) => break,
-                Err(_) => {
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-    use rdkafka::producer::Producer as _;
-    producer.flush(Duration::from_secs(30)).unwrap();
+/// Produces `lines` with confluent-kafka, the Python client (a real client
+/// independent of feedstorm; scripts/servers.sh installs it into .run/pylib),
+/// unkeyed: order must not matter.
+fn produce_plain(topic: &str, lines: &[String], dir: &Path) {
+    let path = dir.join("plain.jsonl");
+    write_lines(&path, lines);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("python3")
+        .arg(format!("{root}/tests/support/produce.py"))
+        .args([&brokers(), topic])
+        .arg(&path)
+        .env("PYTHONPATH", format!("{root}/.run/pylib"))
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "confluent-kafka producer (scripts/servers.sh start installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("produced {}", lines.len())
+    );
 }
 
 /// Produces `lines` with `feedstorm produce --file`.
@@ -162,7 +165,7 @@ fn dead_letters(topic: &str) -> Vec<(String, BTreeMap<String, String>)> {
     found
 }
 
-/// Events produced by a plain client and by `feedstorm produce` into topics
+/// Events produced by confluent-kafka and by `feedstorm produce` into topics
 /// of 1 and 8 partitions, read by 1 and 3 workers: the feeds and digests
 /// equal the reference; bad events land in the dead-letter topic with their
 /// partition and offset, and processing goes on.
@@ -193,8 +196,8 @@ fn feeds_from_kafka_equal_the_reference_on_1_and_8_partitions_and_1_and_3_worker
         let topic = topic("exact", partitions);
         let dead = topic.clone() + "-dead";
         topic_with(&dead, 1);
-        produce_plain(&topic, &lines);
-        produce_plain(&topic, &bad);
+        produce_plain(&topic, &lines, dir.path());
+        produce_plain(&topic, &bad, dir.path());
         produce_cli(&topic, &second, dir.path());
         let total = (lines.len() + bad.len() + second.len()) as u64;
         for workers in [1, 3] {
