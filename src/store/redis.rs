@@ -278,15 +278,15 @@ impl Store for RedisStore {
     }
 
     fn activity(&self, id: &str) -> Result<Option<Arc<Activity>>> {
-        let json: Option<String> =
-            self.with(&self.activity_key(id), |c| c.get(self.activity_key(id)))?;
+        let key = self.activity_key(id);
+        let json: Option<String> = self.with(&key, |c| c.get(&key))?;
         Ok(json.and_then(|j| self.parse(&j)))
     }
 
     fn feed_keys(&self, user: &TypedId) -> Result<Vec<FeedKey>> {
-        let members: Vec<(String, f64)> = self.with(&self.feed_key(user), |c| {
-            c.zrevrange_withscores(self.feed_key(user), 0, -1)
-        })?;
+        let feed = self.feed_key(user);
+        let members: Vec<(String, f64)> =
+            self.with(&feed, |c| c.zrevrange_withscores(&feed, 0, -1))?;
         Ok(Self::keys(members))
     }
 
@@ -343,8 +343,8 @@ impl Store for RedisStore {
     }
 
     fn marks(&self, user: &TypedId) -> Result<BTreeMap<String, Marks>> {
-        let stored: BTreeMap<String, String> =
-            self.with(&self.marks_key(user), |c| c.hgetall(self.marks_key(user)))?;
+        let key = self.marks_key(user);
+        let stored: BTreeMap<String, String> = self.with(&key, |c| c.hgetall(&key))?;
         Ok(stored
             .into_iter()
             .filter_map(|(key, json)| Some((key, serde_json::from_str(&json).ok()?)))
@@ -356,9 +356,8 @@ impl Store for RedisStore {
             .iter()
             .map(|(key, m)| (key.clone(), serde_json::to_string(m).expect("serializable")))
             .collect();
-        self.with(&self.marks_key(user), |c| {
-            c.hset_multiple(self.marks_key(user), &fields)
-        })
+        let key = self.marks_key(user);
+        self.with(&key, |c| c.hset_multiple(&key, &fields))
     }
 
     fn persistent(&self) -> bool {

@@ -10,7 +10,7 @@
 //! write fails, the sink retries it, and writes are idempotent).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use redis::{Client, Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo};
 use redis::{Connection, Value};
@@ -23,9 +23,13 @@ const SLOTS: u16 = 16384;
 /// A node's address, `host:port`.
 pub(crate) type Addr = String;
 
+/// `(first slot, last slot, master)`, sorted.
+type SlotMap = Arc<Vec<(u16, u16, Addr)>>;
+
 /// The Redis servers behind a store.
 pub(crate) struct Nodes {
     seed: ConnectionInfo,
+    seed_addr: Addr,
     ca: Option<Vec<u8>>,
     cluster: bool,
     state: Mutex<State>,
@@ -33,9 +37,9 @@ pub(crate) struct Nodes {
 
 #[derive(Default)]
 struct State {
-    /// `(first slot, last slot, master)`, sorted; empty until read, and
-    /// again after an error.
-    slots: Vec<(u16, u16, Addr)>,
+    /// Who serves which slot: on one server, the seed serves them all; on a
+    /// cluster, empty until read, and again after an error.
+    slots: SlotMap,
     /// Each node's client and idle connections.
     pools: HashMap<Addr, Pool>,
 }
@@ -73,13 +77,29 @@ impl Nodes {
                 message: "a cluster is reached over TCP, not a unix socket".into(),
             });
         }
+        let seed_addr = match seed.addr() {
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                format!("{host}:{port}")
+            }
+            ConnectionAddr::Unix(path) => path.display().to_string(),
+            other => format!("{other:?}"),
+        };
+        let state = State {
+            slots: Arc::new(if cluster {
+                Vec::new()
+            } else {
+                vec![(0, SLOTS - 1, seed_addr.clone())]
+            }),
+            pools: HashMap::new(),
+        };
         let nodes = Nodes {
             seed,
+            seed_addr,
             ca,
             cluster,
-            state: Mutex::default(),
+            state: Mutex::new(state),
         };
-        nodes.client(&nodes.seed_addr())?;
+        nodes.client(&nodes.seed_addr)?;
         Ok(nodes)
     }
 
@@ -88,19 +108,9 @@ impl Nodes {
         self.cluster
     }
 
-    fn seed_addr(&self) -> Addr {
-        match self.seed.addr() {
-            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
-                format!("{host}:{port}")
-            }
-            ConnectionAddr::Unix(path) => path.display().to_string(),
-            other => format!("{other:?}"),
-        }
-    }
-
     /// A client for the node at `addr`, with the seed's credentials and TLS.
     fn client(&self, addr: &str) -> Result<Client> {
-        let info = if addr == self.seed_addr() {
+        let info = if addr == self.seed_addr {
             self.seed.clone()
         } else {
             let (host, port) = addr
@@ -147,54 +157,35 @@ impl Nodes {
         }
     }
 
-    /// The node that serves `slot`, reading the slot map if it is not known.
-    fn owner(&self, slot: u16) -> Result<Addr> {
-        if !self.cluster {
-            return Ok(self.seed_addr());
-        }
-        self.read_slots()?;
-        let state = self.state.lock().expect("nodes lock");
-        let at = state.slots.partition_point(|(_, last, _)| *last < slot);
-        match state.slots.get(at) {
-            Some((first, _, addr)) if *first <= slot => Ok(addr.clone()),
-            _ => Err(Error::Sink(format!(
-                "redis: no cluster node serves slot {slot}"
-            ))),
-        }
-    }
-
     /// Every master (the one server, or each master of the cluster).
     pub(crate) fn masters(&self) -> Result<Vec<Addr>> {
-        if !self.cluster {
-            return Ok(vec![self.seed_addr()]);
-        }
-        self.read_slots()?;
-        let state = self.state.lock().expect("nodes lock");
-        let mut masters: Vec<Addr> = state.slots.iter().map(|s| s.2.clone()).collect();
+        let mut masters: Vec<Addr> = self.slot_map()?.iter().map(|s| s.2.clone()).collect();
         masters.sort();
         masters.dedup();
         Ok(masters)
     }
 
-    /// Reads `CLUSTER SLOTS` from the seed or any known node, unless known.
-    fn read_slots(&self) -> Result<()> {
+    /// The slot map, read with `CLUSTER SLOTS` from the seed or any known
+    /// node if it is not known.
+    fn slot_map(&self) -> Result<SlotMap> {
         let mut asked: Vec<Addr> = {
             let state = self.state.lock().expect("nodes lock");
             if !state.slots.is_empty() {
-                return Ok(());
+                return Ok(state.slots.clone());
             }
             state.pools.keys().cloned().collect()
         };
         asked.sort();
-        asked.insert(0, self.seed_addr());
+        asked.insert(0, self.seed_addr.clone());
         let mut last_error = None;
         for addr in asked {
             let answer: Result<Vec<Value>> =
                 self.on(&addr, |c| redis::cmd("CLUSTER").arg("SLOTS").query(c));
             match answer.and_then(|ranges| parse_slots(&ranges)) {
                 Ok(slots) if !slots.is_empty() => {
-                    self.state.lock().expect("nodes lock").slots = slots;
-                    return Ok(());
+                    let slots = Arc::new(slots);
+                    self.state.lock().expect("nodes lock").slots = slots.clone();
+                    return Ok(slots);
                 }
                 Ok(_) => last_error = Some(Error::Sink("redis: the cluster has no slots".into())),
                 Err(error) => last_error = Some(error),
@@ -237,7 +228,7 @@ impl Nodes {
 
     fn failed(&self, error: redis::RedisError) -> Error {
         if self.cluster {
-            self.state.lock().expect("nodes lock").slots.clear();
+            self.state.lock().expect("nodes lock").slots = SlotMap::default();
         }
         redis_error(error)
     }
@@ -248,28 +239,26 @@ impl Nodes {
         key: &str,
         f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T> {
-        let node = self.owner(self.slot(key))?;
-        self.on(&node, f)
+        let slots = self.slot_map()?;
+        self.on(owner(&slots, self.slot(key))?, f)
     }
 
     /// Runs each `(key, command)`, pipelined per node, and answers the
     /// results in the commands' order.
     pub(crate) fn each<T: FromRedisValue>(&self, commands: Vec<(String, Cmd)>) -> Result<Vec<T>> {
-        let mut by_node: BTreeMap<Addr, Vec<(usize, Cmd)>> = BTreeMap::new();
+        let slots = self.slot_map()?;
+        let mut by_node: BTreeMap<&str, (Vec<usize>, redis::Pipeline)> = BTreeMap::new();
         let count = commands.len();
         for (at, (key, cmd)) in commands.into_iter().enumerate() {
-            let node = self.owner(self.slot(&key))?;
-            by_node.entry(node).or_default().push((at, cmd));
+            let (places, pipe) = by_node.entry(owner(&slots, self.slot(&key))?).or_default();
+            places.push(at);
+            pipe.add_command(cmd);
         }
         let mut results: Vec<Option<T>> = (0..count).map(|_| None).collect();
-        for (node, commands) in by_node {
-            let mut pipe = redis::pipe();
-            for (_, cmd) in &commands {
-                pipe.add_command(cmd.clone());
-            }
-            let values: Vec<T> = self.on(&node, |c| pipe.query(c))?;
-            for ((at, _), value) in commands.iter().zip(values) {
-                results[*at] = Some(value);
+        for (node, (places, pipe)) in by_node {
+            let values: Vec<T> = self.on(node, |c| pipe.query(c))?;
+            for (at, value) in places.into_iter().zip(values) {
+                results[at] = Some(value);
             }
         }
         Ok(results.into_iter().flatten().collect())
@@ -279,16 +268,17 @@ impl Nodes {
     /// one MULTI/EXEC per slot and round trip, round trips of about `per_trip`
     /// commands, one node after another.
     pub(crate) fn transact(&self, units: Vec<(u16, Vec<Cmd>)>, per_trip: usize) -> Result<()> {
-        let mut by_node: BTreeMap<Addr, Vec<(u16, Vec<Cmd>)>> = BTreeMap::new();
+        let slots = self.slot_map()?;
+        let mut by_node: BTreeMap<&str, Vec<(u16, Vec<Cmd>)>> = BTreeMap::new();
         for (slot, commands) in units {
             by_node
-                .entry(self.owner(slot)?)
+                .entry(owner(&slots, slot)?)
                 .or_default()
                 .push((slot, commands));
         }
         for (node, mut units) in by_node {
             units.sort_by_key(|(slot, _)| *slot);
-            self.on(&node, |c| {
+            self.on(node, |c| {
                 let mut pipe = redis::pipe();
                 let (mut queued, mut open) = (0, None);
                 for (slot, commands) in units {
@@ -318,6 +308,17 @@ impl Nodes {
             })?;
         }
         Ok(())
+    }
+}
+
+/// The node of `slots` that serves `slot`.
+fn owner(slots: &[(u16, u16, Addr)], slot: u16) -> Result<&str> {
+    let at = slots.partition_point(|(_, last, _)| *last < slot);
+    match slots.get(at) {
+        Some((first, _, addr)) if *first <= slot => Ok(addr),
+        _ => Err(Error::Sink(format!(
+            "redis: no cluster node serves slot {slot}"
+        ))),
     }
 }
 
