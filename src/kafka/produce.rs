@@ -51,6 +51,25 @@ pub fn produce_lines(
     max_event_bytes: usize,
     progress: bool,
 ) -> Result<Produced> {
+    let keyed = lines.map(|line| {
+        let line = line?;
+        let key = decode(line.as_bytes(), max_event_bytes)
+            .ok()
+            .map(|event| key_of(&event).to_owned());
+        Ok((key, line))
+    });
+    produce_keyed(producer, topic, keyed, total, max_event_bytes, progress)
+}
+
+/// Produces `(key, line)` records.
+fn produce_keyed(
+    producer: &Producer,
+    topic: &str,
+    records: impl Iterator<Item = std::io::Result<(Option<String>, String)>>,
+    total: Option<u64>,
+    max_event_bytes: usize,
+    progress: bool,
+) -> Result<Produced> {
     let bar = match (progress, total) {
         (false, _) => ProgressBar::hidden(),
         (true, Some(total)) => ProgressBar::new(total),
@@ -63,8 +82,8 @@ pub fn produce_lines(
     let started = Instant::now();
     let mut produced = Produced::default();
     let mut queued = 0u64;
-    for (number, line) in lines.enumerate() {
-        let line = line?;
+    for (number, record) in records.enumerate() {
+        let (key, line) = record?;
         if line.trim().is_empty() {
             continue;
         }
@@ -78,8 +97,7 @@ pub fn produce_lines(
             produced.refused += 1;
             continue;
         }
-        let event = decode(line.as_bytes(), max_event_bytes).ok();
-        producer.send(topic, event.as_ref().map(key_of), line.as_bytes(), None)?;
+        producer.send(topic, key.as_deref(), line.as_bytes(), None)?;
         queued += 1;
         if queued.is_multiple_of(1024) {
             producer.poll();
@@ -126,6 +144,6 @@ pub fn produce_events(
     max_event_bytes: usize,
     progress: bool,
 ) -> Result<Produced> {
-    let lines = events.map(|event| Ok(encode(&event)));
-    produce_lines(producer, topic, lines, total, max_event_bytes, progress)
+    let keyed = events.map(|event| Ok((Some(key_of(&event).to_owned()), encode(&event))));
+    produce_keyed(producer, topic, keyed, total, max_event_bytes, progress)
 }
