@@ -86,10 +86,10 @@ impl DeadLetters {
 
     #[cfg(not(feature = "kafka"))]
     fn kafka(_: &DeadLetterConfig, _: &str) -> Result<DeadLetters> {
-        Err(crate::Error::Setting {
-            setting: "dead_letter.topic",
-            message: "a dead-letter topic needs feedstorm built with `--features kafka`".into(),
-        })
+        Err(crate::Error::needs_kafka(
+            "dead_letter.topic",
+            "a dead-letter topic",
+        ))
     }
 
     /// Writes one bad event and waits until it is stored (retrying while a

@@ -80,6 +80,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error for a part of a topology (`what`, set by `setting`) that
+    /// needs the `kafka` cargo feature this binary was built without.
+    #[cfg(not(feature = "kafka"))]
+    pub(crate) fn needs_kafka(setting: &'static str, what: &str) -> Error {
+        Error::Setting {
+            setting,
+            message: format!("{what} needs feedstorm built with `--features kafka`"),
+        }
+    }
+
     /// Whether retrying the failed operation may succeed (a server that is down
     /// may come back); configuration errors are final.
     pub fn is_retryable(&self) -> bool {

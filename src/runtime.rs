@@ -175,19 +175,10 @@ fn open_spouts(
                     peers,
                 )?),
                 #[cfg(not(feature = "kafka"))]
-                SpoutConfig::Kafka(_) => return Err(not_built("a kafka spout")),
+                SpoutConfig::Kafka(_) => return Err(Error::needs_kafka("spout", "a kafka spout")),
             })
         })
         .collect()
-}
-
-/// The error for a topology part this binary was built without.
-#[cfg(not(feature = "kafka"))]
-pub(crate) fn not_built(what: &str) -> Error {
-    Error::Setting {
-        setting: "spout",
-        message: format!("{what} needs feedstorm built with `--features kafka`"),
-    }
 }
 
 /// One worker's driver loop.
