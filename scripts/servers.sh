@@ -18,6 +18,11 @@ KAFKA_PORT="${FEEDSTORM_KAFKA_PORT:-9092}"
 TANSU_VERSION=0.6.0
 mkdir -p "$RUN"
 
+# Whether the process whose PID is in file $1 runs.
+running() {
+  [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
 install_redis() {
   if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then return; fi
   echo "installing redis-server (Debian package)"
@@ -27,16 +32,11 @@ install_redis() {
 }
 
 start_redis() {
-  if [ -f "$RUN/redis.pid" ] && kill -0 "$(cat "$RUN/redis.pid")" 2>/dev/null; then return; fi
+  if running "$RUN/redis.pid"; then return; fi
   mkdir -p "$RUN/redis"
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$RUN/redis" --save "" --appendonly no \
     --daemonize yes --pidfile "$RUN/redis.pid" --logfile "$RUN/redis.log"
-  for _ in $(seq 1 100); do
-    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && return
-    sleep 0.1
-  done
-  echo "redis-server did not start; see $RUN/redis.log" >&2
-  exit 1
+  wait_ping "$REDIS_PORT"
 }
 
 # Tansu is on crates.io only as source: the first install builds it (about
@@ -59,7 +59,7 @@ install_python_kafka() {
 # SQLite storage: the memory engine loses and re-delivers messages. The
 # database path is relative to the working directory, hence the cd.
 start_tansu() {
-  if [ -f "$RUN/tansu.pid" ] && kill -0 "$(cat "$RUN/tansu.pid")" 2>/dev/null; then return; fi
+  if running "$RUN/tansu.pid"; then return; fi
   rm -rf "$RUN/tansu"
   mkdir -p "$RUN/tansu"
   (cd "$RUN/tansu" && exec tansu broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
@@ -89,7 +89,7 @@ start_cluster() {
   local port nodes=()
   for port in "${CLUSTER_PORTS[@]}"; do
     nodes+=("127.0.0.1:$port")
-    if [ -f "$RUN/cluster-$port.pid" ] && kill -0 "$(cat "$RUN/cluster-$port.pid")" 2>/dev/null; then continue; fi
+    if running "$RUN/cluster-$port.pid"; then continue; fi
     rm -rf "$RUN/cluster/$port"
     mkdir -p "$RUN/cluster/$port"
     redis-server --bind 127.0.0.1 --port "$port" --cluster-enabled yes --cluster-config-file nodes.conf \
@@ -125,7 +125,7 @@ make_certs() {
 }
 
 start_tls() {
-  if [ -f "$RUN/redis-tls.pid" ] && kill -0 "$(cat "$RUN/redis-tls.pid")" 2>/dev/null; then return; fi
+  if running "$RUN/redis-tls.pid"; then return; fi
   make_certs
   mkdir -p "$RUN/redis-tls"
   redis-server --bind 127.0.0.1 --port 0 --tls-port "$TLS_PORT" --requirepass "$TLS_PASSWORD" \
