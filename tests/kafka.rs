@@ -120,25 +120,31 @@ fn wait_caught_up_to_high_watermarks(running: &Running, messages: u64) {
     }
 }
 
-/// The dead-letter topic's messages: (payload, headers).
-fn dead_letters(topic: &str) -> Vec<(String, BTreeMap<String, String>)> {
+/// A message as the tests look at it.
+struct Fetched {
+    offset: i64,
+    payload: String,
+    headers: BTreeMap<String, String>,
+}
+
+/// `count` messages of `topic`'s `partition` from offset `from`.
+fn fetch(topic: &str, partition: i32, from: i64, count: usize) -> Vec<Fetched> {
     let consumer: BaseConsumer = feedstorm::kafka::client_config(&brokers(), &Default::default())
-        .set("group.id", "test-dead-letters")
+        .set("group.id", "test-fetch")
         .create()
         .unwrap();
-    let (_, high) = consumer
-        .fetch_watermarks(topic, 0, Duration::from_secs(10))
-        .unwrap();
     let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, 0, Offset::Beginning)
+    list.add_partition_offset(topic, partition, Offset::Offset(from))
         .unwrap();
     consumer.assign(&list).unwrap();
+    let text =
+        |bytes: Option<&[u8]>| String::from_utf8_lossy(bytes.unwrap_or_default()).into_owned();
     let mut found = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while (found.len() as i64) < high {
+    while found.len() < count {
         assert!(
             Instant::now() < deadline,
-            "dead letters: {} of {high} fetched",
+            "{topic}/{partition}: {} of {count} messages from {from} fetched",
             found.len()
         );
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
@@ -147,22 +153,29 @@ fn dead_letters(topic: &str) -> Vec<(String, BTreeMap<String, String>)> {
                 .headers()
                 .map(|h| {
                     h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_owned(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
+                        .map(|h| (h.key.to_owned(), text(h.value)))
                         .collect()
                 })
                 .unwrap_or_default();
-            found.push((
-                String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
+            found.push(Fetched {
+                offset: message.offset(),
+                payload: text(message.payload()),
                 headers,
-            ));
+            });
         }
     }
     found
+}
+
+/// The dead-letter topic's messages (one partition), all of them.
+fn dead_letters(topic: &str) -> Vec<Fetched> {
+    let consumer: BaseConsumer = feedstorm::kafka::client_config(&brokers(), &Default::default())
+        .create()
+        .unwrap();
+    let (low, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap();
+    fetch(topic, 0, low, (high - low) as usize)
 }
 
 /// Events produced by confluent-kafka and by `feedstorm produce` into topics
@@ -223,17 +236,18 @@ fn feeds_from_kafka_equal_the_reference_on_1_and_8_partitions_and_1_and_3_worker
         // Each run sent the bad events once.
         let letters = dead_letters(&dead);
         assert_eq!(letters.len(), 2 * bad.len());
-        for (payload, headers) in &letters {
+        for Fetched {
+            payload, headers, ..
+        } in &letters
+        {
             assert!(bad.contains(payload), "{payload}");
             assert_eq!(headers["source_topic"], topic);
             let partition: i32 = headers["source_partition"].parse().unwrap();
             let offset: i64 = headers["source_offset"].parse().unwrap();
             assert!((0..partitions).contains(&partition));
-            assert_eq!(
-                &fetch_one(&topic, partition, offset),
-                payload,
-                "the header points at the message"
-            );
+            let source = fetch(&topic, partition, offset, 1).remove(0);
+            assert_eq!(source.offset, offset);
+            assert_eq!(&source.payload, payload, "the header points at the message");
             assert!(!headers["error"].is_empty());
         }
     }
@@ -262,30 +276,6 @@ fn topic_with(name: &str, partitions: i32) {
         })
     {
         result.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
-    }
-}
-
-/// The payload at `offset` of `topic`'s `partition`.
-fn fetch_one(topic: &str, partition: i32, offset: i64) -> String {
-    let consumer: BaseConsumer = feedstorm::kafka::client_config(&brokers(), &Default::default())
-        .set("group.id", "test-fetch-one")
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, partition, Offset::Offset(offset))
-        .unwrap();
-    consumer.assign(&list).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "{topic}/{partition}@{offset} not fetched"
-        );
-        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-            let message = message.unwrap();
-            assert_eq!(message.offset(), offset);
-            return String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
-        }
     }
 }
 
