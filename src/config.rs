@@ -288,6 +288,12 @@ pub struct FeedConfig {
     /// Entries in a feed head.
     #[serde(default = "default_feed_size")]
     pub feed_size: usize,
+    /// Candidates kept per user beyond `feed_size`: a user's state holds at
+    /// most `feed_size + slack` entries. A retraction that leaves fewer than
+    /// `feed_size` refills the user from the stories (exact, but work), so
+    /// slack trades a little memory for fewer refills.
+    #[serde(default = "default_slack")]
+    pub slack: usize,
     /// Every user is also interested in themselves.
     #[serde(default = "default_true")]
     pub follow_self: bool,
@@ -309,6 +315,9 @@ fn default_active_window() -> Duration {
 
 fn default_feed_size() -> usize {
     200
+}
+fn default_slack() -> usize {
+    50
 }
 fn default_true() -> bool {
     true

@@ -1,67 +1,23 @@
 //! DRPC: rebuild-feed as a query that enters the running dataflow.
 //!
-//! A request for `user` at epoch `t` is a differential update `(user, id)`
-//! with `+1` at `t` and `-1` at `t + 1`. It is joined with the interests
-//! arranged by user, then with the shared stories arrangement (fan-in on
-//! read: no copy of the stories), and the resulting `(user, id) -> entry`
-//! snapshot reaches the feed-head bolt on the user's worker. When epoch `t`
-//! completes, that bolt answers with the newest `feed_size` entries, a
-//! consistent view as of `t`, and (in `active` mode) makes the snapshot the
-//! user's live state. Answers return to the caller through [`Drpc`] by id,
-//! once epoch `t` is written.
+//! A request for `user` enters the dataflow at epoch `t` and travels, by
+//! user, to the feed-head bolt that owns the user. When epoch `t` is
+//! complete there, the bolt answers with the newest `feed_size` entries of
+//! the user's feed as of `t`, merged from the newest stories of each of the
+//! user's interests (fan-in on read, reading only what the head needs), and
+//! (in `active` mode) makes the answer the user's live head. Answers return
+//! to the caller through [`Drpc`] by id, once epoch `t` is written.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::implementations::ValSpine;
-use differential_dataflow::VecCollection;
-
-use crate::bolt::fanout::StoriesTrace;
 use crate::event::TypedId;
-use crate::feed::{FeedKey, Story};
-
-/// Interest edges arranged by user: `user -> interest`.
-pub type InterestsTrace = TraceAgent<ValSpine<TypedId, TypedId, u64, isize>>;
+use crate::feed::FeedKey;
 
 /// A rebuild request as it travels: `(user, request id)`.
 pub type Request = (TypedId, u64);
-
-/// Snapshot deliveries of rebuild requests: `((user, request id), entry)`.
-pub type Snapshots<'scope> = VecCollection<'scope, u64, (Request, Story), isize>;
-
-/// Rebuild requests as a collection: present for exactly one epoch.
-pub type Requests<'scope> = VecCollection<'scope, u64, Request, isize>;
-
-/// Fans in each request's feed from the shared arrangements.
-pub trait RebuildFeeds<'scope> {
-    /// `((user, id), entry)` for every retained story about any of the
-    /// user's interests, with multiplicity the number of such interests.
-    fn rebuild_feeds(
-        self,
-        interests: Arranged<'scope, InterestsTrace>,
-        stories: Arranged<'scope, StoriesTrace>,
-    ) -> Snapshots<'scope>;
-}
-
-impl<'scope> RebuildFeeds<'scope> for Requests<'scope> {
-    fn rebuild_feeds(
-        self,
-        interests: Arranged<'scope, InterestsTrace>,
-        stories: Arranged<'scope, StoriesTrace>,
-    ) -> Snapshots<'scope> {
-        self.arrange_by_key_named("RebuildRequests")
-            .join_core(interests, |user, id, interest| {
-                Some((interest.clone(), (user.clone(), *id)))
-            })
-            .arrange_by_key_named("RequestsByInterest")
-            .join_core(stories, |_interest, request, entry| {
-                Some((request.clone(), entry.clone()))
-            })
-    }
-}
 
 /// Why a rebuild produced no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

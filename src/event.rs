@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -25,7 +26,7 @@ pub type Millis = i64;
 /// A typed id, `kind:id` with a non-empty kind and id, such as `user:rob`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct TypedId(String);
+pub struct TypedId(Arc<str>);
 
 impl TypedId {
     /// Checks the `kind:id` shape.
@@ -38,7 +39,7 @@ impl TypedId {
     /// ```
     pub fn parse(s: &str) -> Option<TypedId> {
         match s.split_once(':') {
-            Some((kind, id)) if !kind.is_empty() && !id.is_empty() => Some(TypedId(s.to_owned())),
+            Some((kind, id)) if !kind.is_empty() && !id.is_empty() => Some(TypedId(Arc::from(s))),
             _ => None,
         }
     }

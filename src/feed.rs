@@ -25,13 +25,13 @@ use crate::event::{Activity, Millis};
 pub struct FeedKey {
     /// Event time of the activity.
     pub time: Millis,
-    /// Activity id.
-    pub id: String,
+    /// Activity id (shared: a key held by many heads is one allocation).
+    pub id: Arc<str>,
 }
 
 impl FeedKey {
     /// A key for `id` at `time`.
-    pub fn new(time: Millis, id: impl Into<String>) -> FeedKey {
+    pub fn new(time: Millis, id: impl Into<Arc<str>>) -> FeedKey {
         FeedKey {
             time,
             id: id.into(),
@@ -77,7 +77,7 @@ pub struct Story(pub Arc<Activity>);
 impl Story {
     /// The activity's place in feeds.
     pub fn key(&self) -> FeedKey {
-        FeedKey::new(self.0.time, self.0.id.clone())
+        FeedKey::new(self.0.time, self.0.id.as_str())
     }
 
     fn order(&self) -> (Millis, &str) {

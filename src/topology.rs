@@ -1,32 +1,29 @@
 //! The topology: spouts' inputs → bolts → sink, wired as one timely dataflow.
 //!
 //! ```text
-//!   events ─┬─ follows, actors ──▶ ResolveInterests ──▶ arrange by interest ─┐
-//!           │                                                               ├─▶ Fanout ─┬─▶ MaintainHead ─▶ WriteTo ─▶ probe
-//!           ├─ activities, deletes ─▶ KeepStories ────▶ arrange by typed id ─┘          └─▶ Digest ───────────▲ │
-//!           │                              ├── stories about their target ─▶ Digest (notifications) ────────┤ │
-//!           │                              └──────────── activity writes ───────────────────────────────────┘
+//!   events ─┬─ follows, actors ──▶ ResolveInterests ── edges, by user ────────┐
+//!           │                                                                 ├─▶ MaintainHead ─┬─ heads ─▶ WriteTo ─▶ probe
+//!           ├─ activities, deletes ─▶ KeepStories ── stories, to every worker ─┘  (fan-out)     └─ deliveries ─▶ Digest ─▲ │
+//!           │                              ├── stories about their target ─▶ Digest (notifications) ─────────────────┤ │
+//!           │                              └──────────── activity writes ────────────────────────────────────────────┘
+//!           ├─ rebuild requests, by user ─▶ MaintainHead (answered from its stories)
 //!           └─ newest time per epoch ──▶ broadcast ──▶ KeepStories (retention)
 //! ```
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use differential_dataflow::operators::arrange::Arranged;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concatenate, Input, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
-use crate::bolt::fanout::{FollowersTrace, StoriesTrace};
 use crate::bolt::feed_head::HeadSettings;
-use crate::bolt::{
-    Digest, Fanout, InterestEvent, KeepStories, MaintainHead, ResolveInterests, StoryEvent,
-};
+use crate::bolt::{Digest, InterestEvent, KeepStories, MaintainHead, ResolveInterests, StoryEvent};
 use crate::config::TopologyConfig;
 use crate::digest::DigestSpec;
-use crate::drpc::{Drpc, InterestsTrace, RebuildFeeds, Request, Requests};
+use crate::drpc::{Drpc, Request};
 use crate::event::{Event, Millis, TypedId};
 use crate::status::Status;
 use crate::store::{Store, Write, WriteTo};
@@ -38,7 +35,7 @@ pub struct Inputs {
     interests: InputHandleVec<u64, InterestEvent>,
     stories: InputHandleVec<u64, StoryEvent>,
     newest: InputHandleVec<u64, Millis>,
-    requests: InputHandleVec<u64, (Request, u64, isize)>,
+    requests: InputHandleVec<u64, Request>,
     newest_in_epoch: Option<Millis>,
     /// Actors already announced to the interests bolt (a cache: repeats are harmless).
     announced: HashSet<TypedId>,
@@ -79,9 +76,7 @@ impl Inputs {
     /// Puts a rebuild request into the current epoch: present for this
     /// epoch only, so its answer is a consistent view as of this epoch.
     pub fn request(&mut self, request: Request) {
-        let epoch = self.epoch();
-        self.requests.send((request.clone(), epoch, 1));
-        self.requests.send((request, epoch + 1, -1));
+        self.requests.send(request);
     }
 
     /// Closes the current epoch and opens `epoch` (which must be later).
@@ -138,14 +133,9 @@ pub fn build(
         let interest_events = scope.input_from(&mut interests_in);
         let story_events = scope.input_from(&mut stories_in);
         let newest = scope.input_from(&mut newest_in).broadcast();
-        let requests: Requests<'_> = scope.input_from(&mut requests_in).as_collection();
+        let requests = scope.input_from(&mut requests_in);
 
         let edges = interest_events.resolve_interests(feed.follow_self);
-        let followers: Arranged<'_, FollowersTrace> =
-            edges.clone().arrange_by_key_named("FollowersByInterest");
-        let interests: Arranged<'_, InterestsTrace> = edges
-            .map(|(interest, user)| (user, interest))
-            .arrange_by_key_named("InterestsByUser");
         let (stories, activity_writes) = story_events.keep_stories(newest, feed.retention);
         let recover_into = store.persistent().then(|| store.clone());
         let mut writes = vec![activity_writes.map(Write::Activity)];
@@ -153,28 +143,31 @@ pub fn build(
             // A story about an activity's target, by someone else, notifies the target.
             let notified = stories
                 .clone()
-                .filter(|(about, story)| {
-                    story.0.target.as_ref() == Some(about) && story.0.actor != *about
+                .flat_map(|story| {
+                    let target = story.0.target.clone();
+                    target
+                        .filter(|target| *target != story.0.actor)
+                        .map(|target| (target, story))
                 })
                 .digest(vec![spec], recover_into.clone(), status.clone());
             writes.push(notified.map(Write::Digest));
         }
-        let stories: Arranged<'_, StoriesTrace> = stories.arrange_by_key_named("StoriesByTypedId");
-        let snapshots = requests.clone().rebuild_feeds(interests, stories.clone());
         let settings = HeadSettings {
             feed_size: feed.feed_size,
+            slack: feed.slack,
             materialize: feed.materialize,
             active_window: feed.active_window,
             recover_into: recover_into.clone(),
+            deliveries: !digest_specs.is_empty(),
         };
-        let deliveries = stories.fanout(followers);
+        // Every worker keeps every story (Storm's all grouping): fan-out is local.
+        let everywhere = stories.inner.broadcast().as_collection();
+        let (heads, deliveries) =
+            edges.maintain_head(everywhere, requests, settings, drpc, status.clone());
         if !digest_specs.is_empty() {
-            let digests = deliveries
-                .clone()
-                .digest(digest_specs, recover_into, status.clone());
+            let digests = deliveries.digest(digest_specs, recover_into, status.clone());
             writes.push(digests.map(Write::Digest));
         }
-        let heads = deliveries.maintain_head(snapshots, requests, settings, drpc, status.clone());
         writes.push(heads.map(Write::Head));
         scope
             .concatenate(writes)

@@ -142,7 +142,7 @@ fn ids_of(body: &Value) -> Vec<String> {
 }
 
 fn key_ids(keys: &[FeedKey]) -> Vec<String> {
-    keys.iter().map(|k| k.id.clone()).collect()
+    keys.iter().map(|k| k.id.to_string()).collect()
 }
 
 #[test]

@@ -188,7 +188,7 @@ fn feeds_equal_the_reference(target: Target) {
                 // Directly, following the documented layout.
                 let key = format!("{prefix}:feed:{{{user}}}");
                 let ids: Vec<String> = query(c, redis::cmd("ZREVRANGE").arg(&key).arg(0).arg(-1));
-                let want: Vec<String> = head.iter().map(|k| k.id.clone()).collect();
+                let want: Vec<String> = head.iter().map(|k| k.id.to_string()).collect();
                 assert_eq!(ids, want, "{workers} workers: ZREVRANGE {key}");
                 assert!(query::<usize>(c, redis::cmd("ZCARD").arg(&key)) <= feed.feed_size);
                 let first: String = query(

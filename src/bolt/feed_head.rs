@@ -1,32 +1,36 @@
 //! Feed heads: the newest `feed_size` entries of each user's feed, kept
-//! exactly and incrementally.
+//! exactly in bounded state.
 //!
-//! Per user the operator keeps every candidate entry (with how many of the
-//! user's interests delivered it) in an ordered map, and the *boundary*: the
-//! oldest entry inside the head. An insertion above the boundary pushes the
-//! boundary out; a removal inside the head pulls in the next older entry.
-//! Each delivery costs O(log n) and emits only real changes to the head.
-//! Entries hold interned ids, so an activity delivered to many users on a
-//! worker stores its id once.
+//! The bolt owns its users (fields grouping by user) and receives every
+//! story (all grouping), so fan-out is a local lookup in [`Fanout`]. Per
+//! user it keeps at most `feed_size + slack` *candidates*, the newest
+//! entries of the feed, and a bound below which older entries may exist
+//! unstored. A delivery below the bound is dropped without being stored;
+//! when retractions (unfollow, delete, expiry) leave fewer than `feed_size`
+//! candidates while older entries may exist, the bolt refills the user in
+//! the same epoch by merging the newest stories of the user's interests
+//! below the bound (the rebuild path), so every head is exact at every
+//! epoch. A follow backfills from the interest's newest stories down to the
+//! bound. Rebuild-feed requests are answered by the same merge.
 
-use std::collections::{HashMap, HashSet};
-use std::rc::Rc;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
+use crate::bolt::fanout::{Fanout, Tid};
 use crate::bolt::recovery::{stale_users, RecoveryGate};
 use crate::bolt::top_k::TopK;
-use crate::bolt::{EpochStash, Interner};
+use crate::bolt::EpochStash;
 use crate::config::Materialize;
-use crate::drpc::{Drpc, Request, Requests, Snapshots};
-use crate::event::{Millis, TypedId};
+use crate::drpc::{Drpc, Request};
+use crate::event::TypedId;
 use crate::feed::{FeedKey, Story};
 use crate::grouping::route;
 use crate::status::Status;
@@ -36,11 +40,24 @@ use crate::store::Store;
 /// an empty key, see [`reset_marker`]) clears the user's head first.
 pub type HeadChange = (TypedId, FeedKey, isize);
 
+/// An update of `(user, story)` feed membership, with multiplicity the
+/// number of the user's interests the story is about (what digests read).
+pub type Delivery = ((TypedId, Story), u64, isize);
+
+/// What the feed-head bolt emits: head changes for the sink, and feed
+/// membership updates for the digests.
+pub type HeadsAndDeliveries<'scope> = (
+    StreamVec<'scope, u64, HeadChange>,
+    VecCollection<'scope, u64, (TypedId, Story), isize>,
+);
+
 /// How the feed-head bolt keeps heads.
 #[derive(Clone)]
 pub struct HeadSettings {
     /// Entries per head.
     pub feed_size: usize,
+    /// Candidates kept beyond `feed_size`, so that most retractions need no refill.
+    pub slack: usize,
     /// Every user's head, or only recently read ones.
     pub materialize: Materialize,
     /// In `active` mode, a head not read for this long is evicted.
@@ -49,72 +66,379 @@ pub struct HeadSettings {
     /// nothing until the topology has caught up (the old heads keep serving),
     /// then replace every head this worker owns with the recovered one.
     pub recover_into: Option<Arc<dyn Store>>,
+    /// Also emit every feed membership change (for digests).
+    pub deliveries: bool,
 }
 
 /// Maintains bounded feed heads and answers rebuild-feed requests.
 pub trait MaintainHead<'scope> {
-    /// Changes to each user's head of `feed_size` entries, in SPEC order
-    /// (newest `time`, then largest `id`), from the `(user, entry)`
-    /// deliveries. At the epoch of each rebuild request it answers the
-    /// request through `drpc` from the request's snapshot; in `active` mode
-    /// the snapshot becomes the user's live state, and only live users'
-    /// deliveries are kept.
+    /// From the `(interest, user)` edges, every retained story (each worker
+    /// must see all of them: broadcast) and the rebuild requests: changes to
+    /// each user's head of `feed_size` entries in SPEC order, and (with
+    /// `settings.deliveries`) the feed membership updates. At the epoch of
+    /// each request it answers through `drpc`; in `active` mode the answer
+    /// makes the user live, and only live users have heads.
     fn maintain_head(
         self,
-        snapshots: Snapshots<'scope>,
-        requests: Requests<'scope>,
+        stories: VecCollection<'scope, u64, Story, isize>,
+        requests: StreamVec<'scope, u64, Request>,
         settings: HeadSettings,
         drpc: Arc<Drpc>,
         status: Arc<Status>,
-    ) -> StreamVec<'scope, u64, HeadChange>;
+    ) -> HeadsAndDeliveries<'scope>;
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Entry {
-    time: Millis,
-    id: Rc<str>,
+/// One user's candidates.
+#[derive(Default)]
+struct UserHead {
+    /// The newest entries of the feed, each once; the head is the top `feed_size`.
+    top: TopK<FeedKey>,
+    /// Every feed entry at or above this is a candidate; older ones may
+    /// exist unstored. `None`: every entry is a candidate.
+    unknown_below: Option<FeedKey>,
+    /// Head changes of the current epoch.
+    changes: Vec<(FeedKey, isize)>,
 }
 
-/// One user's candidates and head boundary.
-type UserFeed = TopK<Entry>;
+/// What inserting an entry did.
+#[derive(PartialEq, Eq)]
+enum Inserted {
+    Added,
+    Present,
+    /// Below the candidates: older entries need not be offered either.
+    Below,
+}
+
+impl UserHead {
+    fn len(&self) -> usize {
+        self.top.entries.len()
+    }
+
+    fn oldest(&self) -> Option<&FeedKey> {
+        self.top.entries.keys().next()
+    }
+
+    fn insert(&mut self, key: &FeedKey, size: usize, cap: usize) -> Inserted {
+        if self.unknown_below.as_ref().is_some_and(|b| key < b) {
+            return Inserted::Below;
+        }
+        if self.top.entries.contains_key(key) {
+            return Inserted::Present;
+        }
+        if self.len() >= cap {
+            let oldest = self.oldest().expect("cap > 0").clone();
+            if *key < oldest {
+                self.unknown_below = Some(oldest);
+                return Inserted::Below;
+            }
+            self.top.update(oldest, -1, size, &mut self.changes);
+            self.top.update(key.clone(), 1, size, &mut self.changes);
+            self.unknown_below = self.oldest().cloned();
+        } else {
+            self.top.update(key.clone(), 1, size, &mut self.changes);
+        }
+        Inserted::Added
+    }
+
+    fn remove(&mut self, key: &FeedKey, size: usize) -> bool {
+        if !self.top.entries.contains_key(key) {
+            return false;
+        }
+        self.top.update(key.clone(), -1, size, &mut self.changes);
+        true
+    }
+
+    fn head(&self, size: usize) -> Vec<FeedKey> {
+        self.top.head(size).cloned().collect()
+    }
+}
 
 enum Input {
-    Live((TypedId, Story), isize),
-    Snapshot((Request, Story), isize),
-    Request(Request, isize),
+    Edge((TypedId, TypedId), isize),
+    Story(Story, isize),
+    Request(Request),
 }
 
 /// The bolt's state on one worker.
 struct Heads {
     settings: HeadSettings,
-    feeds: HashMap<TypedId, UserFeed>,
-    ids: Interner,
-    /// Users whose head is live here (`active` mode).
-    live: HashSet<TypedId>,
-    /// Users with rebuild requests received but not yet answered.
-    pending: HashMap<TypedId, usize>,
+    fanout: Fanout,
+    /// Users with a head here: everyone with a non-empty feed (`all`), or the live ones (`active`).
+    heads: HashMap<Tid, UserHead>,
     last_eviction: Instant,
 }
 
+/// What one epoch brings, split by kind.
+#[derive(Default)]
+struct EpochInput {
+    edges: Vec<((TypedId, TypedId), isize)>,
+    stories: Vec<(Story, isize)>,
+    requests: Vec<Request>,
+}
+
 impl Heads {
-    fn apply(
-        &mut self,
-        user: &TypedId,
-        story: &Story,
-        diff: isize,
-        changes: &mut Vec<(Entry, isize)>,
-    ) {
-        let entry = Entry {
-            time: story.0.time,
-            id: self.ids.intern(&story.0.id),
-        };
-        let id = entry.id.clone();
-        let feed = self.feeds.entry(user.clone()).or_default();
-        if feed.update(entry, diff, self.settings.feed_size, changes) {
-            self.ids.release(&id);
+    fn cap(&self) -> usize {
+        self.settings.feed_size + self.settings.slack
+    }
+
+    /// A user's head, created empty (`all` mode) if missing; `None` for a
+    /// user who is not live (`active` mode).
+    fn head_mut(&mut self, user: Tid) -> Option<&mut UserHead> {
+        match self.settings.materialize {
+            Materialize::All => Some(self.heads.entry(user).or_default()),
+            Materialize::Active => self.heads.get_mut(&user),
         }
-        if feed.entries.is_empty() {
-            self.feeds.remove(user);
+    }
+
+    /// The user's candidates, fresh from the stories (the rebuild path).
+    fn rebuilt(&self, user: Tid) -> UserHead {
+        let cap = self.cap();
+        let keys = self.fanout.merged(user, None, cap);
+        let mut head = UserHead {
+            unknown_below: (keys.len() == cap).then(|| keys[cap - 1].clone()),
+            ..UserHead::default()
+        };
+        let mut ignored = Vec::new();
+        for key in keys {
+            head.top
+                .update(key, 1, self.settings.feed_size, &mut ignored);
+        }
+        head
+    }
+
+    fn epoch(
+        &mut self,
+        time: u64,
+        input: EpochInput,
+        drpc: &Drpc,
+        status: &Status,
+        out: &mut Vec<HeadChange>,
+        deliveries: &mut Vec<Delivery>,
+    ) {
+        let EpochInput {
+            mut edges,
+            mut stories,
+            requests,
+        } = input;
+        differential_dataflow::consolidation::consolidate(&mut edges);
+        differential_dataflow::consolidation::consolidate(&mut stories);
+        let (size, cap) = (self.settings.feed_size, self.cap());
+        let mut considered = 0u64;
+        let mut touched: Vec<Tid> = Vec::new();
+
+        // Interests first: what digests read of a changed edge is the
+        // interest's stories before this epoch's (edges ⋈ old stories).
+        let mut follows = Vec::new();
+        let mut unfollowed = Vec::new();
+        for ((interest, user), diff) in edges {
+            let (i, u) = (
+                self.fanout.typed_ids.intern(&interest),
+                self.fanout.typed_ids.intern(&user),
+            );
+            if self.settings.deliveries {
+                for key in self.fanout.stories_about(i) {
+                    let story = self.fanout.story(key).expect("indexed story").clone();
+                    deliveries.push(((user.clone(), story), time, diff));
+                }
+            }
+            for _ in 0..diff.unsigned_abs() {
+                if diff > 0 {
+                    self.fanout.follow(u, i);
+                } else {
+                    self.fanout.unfollow(u, i);
+                }
+            }
+            if diff > 0 {
+                follows.push((u, i));
+            } else {
+                unfollowed.push(u);
+            }
+        }
+
+        // Then stories, removals before additions.
+        stories.sort_by_key(|(_, diff)| *diff);
+        let mut changed = Vec::new();
+        for (story, diff) in stories {
+            let about = if diff < 0 {
+                self.fanout.remove_story(&story)
+            } else {
+                self.fanout.add_story(&story)
+            };
+            if self.settings.deliveries {
+                for tid in &about {
+                    for &u in self.fanout.followers(*tid) {
+                        let user = self.fanout.typed_ids.name(u).clone();
+                        deliveries.push(((user, story.clone()), time, diff));
+                    }
+                }
+            }
+            changed.push((story.key(), about, diff));
+        }
+
+        // Heads: unfollows drop what no interest brings any more.
+        unfollowed.sort_unstable();
+        unfollowed.dedup();
+        for u in unfollowed {
+            let Some(head) = self.heads.get(&u) else {
+                continue;
+            };
+            let gone: Vec<FeedKey> = head
+                .top
+                .entries
+                .keys()
+                .filter(|key| !self.fanout.in_feed_of(u, key))
+                .cloned()
+                .collect();
+            let head = self.heads.get_mut(&u).expect("present");
+            for key in gone {
+                head.remove(&key, size);
+            }
+            touched.push(u);
+        }
+        // Stories removed and added reach the followers of what they are about.
+        for (key, about, diff) in &changed {
+            for tid in about {
+                for &u in self.fanout.followers(*tid) {
+                    considered += 1;
+                    let head = match self.settings.materialize {
+                        Materialize::All if *diff > 0 => self.heads.entry(u).or_default(),
+                        _ => match self.heads.get_mut(&u) {
+                            Some(head) => head,
+                            None => continue,
+                        },
+                    };
+                    let changed = if *diff < 0 {
+                        head.remove(key, size)
+                    } else {
+                        head.insert(key, size, cap) == Inserted::Added
+                    };
+                    if changed {
+                        touched.push(u);
+                    }
+                }
+            }
+        }
+        // Follows backfill from the interest's newest stories down to the bound.
+        for (u, i) in follows {
+            if self.head_mut(u).is_none() {
+                continue;
+            }
+            let head = self.heads.get_mut(&u).expect("present");
+            for key in self.fanout.stories_about(i) {
+                considered += 1;
+                if head.insert(key, size, cap) == Inserted::Below {
+                    break;
+                }
+            }
+            touched.push(u);
+        }
+
+        // Refill the users that retractions left short, and emit.
+        touched.sort_unstable();
+        touched.dedup();
+        for u in touched {
+            let Some(head) = self.heads.get_mut(&u) else {
+                continue;
+            };
+            if head.len() < size {
+                if let Some(bound) = head.unknown_below.take() {
+                    let need = cap - head.len();
+                    let older = self.fanout.merged(u, Some(&bound), need);
+                    considered += older.len() as u64;
+                    if older.len() == need {
+                        head.unknown_below = older.last().cloned();
+                    }
+                    for key in &older {
+                        head.top.update(key.clone(), 1, size, &mut head.changes);
+                    }
+                }
+            }
+            let user = self.fanout.typed_ids.name(u);
+            differential_dataflow::consolidation::consolidate(&mut head.changes);
+            out.extend(
+                head.changes
+                    .drain(..)
+                    .map(|(key, diff)| (user.clone(), key, diff)),
+            );
+            if head.len() == 0
+                && head.unknown_below.is_none()
+                && self.settings.materialize == Materialize::All
+            {
+                self.heads.remove(&u);
+            }
+        }
+        status.add_deliveries(considered);
+
+        for request in requests {
+            self.answer(time, request, drpc, status, out);
+        }
+        self.evict_idle(drpc, out);
+    }
+
+    fn is_live_mode(&self) -> bool {
+        self.settings.materialize == Materialize::Active
+    }
+
+    /// Answers a rebuild request from the stories as of this epoch; in
+    /// `active` mode the answer becomes the user's live head.
+    fn answer(
+        &mut self,
+        time: u64,
+        (user, id): Request,
+        drpc: &Drpc,
+        status: &Status,
+        out: &mut Vec<HeadChange>,
+    ) {
+        let size = self.settings.feed_size;
+        let u = self.fanout.typed_ids.intern(&user);
+        let rebuilt = self.rebuilt(u);
+        let answer = rebuilt.head(size);
+        match self.heads.get(&u) {
+            Some(live) => {
+                // The fan-in answer must equal the head kept live, at the same epoch.
+                if live.head(size) != answer {
+                    status.add_drpc_mismatch();
+                }
+            }
+            None if self.is_live_mode() => {
+                out.extend(answer.iter().map(|key| (user.clone(), key.clone(), 1)));
+                self.heads.insert(u, rebuilt);
+                drpc.activate_at(time, &user);
+            }
+            None => {
+                if !answer.is_empty() {
+                    status.add_drpc_mismatch();
+                }
+            }
+        }
+        drpc.answer_at(time, id, answer);
+    }
+
+    /// In `active` mode, at most once a second: drops the heads of users
+    /// not read within the window.
+    fn evict_idle(&mut self, drpc: &Drpc, out: &mut Vec<HeadChange>) {
+        if !self.is_live_mode() || self.last_eviction.elapsed() <= Duration::from_secs(1) {
+            return;
+        }
+        self.last_eviction = Instant::now();
+        let live: std::collections::HashSet<TypedId> = self
+            .heads
+            .keys()
+            .map(|u| self.fanout.typed_ids.name(*u).clone())
+            .collect();
+        for user in drpc.evict_idle(&live, self.settings.active_window) {
+            let u = self
+                .fanout
+                .typed_ids
+                .get(&user)
+                .expect("live user interned");
+            if let Some(head) = self.heads.remove(&u) {
+                out.extend(
+                    head.head(self.settings.feed_size)
+                        .into_iter()
+                        .map(|key| (user.clone(), key, -1)),
+                );
+            }
         }
     }
 
@@ -127,131 +451,27 @@ impl Heads {
         peers: usize,
         out: &mut Vec<HeadChange>,
     ) {
-        for user in self.feeds.keys() {
-            let head = self.head(user);
-            if !head.is_empty() {
+        let size = self.settings.feed_size;
+        for (u, head) in &self.heads {
+            if head.len() > 0 {
+                let user = self.fanout.typed_ids.name(*u);
                 out.push(reset_marker(user));
-                out.extend(head.into_iter().map(|key| (user.clone(), key, 1)));
+                out.extend(
+                    head.head(size)
+                        .into_iter()
+                        .map(|key| (user.clone(), key, 1)),
+                );
             }
         }
-        let has = |user: &TypedId| self.feeds.get(user).is_some_and(|f| !f.entries.is_empty());
+        let has = |user: &TypedId| {
+            self.fanout
+                .typed_ids
+                .get(user)
+                .and_then(|u| self.heads.get(&u))
+                .is_some_and(|head| head.len() > 0)
+        };
         for user in stale_users(store.users(), index, peers, has) {
             out.push(reset_marker(&user));
-        }
-    }
-
-    fn head(&self, user: &TypedId) -> Vec<FeedKey> {
-        self.feeds.get(user).map_or_else(Vec::new, |feed| {
-            feed.entries
-                .keys()
-                .rev()
-                .take(self.settings.feed_size)
-                .map(|e| FeedKey::new(e.time, &*e.id))
-                .collect()
-        })
-    }
-
-    /// One complete epoch.
-    fn epoch(
-        &mut self,
-        time: u64,
-        inputs: Vec<Input>,
-        drpc: &Drpc,
-        status: &Status,
-        out: &mut Vec<HeadChange>,
-    ) {
-        let (mut live, mut snapshots, mut requests) = (Vec::new(), Vec::new(), Vec::new());
-        for input in inputs {
-            match input {
-                Input::Live(d, r) => live.push((d, r)),
-                Input::Snapshot(d, r) => snapshots.push((d, r)),
-                Input::Request(d, r) => requests.push((d, r)),
-            }
-        }
-        status.add_deliveries(live.len() as u64);
-        differential_dataflow::consolidation::consolidate(&mut live);
-        differential_dataflow::consolidation::consolidate(&mut snapshots);
-        differential_dataflow::consolidation::consolidate(&mut requests);
-        // Requests are present at their epoch (+1) and retracted at the next (-1).
-        let requests: Vec<Request> = requests
-            .into_iter()
-            .filter(|(_, r)| *r > 0)
-            .map(|(q, _)| q)
-            .collect();
-        let active_mode = self.settings.materialize == Materialize::Active;
-        let activating: HashSet<TypedId> = requests
-            .iter()
-            .filter(|(user, _)| active_mode && !self.live.contains(user))
-            .map(|(user, _)| user.clone())
-            .collect();
-
-        let mut changes = Vec::new();
-        let mut live = live.into_iter().peekable();
-        while let Some(((user, _), _)) = live.peek() {
-            let user = user.clone();
-            let keep = !active_mode || (self.live.contains(&user) && !activating.contains(&user));
-            while let Some(((_, key), diff)) = live.next_if(|((u, _), _)| *u == user) {
-                if keep {
-                    self.apply(&user, &key, diff, &mut changes);
-                }
-            }
-            emit(&user, &mut changes, out);
-        }
-
-        // Each request's snapshot, as of this epoch: positive counts only
-        // (the request's retraction at the next epoch is not wanted).
-        let mut by_request: HashMap<Request, Vec<(Story, isize)>> = HashMap::new();
-        for ((request, key), count) in snapshots {
-            if count > 0 {
-                by_request.entry(request).or_default().push((key, count));
-            }
-        }
-        for request in requests {
-            let mut snapshot = by_request.remove(&request).unwrap_or_default();
-            snapshot.sort_by(|a, b| b.0.cmp(&a.0));
-            let (user, id) = request;
-            if let Some(count) = self.pending.get_mut(&user) {
-                *count -= 1;
-                if *count == 0 {
-                    self.pending.remove(&user);
-                }
-            }
-            if activating.contains(&user) && !self.live.contains(&user) {
-                self.feeds.remove(&user);
-                for (key, count) in &snapshot {
-                    self.apply(&user, key, *count, &mut changes);
-                }
-                emit(&user, &mut changes, out);
-                self.live.insert(user.clone());
-                drpc.activate_at(time, &user);
-            }
-            let answer: Vec<FeedKey> = snapshot
-                .into_iter()
-                .take(self.settings.feed_size)
-                .map(|(story, _)| story.key())
-                .collect();
-            if !active_mode || self.live.contains(&user) {
-                // The fan-in answer must equal the head kept live, at the same epoch.
-                if answer != self.head(&user) {
-                    status.add_drpc_mismatch();
-                }
-            }
-            drpc.answer_at(time, id, answer);
-        }
-
-        if active_mode && self.last_eviction.elapsed() > Duration::from_secs(1) {
-            self.last_eviction = Instant::now();
-            for user in drpc.evict_idle(&self.live, self.settings.active_window) {
-                self.live.remove(&user);
-                for key in self.head(&user) {
-                    out.push((user.clone(), key, -1));
-                }
-                if let Some(feed) = self.feeds.remove(&user) {
-                    for entry in feed.entries.into_keys() {
-                        self.ids.release(&entry.id);
-                    }
-                }
-            }
         }
     }
 }
@@ -261,103 +481,84 @@ pub fn reset_marker(user: &TypedId) -> HeadChange {
     (user.clone(), FeedKey::new(0, ""), 0)
 }
 
-fn emit(user: &TypedId, changes: &mut Vec<(Entry, isize)>, out: &mut Vec<HeadChange>) {
-    differential_dataflow::consolidation::consolidate(changes);
-    out.extend(
-        changes
-            .drain(..)
-            .map(|(entry, diff)| (user.clone(), FeedKey::new(entry.time, &*entry.id), diff)),
-    );
-}
-
-impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Story), isize> {
+impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, TypedId), isize> {
     fn maintain_head(
         self,
-        snapshots: Snapshots<'scope>,
-        requests: Requests<'scope>,
+        stories: VecCollection<'scope, u64, Story, isize>,
+        requests: StreamVec<'scope, u64, Request>,
         settings: HeadSettings,
         drpc: Arc<Drpc>,
         status: Arc<Status>,
-    ) -> StreamVec<'scope, u64, HeadChange> {
+    ) -> HeadsAndDeliveries<'scope> {
         let scope = self.inner.scope();
-        let (builder_index, builder_peers) = (scope.index(), scope.peers());
+        let (index, peers) = (scope.index(), scope.peers());
         let mut builder = OperatorBuilder::new("MaintainHead".to_owned(), scope);
-        let mut live = builder.new_input(
+        let mut edges = builder.new_input(
             self.inner,
-            Exchange::new(|((user, _), _, _): &((TypedId, Story), u64, isize)| route(user)),
+            Exchange::new(|((_, user), _, _): &((TypedId, TypedId), u64, isize)| route(user)),
         );
-        let mut snapshots = builder.new_input(
-            snapshots.inner,
-            Exchange::new(|(((user, _), _), _, _): &((Request, Story), u64, isize)| route(user)),
-        );
-        let mut requests = builder.new_input(
-            requests.inner,
-            Exchange::new(|((user, _), _, _): &(Request, u64, isize)| route(user)),
-        );
-        let (output, stream) = builder.new_output();
-        let (index, peers) = (builder_index, builder_peers);
-        let mut output =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<HeadChange>>>::from(output);
+        let mut stories = builder.new_input(stories.inner, Pipeline);
+        let mut requests =
+            builder.new_input(requests, Exchange::new(|(user, _): &Request| route(user)));
+        let (heads_out, heads_stream) = builder.new_output();
+        let (deliveries_out, deliveries_stream) = builder.new_output();
+        let mut heads_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<HeadChange>>>::from(heads_out);
+        let mut deliveries_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Delivery>>>::from(deliveries_out);
         builder.build(move |mut caps| {
-            let mut stash = EpochStash::new(1);
+            let mut stash = EpochStash::new(2);
+            caps.pop(); // the deliveries' initial capability: the stash holds what is needed
             let mut recovery = RecoveryGate::new(caps.pop(), settings.recover_into.clone());
             let mut heads = Heads {
                 settings,
-                feeds: HashMap::new(),
-                ids: Interner::default(),
-                live: HashSet::new(),
-                pending: HashMap::new(),
+                fanout: Fanout::default(),
+                heads: HashMap::new(),
                 last_eviction: Instant::now(),
             };
-            let mut out = Vec::new();
+            let (mut out, mut delivered) = (Vec::new(), Vec::new());
             move |frontiers| {
-                requests.for_each(|cap, data| {
-                    for ((user, _), _, diff) in data.iter() {
-                        if *diff > 0 {
-                            *heads.pending.entry(user.clone()).or_default() += 1;
-                        }
-                    }
+                edges.for_each(|cap, data| {
+                    stash.stash_timed(&cap, data.drain(..).map(|(d, t, r)| (t, Input::Edge(d, r))))
+                });
+                stories.for_each(|cap, data| {
                     stash.stash_timed(
                         &cap,
-                        data.drain(..).map(|(d, t, r)| (t, Input::Request(d, r))),
+                        data.drain(..).map(|(s, t, r)| (t, Input::Story(s, r))),
                     )
                 });
-                // In active mode, drop at once the deliveries of users who are
-                // not live and cannot become live by then: no rebuild of theirs
-                // is pending, and none can still arrive for a time up to `t`.
-                let requests_frontier = &frontiers[2];
-                live.for_each(|cap, data| {
-                    let kept = data.drain(..).filter(|((user, _), t, _)| {
-                        heads.settings.materialize == Materialize::All
-                            || heads.live.contains(user)
-                            || heads.pending.contains_key(user)
-                            || requests_frontier.less_equal(t)
-                    });
-                    stash.stash_timed(&cap, kept.map(|(d, t, r)| (t, Input::Live(d, r))))
-                });
-                snapshots.for_each(|cap, data| {
-                    stash.stash_timed(
-                        &cap,
-                        data.drain(..).map(|(d, t, r)| (t, Input::Snapshot(d, r))),
-                    )
-                });
-                let mut output = output.activate();
+                requests
+                    .for_each(|cap, data| stash.stash(&cap, data.drain(..).map(Input::Request)));
+                let mut heads_out = heads_out.activate();
+                let mut deliveries_out = deliveries_out.activate();
                 for (caps, inputs) in
                     stash.take_ready(&[&frontiers[0], &frontiers[1], &frontiers[2]])
                 {
-                    heads.epoch(*caps[0].time(), inputs, &drpc, &status, &mut out);
+                    let mut input = EpochInput::default();
+                    for item in inputs {
+                        match item {
+                            Input::Edge(edge, diff) => input.edges.push((edge, diff)),
+                            Input::Story(story, diff) => input.stories.push((story, diff)),
+                            Input::Request(request) => input.requests.push(request),
+                        }
+                    }
+                    let time = *caps[0].time();
+                    heads.epoch(time, input, &drpc, &status, &mut out, &mut delivered);
+                    deliveries_out
+                        .session(&caps[1])
+                        .give_iterator(delivered.drain(..));
                     if recovery.holding() {
                         out.clear(); // the recovered heads are written whole at the end
                     } else {
-                        output.session(&caps[0]).give_iterator(out.drain(..));
+                        heads_out.session(&caps[0]).give_iterator(out.drain(..));
                     }
                 }
                 recovery.step(&status, frontiers, |cap, store| {
                     heads.recovered_heads(store, index, peers, &mut out);
-                    output.session(cap).give_iterator(out.drain(..));
+                    heads_out.session(cap).give_iterator(out.drain(..));
                 });
             }
         });
-        stream
+        (heads_stream, deliveries_stream.as_collection())
     }
 }

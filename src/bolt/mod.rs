@@ -5,8 +5,8 @@
 //! |---|---|---|
 //! | [`interests`] | [`ResolveInterests`] | follow/unfollow events → current (interest, user) edges (last writer wins) |
 //! | [`stories`] | [`KeepStories`] | activity/delete events → retained stories per typed id, and activity writes |
-//! | [`fanout`] | [`Fanout`] | stories ⋈ interests → (user, entry) deliveries (differential join) |
-//! | [`feed_head`] | [`MaintainHead`] | deliveries → exact changes to each user's bounded feed head |
+//! | [`feed_head`] | [`MaintainHead`] | interest edges + every story → exact changes to each user's bounded feed head, feed deliveries, rebuild answers |
+//! | [`fanout`] | — | the fan-out state a feed-head bolt keeps: all stories by typed id, its users' interests, their followers |
 //! | [`digest`] | [`Digest`] | deliveries (or notifications) → exact changes to each user's digest heads |
 //! | [`top_k`] | — | the bounded top-K that heads and digests share |
 //! | [`recovery`] | — | the gate that holds output while a restart recovers on a persistent store |
@@ -30,7 +30,6 @@ use timely::dataflow::operators::{Capability, InputCapability};
 use timely::progress::frontier::MutableAntichain;
 
 pub use digest::Digest;
-pub use fanout::Fanout;
 pub use feed_head::MaintainHead;
 pub use interests::{InterestEvent, ResolveInterests};
 pub use stories::{ActivityChange, KeepStories, StoryEvent};

@@ -14,7 +14,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
 use crate::bolt::EpochStash;
-use crate::event::{Activity, Millis, TypedId};
+use crate::event::{Activity, Millis};
 use crate::feed::Story;
 use crate::grouping::route;
 
@@ -47,8 +47,8 @@ pub enum ActivityChange {
 
 /// Keeps the set of retained activities.
 pub trait KeepStories<'scope> {
-    /// Returns the stories, `(typed id, entry)` for each typed id an activity
-    /// names, and the activity writes for the sink. `horizon` carries each
+    /// Returns the stories, `+1` when an activity becomes retained and `-1`
+    /// when it is deleted or expires, and the activity writes for the sink. `horizon` carries each
     /// worker's newest event time per epoch, broadcast to all workers; a story
     /// older than the newest time seen minus `retention` is dropped.
     fn keep_stories(
@@ -58,9 +58,10 @@ pub trait KeepStories<'scope> {
     ) -> (Stories<'scope>, StreamVec<'scope, u64, ActivityChange>);
 }
 
-/// Retained stories: `(typed id, entry)` with `+1` when an activity becomes
-/// retained and `-1` when it is deleted or expires.
-pub type Stories<'scope> = VecCollection<'scope, u64, (TypedId, Story), isize>;
+/// Retained stories: `+1` when an activity becomes retained and `-1` when it
+/// is deleted or expires. A story is about each typed id its activity names
+/// ([`Activity::story_ids`]).
+pub type Stories<'scope> = VecCollection<'scope, u64, Story, isize>;
 
 enum Input {
     Event(StoryEvent),
@@ -77,14 +78,11 @@ struct Retained {
     newest: Option<Millis>,
 }
 
-type StoryUpdate = ((TypedId, Story), u64, isize);
+type StoryUpdate = (Story, u64, isize);
 
 impl Retained {
     fn stories(activity: &Arc<Activity>, time: u64, diff: isize, out: &mut Vec<StoryUpdate>) {
-        let story = Story(activity.clone());
-        for typed in activity.story_ids() {
-            out.push(((typed.clone(), story.clone()), time, diff));
-        }
+        out.push((Story(activity.clone()), time, diff));
     }
 
     fn remove(

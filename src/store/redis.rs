@@ -204,8 +204,8 @@ impl Store for RedisStore {
             let feed = self.feed_key(user);
             let cmd = match diff {
                 0 => command!("DEL", &feed),
-                d if *d > 0 => command!("ZADD", &feed, &key.time, &key.id),
-                _ => command!("ZREM", &feed, &key.id),
+                d if *d > 0 => command!("ZADD", &feed, &key.time, &*key.id),
+                _ => command!("ZREM", &feed, &*key.id),
             };
             let unit = unit_of(user, &mut users);
             users[unit].1.push(cmd);
@@ -255,11 +255,7 @@ impl Store for RedisStore {
                     let ties: Vec<String> = c.zrangebyscore(&feed, after.time, after.time)?;
                     Ok((higher, ties))
                 })?;
-                higher
-                    + ties
-                        .iter()
-                        .filter(|id| id.as_str() >= after.id.as_str())
-                        .count()
+                higher + ties.iter().filter(|id| id.as_str() >= &*after.id).count()
             }
         };
         let members: Vec<(String, f64)> = self.with(&feed, |c| {
@@ -313,11 +309,7 @@ impl Store for RedisStore {
                     let ties: Vec<String> = c.zrangebyscore(&zset, score, score)?;
                     Ok((lower, ties))
                 })?;
-                lower
-                    + ties
-                        .iter()
-                        .filter(|k| k.as_str() <= after.id.as_str())
-                        .count()
+                lower + ties.iter().filter(|k| k.as_str() <= &*after.id).count()
             }
         };
         let last = from.saturating_add(limit).min(isize::MAX as usize) as isize;
