@@ -16,12 +16,16 @@ fn check(seed: u64, shape: Shape, feed: FeedConfig) {
     check_with(seed, shape, feed, &[DigestConfig::default()]);
 }
 
+fn check_with(seed: u64, shape: Shape, feed: FeedConfig, digests: &[DigestConfig]) {
+    check_mixed(seed, shape, DEFAULT_MIX, feed, digests);
+}
+
 /// Runs the workload on 1, 2 and 4 workers and compares feeds, every digest
 /// of `digests` and the notification feeds with the reference model.
-fn check_with(seed: u64, shape: Shape, feed: FeedConfig, digests: &[DigestConfig]) {
+fn check_mixed(seed: u64, shape: Shape, mix: Mix, feed: FeedConfig, digests: &[DigestConfig]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
-    let lines = random_lines(seed, shape);
+    let lines = random_lines_mixed(seed, shape, mix);
     write_lines(&path, &lines);
     let events = decode_all(&lines);
     let expected = reference::feeds(&events, &feed);
@@ -184,5 +188,60 @@ fn digests_with_other_keys_windows_and_bounds() {
     .collect();
     for seed in 50..53 {
         check_with(seed, shape, small_heads(), &digests);
+    }
+}
+
+/// Bounded candidates with no slack or one entry of it: nearly every
+/// retraction in a full head leaves it short, so the same-epoch refill runs
+/// all the time, and must keep every head exact.
+#[test]
+fn bounded_candidates_refill_with_slack_0_and_1() {
+    let shape = Shape {
+        events: 2_000,
+        users: 15,
+        things: 10,
+        ids: 800,
+        times: 300,
+        spacing: 1_000,
+    };
+    for slack in [0, 1] {
+        let feed = FeedConfig {
+            feed_size: 5,
+            slack,
+            ..FeedConfig::default()
+        };
+        for seed in 60..63 {
+            check(seed, shape, feed.clone());
+        }
+    }
+}
+
+/// Unfollow- and delete-heavy sequences (as many unfollows as follows, a
+/// quarter of the events deletes), with and without slack.
+#[test]
+fn unfollow_and_delete_heavy_sequences() {
+    let shape = Shape {
+        events: 3_000,
+        users: 20,
+        things: 12,
+        ids: 1_000,
+        times: 500,
+        spacing: 1_000,
+    };
+    for (feed_size, slack) in [(5, 0), (5, 1), (20, 0), (20, 50)] {
+        let feed = FeedConfig {
+            feed_size,
+            slack,
+            ..FeedConfig::default()
+        };
+        for seed in 70..72 {
+            check_mixed(
+                seed,
+                shape,
+                CHURN_MIX,
+                feed.clone(),
+                &[DigestConfig::default()],
+            );
+        }
     }
 }

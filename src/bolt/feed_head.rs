@@ -13,7 +13,7 @@
 //! epoch. A follow backfills from the interest's newest stories down to the
 //! bound. Rebuild-feed requests are answered by the same merge.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,6 @@ use timely::dataflow::StreamVec;
 
 use crate::bolt::fanout::{Fanout, Tid};
 use crate::bolt::recovery::{stale_users, RecoveryGate};
-use crate::bolt::top_k::TopK;
 use crate::bolt::EpochStash;
 use crate::config::Materialize;
 use crate::drpc::{Drpc, Request};
@@ -91,8 +90,10 @@ pub trait MaintainHead<'scope> {
 /// One user's candidates.
 #[derive(Default)]
 struct UserHead {
-    /// The newest entries of the feed, each once; the head is the top `feed_size`.
-    top: TopK<FeedKey>,
+    /// The newest entries of the feed, each once, oldest first; the head is
+    /// the last `feed_size`. A ring: new entries mostly arrive at the back
+    /// while the oldest leave at the front.
+    entries: VecDeque<FeedKey>,
     /// Every feed entry at or above this is a candidate; older ones may
     /// exist unstored. `None`: every entry is a candidate.
     unknown_below: Option<FeedKey>,
@@ -111,45 +112,76 @@ enum Inserted {
 
 impl UserHead {
     fn len(&self) -> usize {
-        self.top.entries.len()
+        self.entries.len()
     }
 
-    fn oldest(&self) -> Option<&FeedKey> {
-        self.top.entries.keys().next()
+    /// Index of the oldest entry inside the head.
+    fn head_start(&self, size: usize) -> usize {
+        self.entries.len().saturating_sub(size)
     }
 
     fn insert(&mut self, key: &FeedKey, size: usize, cap: usize) -> Inserted {
         if self.unknown_below.as_ref().is_some_and(|b| key < b) {
             return Inserted::Below;
         }
-        if self.top.entries.contains_key(key) {
+        let Err(at) = self.entries.binary_search(key) else {
             return Inserted::Present;
-        }
+        };
         if self.len() >= cap {
-            let oldest = self.oldest().expect("cap > 0").clone();
-            if *key < oldest {
-                self.unknown_below = Some(oldest);
+            if at == 0 {
+                self.unknown_below = self.entries.front().cloned();
                 return Inserted::Below;
             }
-            self.top.update(oldest, -1, size, &mut self.changes);
-            self.top.update(key.clone(), 1, size, &mut self.changes);
-            self.unknown_below = self.oldest().cloned();
+            let oldest = self.entries.pop_front().expect("cap > 0");
+            if self.len() < size {
+                self.changes.push((oldest, -1));
+            }
+            self.add_at(at - 1, key.clone(), size);
+            // The oldest left: below the new oldest, entries may exist unstored.
+            self.unknown_below = self.entries.front().cloned();
         } else {
-            self.top.update(key.clone(), 1, size, &mut self.changes);
+            self.add_at(at, key.clone(), size);
         }
         Inserted::Added
     }
 
-    fn remove(&mut self, key: &FeedKey, size: usize) -> bool {
-        if !self.top.entries.contains_key(key) {
-            return false;
+    /// Inserts a new entry at its sorted place `at`, noting head changes.
+    fn add_at(&mut self, at: usize, key: FeedKey, size: usize) {
+        let boundary = self.head_start(size);
+        if self.len() < size {
+            self.changes.push((key.clone(), 1));
+        } else if at > boundary {
+            // Above the head's oldest entry, which leaves the head.
+            self.changes.push((key.clone(), 1));
+            self.changes.push((self.entries[boundary].clone(), -1));
         }
-        self.top.update(key.clone(), -1, size, &mut self.changes);
+        self.entries.insert(at, key);
+    }
+
+    fn remove(&mut self, key: &FeedKey, size: usize) -> bool {
+        let Ok(at) = self.entries.binary_search(key) else {
+            return false;
+        };
+        let boundary = self.head_start(size);
+        if at >= boundary {
+            self.changes.push((key.clone(), -1));
+            if boundary > 0 {
+                self.changes.push((self.entries[boundary - 1].clone(), 1));
+            }
+        }
+        self.entries.remove(at);
         true
     }
 
+    /// Adds entries older than every candidate (a refill), newest first.
+    fn extend_below(&mut self, older: &[FeedKey], size: usize) {
+        for key in older {
+            self.add_at(0, key.clone(), size);
+        }
+    }
+
     fn head(&self, size: usize) -> Vec<FeedKey> {
-        self.top.head(size).cloned().collect()
+        self.entries.iter().rev().take(size).cloned().collect()
     }
 }
 
@@ -194,16 +226,11 @@ impl Heads {
     fn rebuilt(&self, user: Tid) -> UserHead {
         let cap = self.cap();
         let keys = self.fanout.merged(user, None, cap);
-        let mut head = UserHead {
+        UserHead {
             unknown_below: (keys.len() == cap).then(|| keys[cap - 1].clone()),
-            ..UserHead::default()
-        };
-        let mut ignored = Vec::new();
-        for key in keys {
-            head.top
-                .update(key, 1, self.settings.feed_size, &mut ignored);
+            entries: keys.into_iter().rev().collect(),
+            changes: Vec::new(),
         }
-        head
     }
 
     fn epoch(
@@ -283,9 +310,8 @@ impl Heads {
                 continue;
             };
             let gone: Vec<FeedKey> = head
-                .top
                 .entries
-                .keys()
+                .iter()
                 .filter(|key| !self.fanout.in_feed_of(u, key))
                 .cloned()
                 .collect();
@@ -348,9 +374,7 @@ impl Heads {
                     if older.len() == need {
                         head.unknown_below = older.last().cloned();
                     }
-                    for key in &older {
-                        head.top.update(key.clone(), 1, size, &mut head.changes);
-                    }
+                    head.extend_below(&older, size);
                 }
             }
             let user = self.fanout.typed_ids.name(u);

@@ -78,11 +78,42 @@ fn time_value(rng: &mut StdRng, ms: i64) -> serde_json::Value {
     }
 }
 
+/// The shares of event kinds in a random sequence.
+#[derive(Clone, Copy, Debug)]
+pub struct Mix {
+    /// Share of activities.
+    pub activities: f64,
+    /// Share of follows and unfollows.
+    pub interests: f64,
+    /// Of those, the share of unfollows.
+    pub unfollows: f64,
+    // The rest are deletes.
+}
+
+/// The mix of [`random_lines`]: mostly activities and follows.
+pub const DEFAULT_MIX: Mix = Mix {
+    activities: 0.45,
+    interests: 0.40,
+    unfollows: 0.35,
+};
+
+/// A churning mix: as many unfollows as follows, and a quarter deletes.
+pub const CHURN_MIX: Mix = Mix {
+    activities: 0.40,
+    interests: 0.35,
+    unfollows: 0.5,
+};
+
 /// A seeded random event sequence full of the adversarial cases: duplicate
 /// activities, deletes before and after their activity (and of ids that
 /// never come), follow/unfollow pairs with equal times, self-follows,
 /// activities whose actor, object and target coincide, every time form.
 pub fn random_lines(seed: u64, shape: Shape) -> Vec<String> {
+    random_lines_mixed(seed, shape, DEFAULT_MIX)
+}
+
+/// [`random_lines`] with the event kinds in the shares of `mix`.
+pub fn random_lines_mixed(seed: u64, shape: Shape, mix: Mix) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut activities: BTreeMap<usize, serde_json::Value> = BTreeMap::new();
     let mut lines = Vec::with_capacity(shape.events);
@@ -104,7 +135,7 @@ pub fn random_lines(seed: u64, shape: Shape) -> Vec<String> {
         // Times straddle T0, a UTC midnight, so day buckets split.
         let ms = T0 + (rng.gen_range(0..shape.times) - shape.times / 2) * shape.spacing;
         let roll: f64 = rng.gen();
-        let line = if roll < 0.45 {
+        let line = if roll < mix.activities {
             let id = rng.gen_range(0..shape.ids);
             if let Some(existing) = activities.get(&id) {
                 existing.clone() // an exact duplicate: at-least-once delivery
@@ -130,14 +161,14 @@ pub fn random_lines(seed: u64, shape: Shape) -> Vec<String> {
                 activities.insert(id, a.clone());
                 a
             }
-        } else if roll < 0.85 {
+        } else if roll < mix.activities + mix.interests {
             let user = typed("user", rng.gen_range(0..shape.users));
             let interest = if rng.gen_bool(0.05) {
                 user.clone()
             } else {
                 pick_any(&mut rng)
             };
-            let kind = if rng.gen_bool(0.65) {
+            let kind = if rng.gen_bool(1.0 - mix.unfollows) {
                 "follow"
             } else {
                 "unfollow"
