@@ -79,6 +79,48 @@ pub struct BenchReport {
     pub verified: Option<bool>,
     /// Worker threads.
     pub workers: usize,
+    /// Share of users who follow the most followed typed id at the end (skew).
+    pub top_followed_share: f64,
+    /// Share of events whose time is older than the newest time before them.
+    pub late_share: f64,
+}
+
+/// Of the users, the share following the most followed typed id at the end
+/// (last writer wins), and the share of events that arrived out of time order.
+fn workload_shape(events: &[Event]) -> (f64, f64) {
+    let mut edges: std::collections::HashMap<(&TypedId, &TypedId), (i64, InterestOp)> =
+        std::collections::HashMap::new();
+    let mut users = std::collections::HashSet::new();
+    let (mut newest, mut late) = (i64::MIN, 0usize);
+    for event in events {
+        if event.time() < newest {
+            late += 1;
+        }
+        newest = newest.max(event.time());
+        if let Event::Interest {
+            time,
+            user,
+            interest,
+            op,
+        } = event
+        {
+            users.insert(user);
+            let winner = edges.entry((user, interest)).or_insert((*time, *op));
+            *winner = (*winner).max((*time, *op));
+        }
+    }
+    let mut followers: std::collections::HashMap<&TypedId, usize> =
+        std::collections::HashMap::new();
+    for ((_, interest), (_, op)) in &edges {
+        if *op == InterestOp::Follow {
+            *followers.entry(interest).or_default() += 1;
+        }
+    }
+    let top = followers.values().copied().max().unwrap_or(0);
+    (
+        top as f64 / users.len().max(1) as f64,
+        late as f64 / events.len().max(1) as f64,
+    )
 }
 
 impl fmt::Display for BenchReport {
@@ -86,6 +128,12 @@ impl fmt::Display for BenchReport {
         writeln!(f, "materialize                 {}", self.materialize)?;
         writeln!(f, "workers                     {}", self.workers)?;
         writeln!(f, "events                      {}", self.events)?;
+        writeln!(
+            f,
+            "  most followed / users     {:.2} (skew)",
+            self.top_followed_share
+        )?;
+        writeln!(f, "  late events               {:.3}", self.late_share)?;
         writeln!(f, "feed deliveries             {}", self.deliveries)?;
         writeln!(
             f,
@@ -133,7 +181,12 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "  bytes per feed-head entry {:.0} (all state: arrangements, candidates, store)",
+            "  held bytes per head entry {:.0} (all state: stories, interests, candidates, store)",
+            self.held_rss_growth as f64 / self.head_entries.max(1) as f64
+        )?;
+        writeln!(
+            f,
+            "  peak bytes per head entry {:.0}",
             self.peak_rss_growth as f64 / self.head_entries.max(1) as f64
         )?;
         writeln!(
@@ -409,6 +462,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
 
     let mut all: Vec<Event> = Generator::sequence(&options.workload).collect();
     all.extend(probes);
+    let (top_followed_share, late_share) = workload_shape(&all);
     let started = Instant::now();
     let expected = reference::feeds(&all, &options.feed);
     let reference_secs = started.elapsed().as_secs_f64();
@@ -455,6 +509,8 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         rebuild_latency,
         verified,
         workers: options.workers,
+        top_followed_share,
+        late_share,
     })
 }
 

@@ -219,6 +219,34 @@ pub struct GeneratorConfig {
     /// Milliseconds of event time between consecutive events.
     #[serde(default = "default_step_ms")]
     pub step_ms: i64,
+    /// Share of events after the graph that are follows.
+    #[serde(default = "default_follow_share")]
+    pub follow_share: f64,
+    /// Share of events after the graph that are unfollows (of initial edges).
+    #[serde(default = "default_unfollow_share")]
+    pub unfollow_share: f64,
+    /// Share of events after the graph that delete a recent activity.
+    #[serde(default = "default_delete_share")]
+    pub delete_share: f64,
+    /// Share of events that arrive late: their time is set back by up to `late_by`.
+    #[serde(default)]
+    pub late_share: f64,
+    /// How late a late event is at most (`12h`).
+    #[serde(default = "default_late_by", with = "humantime_serde")]
+    pub late_by: Duration,
+}
+
+fn default_follow_share() -> f64 {
+    0.07
+}
+fn default_unfollow_share() -> f64 {
+    0.05
+}
+fn default_delete_share() -> f64 {
+    0.03
+}
+fn default_late_by() -> Duration {
+    Duration::from_secs(12 * 3600)
 }
 
 fn default_seed() -> u64 {

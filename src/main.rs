@@ -167,6 +167,22 @@ struct Workload {
     /// Events after the graph (mostly activities).
     #[arg(long, default_value_t = 200_000)]
     events: u64,
+    /// Zipf-like skew of who is followed and who acts (0 = uniform; higher
+    /// concentrates followers on a few celebrities).
+    #[arg(long, default_value_t = 1.5)]
+    skew: f64,
+    /// Share of events after the graph that are unfollows.
+    #[arg(long, default_value_t = 0.05)]
+    unfollow_share: f64,
+    /// Share of events after the graph that are deletes.
+    #[arg(long, default_value_t = 0.03)]
+    delete_share: f64,
+    /// Share of events that arrive late.
+    #[arg(long, default_value_t = 0.0)]
+    late_share: f64,
+    /// How late a late event is at most (`12h`).
+    #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+    late_by: std::time::Duration,
 }
 
 impl Workload {
@@ -179,6 +195,11 @@ impl Workload {
             events: Some(self.events),
             rate: None,
             step_ms: 100,
+            skew: self.skew,
+            unfollow_share: self.unfollow_share,
+            delete_share: self.delete_share,
+            late_share: self.late_share,
+            late_by: self.late_by,
             ..GeneratorConfig::default()
         }
     }

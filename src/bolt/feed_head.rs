@@ -124,8 +124,13 @@ impl UserHead {
         if self.unknown_below.as_ref().is_some_and(|b| key < b) {
             return Inserted::Below;
         }
-        let Err(at) = self.entries.binary_search(key) else {
-            return Inserted::Present;
+        // Most deliveries are the newest entry: no search for them.
+        let at = match self.entries.back() {
+            Some(newest) if key > newest => self.entries.len(),
+            _ => match self.entries.binary_search(key) {
+                Ok(_) => return Inserted::Present,
+                Err(at) => at,
+            },
         };
         if self.len() >= cap {
             if at == 0 {

@@ -143,8 +143,26 @@ fn follow_edge(config: &GeneratorConfig, j: u64) -> (TypedId, TypedId) {
     (user(follower), interest)
 }
 
-/// Event `i` of the workload.
+/// Event `i` of the workload: [`on_time_event`], set back in time when it is
+/// one of the `late_share` late events (drawn from a stream of its own, so
+/// the rest of the workload does not change with the share).
 pub fn event(config: &GeneratorConfig, i: u64) -> Event {
+    let mut event = on_time_event(config, i);
+    if config.late_share > 0.0 {
+        let mut rng = rng_for(config.seed ^ 0x1A7E_1A7E, i);
+        if rng.gen_bool(config.late_share.min(1.0)) {
+            let late_by = i64::try_from(config.late_by.as_millis()).unwrap_or(i64::MAX);
+            let back = rng.gen_range(0..=late_by.max(0));
+            match &mut event {
+                Event::Activity(a) => a.time -= back,
+                Event::Interest { time, .. } | Event::Delete { time, .. } => *time -= back,
+            }
+        }
+    }
+    event
+}
+
+fn on_time_event(config: &GeneratorConfig, i: u64) -> Event {
     let mut rng = rng_for(config.seed, i);
     let jitter = rng.gen_range(0..=config.step_ms.max(0) * 3);
     let time = config.start_time + i as i64 * config.step_ms - jitter;
@@ -158,7 +176,8 @@ pub fn event(config: &GeneratorConfig, i: u64) -> Event {
         };
     }
     let roll: f64 = rng.gen();
-    if roll < 0.85 {
+    let activities = 1.0 - config.follow_share - config.unfollow_share - config.delete_share;
+    if roll < activities {
         let actor = user(skewed(&mut rng, config.users.max(1), config.skew));
         let on_listing = rng.gen_bool(0.8) && config.listings > 0;
         let (object, target) = if on_listing {
@@ -172,7 +191,7 @@ pub fn event(config: &GeneratorConfig, i: u64) -> Event {
         };
         // A few events repeat an earlier activity exactly: at-least-once delivery.
         let id_index = if rng.gen_bool(0.01) && i > config.follows {
-            return event(config, i - 1);
+            return on_time_event(config, i - 1);
         } else {
             i
         };
@@ -187,7 +206,7 @@ pub fn event(config: &GeneratorConfig, i: u64) -> Event {
                 .gen_bool(0.3)
                 .then(|| format!(r#"{{"price":{}}}"#, rng.gen_range(1..500))),
         })
-    } else if roll < 0.92 {
+    } else if roll < activities + config.follow_share {
         let (user, interest) = follow_edge(config, rng.gen_range(0..u64::MAX) | (1 << 63));
         Event::Interest {
             time,
@@ -195,7 +214,8 @@ pub fn event(config: &GeneratorConfig, i: u64) -> Event {
             interest,
             op: InterestOp::Follow,
         }
-    } else if roll < 0.97 && config.follows > 0 {
+    } else if roll < activities + config.follow_share + config.unfollow_share && config.follows > 0
+    {
         let (user, interest) = follow_edge(config, rng.gen_range(0..config.follows));
         Event::Interest {
             time,
