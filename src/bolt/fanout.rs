@@ -9,6 +9,11 @@
 //! refilled below a bound) by merging the newest stories of the user's
 //! interests until the head is full, reading no more than the head needs.
 //!
+//! Everything the fan-out moves per delivery is fixed-size: typed ids are
+//! interned to [`Tid`]s and each retained story has a [`Slot`], so a feed
+//! entry is an [`Entry`] (its time and slot, 16 bytes, `Copy`) and a
+//! delivery allocates nothing and touches no shared reference count.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use feedstorm::bolt::fanout::Fanout;
@@ -22,25 +27,44 @@
 //! fanout.follow(ann, rob);
 //! fanout.add_story(&story("a1", 10, "user:rob"));
 //! fanout.add_story(&story("a2", 20, "user:rob"));
-//! let head: Vec<_> = fanout.merged(ann, None, 5).into_iter().map(|k| k.id.to_string()).collect();
+//! let head: Vec<_> = fanout.merged(ann, None, 5).into_iter()
+//!     .map(|entry| fanout.slots.key(entry).id.to_string()).collect();
 //! assert_eq!(head, ["a2", "a1"]);
 //! ```
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
-use std::ops::Bound;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
 
-use crate::event::TypedId;
+use crate::event::{Millis, TypedId};
 use crate::feed::{FeedKey, Story};
 
 /// A typed id interned on this worker.
 pub type Tid = u32;
 
+/// A retained story's place in this worker's [`Slots`].
+pub type Slot = u32;
+
+/// Hash maps keyed by small integers or interned strings: a fast hash, since
+/// keys come from this process, not from an attacker choosing collisions.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// A feed entry as the fan-out keeps it: the story's time and slot. Entries
+/// order as their [`FeedKey`]s do (time, then activity id), which needs the
+/// ids: compare them with [`Slots::cmp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Entry {
+    /// The activity's time.
+    pub time: Millis,
+    /// Where the story is kept.
+    pub slot: Slot,
+}
+
 /// Typed ids interned to small integers on one worker, so that the indexes
 /// below hold and compare integers, not strings.
 #[derive(Default)]
 pub struct TypedIds {
-    ids: HashMap<TypedId, Tid>,
+    ids: FastMap<TypedId, Tid>,
     names: Vec<TypedId>,
 }
 
@@ -70,7 +94,90 @@ impl TypedIds {
 /// A retained story as this worker keeps it.
 struct Kept {
     story: Story,
+    /// Its feed key, made once: every head change of the story shares its id.
+    key: FeedKey,
     about: Vec<Tid>,
+    /// Removed in this epoch: its slot is freed when the epoch ends.
+    removed: bool,
+}
+
+/// The retained stories of one worker, each in a slot. A removed story's
+/// slot is reused only after the epoch ends ([`Slots::end_epoch`]), so
+/// entries of it that heads still hold during the epoch keep their id.
+#[derive(Default)]
+pub struct Slots {
+    kept: Vec<Option<Kept>>,
+    by_id: FastMap<Arc<str>, Slot>,
+    free: Vec<Slot>,
+    freed_this_epoch: Vec<Slot>,
+}
+
+impl Slots {
+    fn kept(&self, slot: Slot) -> &Kept {
+        self.kept[slot as usize]
+            .as_ref()
+            .expect("an entry names a kept story")
+    }
+
+    /// The feed order of two entries: time, then activity id.
+    #[inline]
+    pub fn cmp(&self, a: &Entry, b: &Entry) -> Ordering {
+        a.time.cmp(&b.time).then_with(|| {
+            if a.slot == b.slot {
+                Ordering::Equal
+            } else {
+                self.kept(a.slot).key.id.cmp(&self.kept(b.slot).key.id)
+            }
+        })
+    }
+
+    /// The order of `entry` against a feed key (which need not be retained).
+    #[inline]
+    pub fn cmp_key(&self, entry: &Entry, key: &FeedKey) -> Ordering {
+        entry
+            .time
+            .cmp(&key.time)
+            .then_with(|| self.kept(entry.slot).key.id.cmp(&key.id))
+    }
+
+    /// The story in `entry`.
+    pub fn story(&self, entry: Entry) -> &Story {
+        &self.kept(entry.slot).story
+    }
+
+    /// The feed key of `entry`.
+    pub fn key(&self, entry: Entry) -> FeedKey {
+        self.kept(entry.slot).key.clone()
+    }
+
+    /// The typed ids the story in `entry` is about.
+    pub fn about(&self, entry: Entry) -> &[Tid] {
+        &self.kept(entry.slot).about
+    }
+
+    /// The entry of the retained story with this activity id.
+    pub fn entry_of(&self, id: &str) -> Option<Entry> {
+        let slot = *self.by_id.get(id)?;
+        Some(Entry {
+            time: self.kept(slot).key.time,
+            slot,
+        })
+    }
+
+    /// Sorts `entries` in feed order.
+    pub fn sort(&self, entries: &mut [(Entry, isize)]) {
+        entries.sort_unstable_by(|a, b| self.cmp(&a.0, &b.0));
+    }
+
+    /// Where `entry` is, or would go, in `sorted` (oldest first).
+    pub fn search(&self, sorted: &VecDeque<Entry>, entry: &Entry) -> Result<usize, usize> {
+        sorted.binary_search_by(|probe| self.cmp(probe, entry))
+    }
+
+    /// Makes the slots of the stories removed in this epoch reusable.
+    pub fn end_epoch(&mut self) {
+        self.free.append(&mut self.freed_this_epoch);
+    }
 }
 
 /// The fan-out state of one worker. See the module docs.
@@ -78,71 +185,109 @@ struct Kept {
 pub struct Fanout {
     /// Typed ids seen on this worker.
     pub typed_ids: TypedIds,
-    /// Every retained story, by activity id.
-    stories: HashMap<std::sync::Arc<str>, Kept>,
+    /// Every retained story.
+    pub slots: Slots,
     /// Retained stories about each typed id, oldest first.
-    about: HashMap<Tid, BTreeSet<FeedKey>>,
+    about: FastMap<Tid, VecDeque<Entry>>,
     /// The interests of each user this worker owns.
-    interests: HashMap<Tid, Vec<Tid>>,
+    interests: FastMap<Tid, Vec<Tid>>,
     /// The followers on this worker of each interest.
-    followers: HashMap<Tid, Vec<Tid>>,
+    followers: FastMap<Tid, Vec<Tid>>,
 }
 
 impl Fanout {
-    /// Keeps a newly retained story; returns the typed ids it is about.
-    pub fn add_story(&mut self, story: &Story) -> Vec<Tid> {
+    /// Keeps a newly retained story; returns its entry (`None` if a story
+    /// with its id is kept already).
+    pub fn add_story(&mut self, story: &Story) -> Option<Entry> {
+        if self.slots.by_id.contains_key(story.0.id.as_str()) {
+            return None;
+        }
         let about: Vec<Tid> = story
             .0
             .story_ids()
             .map(|t| self.typed_ids.intern(t))
             .collect();
         let key = story.key();
-        for tid in &about {
-            self.about.entry(*tid).or_default().insert(key.clone());
+        let kept = Kept {
+            story: story.clone(),
+            key: key.clone(),
+            about,
+            removed: false,
+        };
+        let slot = match self.slots.free.pop() {
+            Some(slot) => {
+                self.slots.kept[slot as usize] = Some(kept);
+                slot
+            }
+            None => {
+                self.slots.kept.push(Some(kept));
+                Slot::try_from(self.slots.kept.len() - 1)
+                    .expect("fewer than 2^32 stories per worker")
+            }
+        };
+        self.slots.by_id.insert(key.id, slot);
+        let entry = Entry {
+            time: story.0.time,
+            slot,
+        };
+        for &tid in self.slots.about(entry) {
+            let sorted = self.about.entry(tid).or_default();
+            // Most stories are the newest about their ids: no search for them.
+            match sorted.back() {
+                Some(newest) if self.slots.cmp(newest, &entry).is_ge() => {
+                    let at = self.slots.search(sorted, &entry).unwrap_or_else(|at| at);
+                    sorted.insert(at, entry);
+                }
+                _ => sorted.push_back(entry),
+            }
         }
-        self.stories.insert(
-            key.id.clone(),
-            Kept {
-                story: story.clone(),
-                about: about.clone(),
-            },
-        );
-        about
+        Some(entry)
     }
 
-    /// Forgets a story (deleted or expired); returns the typed ids it was about.
-    pub fn remove_story(&mut self, story: &Story) -> Vec<Tid> {
-        let Some(kept) = self.stories.remove(story.0.id.as_str()) else {
-            return Vec::new();
-        };
-        let key = story.key();
-        for tid in &kept.about {
-            if let Some(set) = self.about.get_mut(tid) {
-                set.remove(&key);
-                if set.is_empty() {
-                    self.about.remove(tid);
+    /// Forgets the story with this activity id (deleted or expired); returns
+    /// its entry, whose slot stays readable until [`Fanout::end_epoch`].
+    pub fn remove_story(&mut self, id: &str) -> Option<Entry> {
+        let entry = self.slots.entry_of(id)?;
+        self.slots.by_id.remove(id);
+        for &tid in &self.slots.kept(entry.slot).about {
+            if let Some(sorted) = self.about.get_mut(&tid) {
+                // Expiry removes the oldest: no search for it.
+                match sorted.front() {
+                    Some(oldest) if oldest.slot == entry.slot => {
+                        sorted.pop_front();
+                    }
+                    _ => {
+                        if let Ok(at) = self.slots.search(sorted, &entry) {
+                            sorted.remove(at);
+                        }
+                    }
+                }
+                if sorted.is_empty() {
+                    self.about.remove(&tid);
                 }
             }
         }
-        kept.about
+        if let Some(kept) = self.slots.kept[entry.slot as usize].as_mut() {
+            kept.removed = true;
+        }
+        self.slots.freed_this_epoch.push(entry.slot);
+        Some(entry)
     }
 
-    /// The story with this key, if retained.
-    pub fn story(&self, key: &FeedKey) -> Option<&Story> {
-        self.stories.get(&key.id).map(|kept| &kept.story)
-    }
-
-    /// The typed ids the retained story with this key is about.
-    pub fn about(&self, key: &FeedKey) -> &[Tid] {
-        self.stories.get(&key.id).map_or(&[], |kept| &kept.about)
+    /// Ends an epoch: the slots of removed stories are dropped and reusable.
+    pub fn end_epoch(&mut self) {
+        for &slot in &self.slots.freed_this_epoch {
+            self.slots.kept[slot as usize] = None;
+        }
+        self.slots.end_epoch();
     }
 
     /// Retained stories about `tid`, newest first.
-    pub fn stories_about(&self, tid: Tid) -> impl Iterator<Item = &FeedKey> {
+    pub fn stories_about(&self, tid: Tid) -> impl Iterator<Item = Entry> + '_ {
         self.about
             .get(&tid)
             .into_iter()
-            .flat_map(|set| set.iter().rev())
+            .flat_map(|sorted| sorted.iter().rev().copied())
     }
 
     /// `user` (owned here) now follows `interest`. Edges are a multiset:
@@ -155,7 +300,7 @@ impl Fanout {
 
     /// `user` follows `interest` once less.
     pub fn unfollow(&mut self, user: Tid, interest: Tid) {
-        fn remove_one(map: &mut HashMap<Tid, Vec<Tid>>, key: Tid, value: Tid) {
+        fn remove_one(map: &mut FastMap<Tid, Vec<Tid>>, key: Tid, value: Tid) {
             if let Some(values) = map.get_mut(&key) {
                 if let Some(at) = values.iter().position(|v| *v == value) {
                     values.swap_remove(at);
@@ -179,42 +324,81 @@ impl Fanout {
         self.interests.get(&user).map_or(&[], Vec::as_slice)
     }
 
-    /// Whether the story with this key is about one of `user`'s interests.
-    pub fn in_feed_of(&self, user: Tid, key: &FeedKey) -> bool {
+    /// Whether the retained story in `entry` is about one of `user`'s interests.
+    pub fn in_feed_of(&self, user: Tid, entry: Entry) -> bool {
         let interests = self.interests(user);
-        self.about(key).iter().any(|t| interests.contains(t))
+        self.slots.kept[entry.slot as usize]
+            .as_ref()
+            .is_some_and(|kept| !kept.removed && kept.about.iter().any(|t| interests.contains(t)))
     }
 
     /// The newest `limit` entries of `user`'s feed strictly older than
     /// `below` (`None`: from the top), newest first: a k-way merge of the
     /// newest stories of each interest, stopping once `limit` are found.
-    pub fn merged(&self, user: Tid, below: Option<&FeedKey>, limit: usize) -> Vec<FeedKey> {
-        let upper = below.map_or(Bound::Unbounded, Bound::Excluded);
+    pub fn merged(&self, user: Tid, below: Option<&FeedKey>, limit: usize) -> Vec<Entry> {
+        let slots = &self.slots;
         let mut sources: Vec<_> = self
             .interests(user)
             .iter()
             .filter_map(|tid| self.about.get(tid))
-            .map(|set| set.range((Bound::Unbounded, upper)).rev())
+            .map(|sorted| {
+                let end = below.map_or(sorted.len(), |below| {
+                    sorted
+                        .binary_search_by(|probe| slots.cmp_key(probe, below))
+                        .unwrap_or_else(|at| at)
+                });
+                sorted.range(..end).rev().copied()
+            })
             .collect();
-        let mut heap: BinaryHeap<(&FeedKey, Reverse<usize>)> = BinaryHeap::new();
+        let mut heap = BinaryHeap::new();
         for (index, source) in sources.iter_mut().enumerate() {
-            if let Some(key) = source.next() {
-                heap.push((key, Reverse(index)));
+            if let Some(entry) = source.next() {
+                heap.push(Newest { entry, index, slots });
             }
         }
-        let mut out: Vec<FeedKey> = Vec::with_capacity(limit.min(1024));
+        let mut out: Vec<Entry> = Vec::with_capacity(limit.min(1024));
         while out.len() < limit {
-            let Some((key, Reverse(index))) = heap.pop() else {
+            let Some(Newest { entry, index, .. }) = heap.pop() else {
                 break;
             };
             // A story about two of the user's interests comes from both: once.
-            if out.last() != Some(key) {
-                out.push(key.clone());
+            if out.last() != Some(&entry) {
+                out.push(entry);
             }
             if let Some(next) = sources[index].next() {
-                heap.push((next, Reverse(index)));
+                heap.push(Newest {
+                    entry: next,
+                    index,
+                    slots,
+                });
             }
         }
         out
+    }
+}
+
+/// A merge source's next entry, ordered newest first in a max-heap.
+struct Newest<'a> {
+    entry: Entry,
+    index: usize,
+    slots: &'a Slots,
+}
+
+impl PartialEq for Newest<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+impl Eq for Newest<'_> {}
+impl PartialOrd for Newest<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Newest<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.slots
+            .cmp(&self.entry, &other.entry)
+            .then_with(|| other.index.cmp(&self.index))
     }
 }

@@ -13,7 +13,7 @@
 //! epoch. A follow backfills from the interest's newest stories down to the
 //! bound. Rebuild-feed requests are answered by the same merge.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
-use crate::bolt::fanout::{Fanout, Tid};
+use crate::bolt::fanout::{Entry, Fanout, FastMap, Slots, Tid};
 use crate::bolt::recovery::{stale_users, RecoveryGate};
 use crate::bolt::EpochStash;
 use crate::config::Materialize;
@@ -93,12 +93,13 @@ struct UserHead {
     /// The newest entries of the feed, each once, oldest first; the head is
     /// the last `feed_size`. A ring: new entries mostly arrive at the back
     /// while the oldest leave at the front.
-    entries: VecDeque<FeedKey>,
+    entries: VecDeque<Entry>,
     /// Every feed entry at or above this is a candidate; older ones may
-    /// exist unstored. `None`: every entry is a candidate.
+    /// exist unstored. `None`: every entry is a candidate. A key, not an
+    /// entry: the story may be gone (and its slot reused) while it bounds.
     unknown_below: Option<FeedKey>,
     /// Head changes of the current epoch.
-    changes: Vec<(FeedKey, isize)>,
+    changes: Vec<(Entry, isize)>,
 }
 
 /// What inserting an entry did.
@@ -110,6 +111,10 @@ enum Inserted {
     Below,
 }
 
+/// Candidates held beyond the cap before the oldest are dropped in one go
+/// (which moves the bound once, not per delivery).
+const TRIM_BATCH: usize = 32;
+
 impl UserHead {
     fn len(&self) -> usize {
         self.entries.len()
@@ -120,58 +125,63 @@ impl UserHead {
         self.entries.len().saturating_sub(size)
     }
 
-    fn insert(&mut self, key: &FeedKey, size: usize, cap: usize) -> Inserted {
-        if self.unknown_below.as_ref().is_some_and(|b| key < b) {
-            return Inserted::Below;
+    fn insert(&mut self, entry: Entry, size: usize, cap: usize, slots: &Slots) -> Inserted {
+        if let Some(bound) = &self.unknown_below {
+            if slots.cmp_key(&entry, bound).is_lt() {
+                return Inserted::Below;
+            }
         }
         // Most deliveries are the newest entry: no search for them.
         let at = match self.entries.back() {
-            Some(newest) if key > newest => self.entries.len(),
-            _ => match self.entries.binary_search(key) {
+            Some(newest) if slots.cmp(&entry, newest).is_gt() => self.entries.len(),
+            None => 0,
+            _ => match slots.search(&self.entries, &entry) {
                 Ok(_) => return Inserted::Present,
                 Err(at) => at,
             },
         };
-        if self.len() >= cap {
-            if at == 0 {
-                self.unknown_below = self.entries.front().cloned();
-                return Inserted::Below;
-            }
-            let oldest = self.entries.pop_front().expect("cap > 0");
-            if self.len() < size {
-                self.changes.push((oldest, -1));
-            }
-            self.add_at(at - 1, key.clone(), size);
-            // The oldest left: below the new oldest, entries may exist unstored.
-            self.unknown_below = self.entries.front().cloned();
-        } else {
-            self.add_at(at, key.clone(), size);
+        if at == 0 && self.len() >= cap {
+            self.unknown_below = Some(slots.key(self.entries[0]));
+            return Inserted::Below;
+        }
+        self.add_at(at, entry, size);
+        if self.len() > cap + TRIM_BATCH {
+            self.trim(cap, slots);
         }
         Inserted::Added
     }
 
-    /// Inserts a new entry at its sorted place `at`, noting head changes.
-    fn add_at(&mut self, at: usize, key: FeedKey, size: usize) {
-        let boundary = self.head_start(size);
-        if self.len() < size {
-            self.changes.push((key.clone(), 1));
-        } else if at > boundary {
-            // Above the head's oldest entry, which leaves the head.
-            self.changes.push((key.clone(), 1));
-            self.changes.push((self.entries[boundary].clone(), -1));
+    /// Drops the candidates beyond `cap` (all outside the head), oldest first.
+    fn trim(&mut self, cap: usize, slots: &Slots) {
+        if self.len() > cap {
+            self.entries.drain(..self.len() - cap);
+            // Below the new oldest, entries may exist unstored.
+            self.unknown_below = Some(slots.key(self.entries[0]));
         }
-        self.entries.insert(at, key);
     }
 
-    fn remove(&mut self, key: &FeedKey, size: usize) -> bool {
-        let Ok(at) = self.entries.binary_search(key) else {
+    /// Inserts a new entry at its sorted place `at`, noting head changes.
+    fn add_at(&mut self, at: usize, entry: Entry, size: usize) {
+        let boundary = self.head_start(size);
+        if self.len() < size {
+            self.changes.push((entry, 1));
+        } else if at > boundary {
+            // Above the head's oldest entry, which leaves the head.
+            self.changes.push((entry, 1));
+            self.changes.push((self.entries[boundary], -1));
+        }
+        self.entries.insert(at, entry);
+    }
+
+    fn remove(&mut self, entry: Entry, size: usize, slots: &Slots) -> bool {
+        let Ok(at) = slots.search(&self.entries, &entry) else {
             return false;
         };
         let boundary = self.head_start(size);
         if at >= boundary {
-            self.changes.push((key.clone(), -1));
+            self.changes.push((entry, -1));
             if boundary > 0 {
-                self.changes.push((self.entries[boundary - 1].clone(), 1));
+                self.changes.push((self.entries[boundary - 1], 1));
             }
         }
         self.entries.remove(at);
@@ -179,14 +189,33 @@ impl UserHead {
     }
 
     /// Adds entries older than every candidate (a refill), newest first.
-    fn extend_below(&mut self, older: &[FeedKey], size: usize) {
-        for key in older {
-            self.add_at(0, key.clone(), size);
+    fn extend_below(&mut self, older: &[Entry], size: usize) {
+        for entry in older {
+            self.add_at(0, *entry, size);
         }
     }
 
-    fn head(&self, size: usize) -> Vec<FeedKey> {
-        self.entries.iter().rev().take(size).cloned().collect()
+    fn head(&self, size: usize) -> Vec<Entry> {
+        self.entries.iter().rev().take(size).copied().collect()
+    }
+
+    /// The epoch's head changes, consolidated, in feed order.
+    fn take_changes<'a>(
+        &mut self,
+        slots: &'a Slots,
+    ) -> impl Iterator<Item = (FeedKey, isize)> + 'a {
+        slots.sort(&mut self.changes);
+        let mut merged: Vec<(Entry, isize)> = Vec::with_capacity(self.changes.len());
+        for (entry, diff) in self.changes.drain(..) {
+            match merged.last_mut() {
+                Some((last, sum)) if slots.cmp(last, &entry).is_eq() => *sum += diff,
+                _ => merged.push((entry, diff)),
+            }
+        }
+        merged
+            .into_iter()
+            .filter(|(_, diff)| *diff != 0)
+            .map(move |(entry, diff)| (slots.key(entry), diff))
     }
 }
 
@@ -201,7 +230,7 @@ struct Heads {
     settings: HeadSettings,
     fanout: Fanout,
     /// Users with a head here: everyone with a non-empty feed (`all`), or the live ones (`active`).
-    heads: HashMap<Tid, UserHead>,
+    heads: FastMap<Tid, UserHead>,
     last_eviction: Instant,
 }
 
@@ -230,10 +259,10 @@ impl Heads {
     /// The user's candidates, fresh from the stories (the rebuild path).
     fn rebuilt(&self, user: Tid) -> UserHead {
         let cap = self.cap();
-        let keys = self.fanout.merged(user, None, cap);
+        let newest = self.fanout.merged(user, None, cap);
         UserHead {
-            unknown_below: (keys.len() == cap).then(|| keys[cap - 1].clone()),
-            entries: keys.into_iter().rev().collect(),
+            unknown_below: (newest.len() == cap).then(|| self.fanout.slots.key(newest[cap - 1])),
+            entries: newest.into_iter().rev().collect(),
             changes: Vec::new(),
         }
     }
@@ -268,8 +297,8 @@ impl Heads {
                 self.fanout.typed_ids.intern(&user),
             );
             if self.settings.deliveries {
-                for key in self.fanout.stories_about(i) {
-                    let story = self.fanout.story(key).expect("indexed story").clone();
+                for entry in self.fanout.stories_about(i) {
+                    let story = self.fanout.slots.story(entry).clone();
                     deliveries.push(((user.clone(), story), time, diff));
                 }
             }
@@ -291,20 +320,23 @@ impl Heads {
         stories.sort_by_key(|(_, diff)| *diff);
         let mut changed = Vec::new();
         for (story, diff) in stories {
-            let about = if diff < 0 {
-                self.fanout.remove_story(&story)
+            let kept = if diff < 0 {
+                self.fanout.remove_story(&story.0.id)
             } else {
                 self.fanout.add_story(&story)
             };
+            let Some(entry) = kept else {
+                continue;
+            };
             if self.settings.deliveries {
-                for tid in &about {
+                for tid in self.fanout.slots.about(entry) {
                     for &u in self.fanout.followers(*tid) {
                         let user = self.fanout.typed_ids.name(u).clone();
                         deliveries.push(((user, story.clone()), time, diff));
                     }
                 }
             }
-            changed.push((story.key(), about, diff));
+            changed.push((entry, diff));
         }
 
         // Heads: unfollows drop what no interest brings any more.
@@ -314,34 +346,35 @@ impl Heads {
             let Some(head) = self.heads.get(&u) else {
                 continue;
             };
-            let gone: Vec<FeedKey> = head
+            let gone: Vec<Entry> = head
                 .entries
                 .iter()
-                .filter(|key| !self.fanout.in_feed_of(u, key))
-                .cloned()
+                .filter(|entry| !self.fanout.in_feed_of(u, **entry))
+                .copied()
                 .collect();
             let head = self.heads.get_mut(&u).expect("present");
-            for key in gone {
-                head.remove(&key, size);
+            for entry in gone {
+                head.remove(entry, size, &self.fanout.slots);
             }
             touched.push(u);
         }
         // Stories removed and added reach the followers of what they are about.
-        for (key, about, diff) in &changed {
-            for tid in about {
+        let slots = &self.fanout.slots;
+        for &(entry, diff) in &changed {
+            for tid in slots.about(entry) {
                 for &u in self.fanout.followers(*tid) {
                     considered += 1;
                     let head = match self.settings.materialize {
-                        Materialize::All if *diff > 0 => self.heads.entry(u).or_default(),
+                        Materialize::All if diff > 0 => self.heads.entry(u).or_default(),
                         _ => match self.heads.get_mut(&u) {
                             Some(head) => head,
                             None => continue,
                         },
                     };
-                    let changed = if *diff < 0 {
-                        head.remove(key, size)
+                    let changed = if diff < 0 {
+                        head.remove(entry, size, slots)
                     } else {
-                        head.insert(key, size, cap) == Inserted::Added
+                        head.insert(entry, size, cap, slots) == Inserted::Added
                     };
                     if changed {
                         touched.push(u);
@@ -355,9 +388,9 @@ impl Heads {
                 continue;
             }
             let head = self.heads.get_mut(&u).expect("present");
-            for key in self.fanout.stories_about(i) {
+            for entry in self.fanout.stories_about(i) {
                 considered += 1;
-                if head.insert(key, size, cap) == Inserted::Below {
+                if head.insert(entry, size, cap, &self.fanout.slots) == Inserted::Below {
                     break;
                 }
             }
@@ -377,16 +410,14 @@ impl Heads {
                     let older = self.fanout.merged(u, Some(&bound), need);
                     considered += older.len() as u64;
                     if older.len() == need {
-                        head.unknown_below = older.last().cloned();
+                        head.unknown_below = older.last().map(|e| self.fanout.slots.key(*e));
                     }
                     head.extend_below(&older, size);
                 }
             }
             let user = self.fanout.typed_ids.name(u);
-            differential_dataflow::consolidation::consolidate(&mut head.changes);
             out.extend(
-                head.changes
-                    .drain(..)
+                head.take_changes(&self.fanout.slots)
                     .map(|(key, diff)| (user.clone(), key, diff)),
             );
             if head.len() == 0
@@ -402,6 +433,7 @@ impl Heads {
             self.answer(time, request, drpc, status, out);
         }
         self.evict_idle(drpc, out);
+        self.fanout.end_epoch();
     }
 
     fn is_live_mode(&self) -> bool {
@@ -421,11 +453,12 @@ impl Heads {
         let size = self.settings.feed_size;
         let u = self.fanout.typed_ids.intern(&user);
         let rebuilt = self.rebuilt(u);
-        let answer = rebuilt.head(size);
+        let newest = rebuilt.head(size);
+        let answer: Vec<FeedKey> = newest.iter().map(|e| self.fanout.slots.key(*e)).collect();
         match self.heads.get(&u) {
             Some(live) => {
                 // The fan-in answer must equal the head kept live, at the same epoch.
-                if live.head(size) != answer {
+                if live.head(size) != newest {
                     status.add_drpc_mismatch();
                 }
             }
@@ -465,7 +498,7 @@ impl Heads {
                 out.extend(
                     head.head(self.settings.feed_size)
                         .into_iter()
-                        .map(|key| (user.clone(), key, -1)),
+                        .map(|entry| (user.clone(), self.fanout.slots.key(entry), -1)),
                 );
             }
         }
@@ -488,7 +521,7 @@ impl Heads {
                 out.extend(
                     head.head(size)
                         .into_iter()
-                        .map(|key| (user.clone(), key, 1)),
+                        .map(|entry| (user.clone(), self.fanout.slots.key(entry), 1)),
                 );
             }
         }
@@ -542,7 +575,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Typed
             let mut heads = Heads {
                 settings,
                 fanout: Fanout::default(),
-                heads: HashMap::new(),
+                heads: FastMap::default(),
                 last_eviction: Instant::now(),
             };
             let (mut out, mut delivered) = (Vec::new(), Vec::new());
