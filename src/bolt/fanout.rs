@@ -353,7 +353,11 @@ impl Fanout {
         let mut heap = BinaryHeap::new();
         for (index, source) in sources.iter_mut().enumerate() {
             if let Some(entry) = source.next() {
-                heap.push(Newest { entry, index, slots });
+                heap.push(Newest {
+                    entry,
+                    index,
+                    slots,
+                });
             }
         }
         let mut out: Vec<Entry> = Vec::with_capacity(limit.min(1024));

@@ -98,8 +98,14 @@ struct UserHead {
     /// exist unstored. `None`: every entry is a candidate. A key, not an
     /// entry: the story may be gone (and its slot reused) while it bounds.
     unknown_below: Option<FeedKey>,
-    /// Head changes of the current epoch.
+    /// Head changes of the current epoch, logged while they are few.
     changes: Vec<(Entry, isize)>,
+    /// The head as the epoch began (oldest first), once the log grew past
+    /// [`CHANGE_LOG_LIMIT`]: a user with many deliveries in an epoch is
+    /// diffed once at its end instead of sorting a long log.
+    before: Option<Vec<Entry>>,
+    /// Already listed among the users this epoch touched.
+    touched: bool,
 }
 
 /// What inserting an entry did.
@@ -114,6 +120,9 @@ enum Inserted {
 /// Candidates held beyond the cap before the oldest are dropped in one go
 /// (which moves the bound once, not per delivery).
 const TRIM_BATCH: usize = 32;
+
+/// Head changes logged per user and epoch before the head is diffed instead.
+const CHANGE_LOG_LIMIT: usize = 64;
 
 impl UserHead {
     fn len(&self) -> usize {
@@ -133,6 +142,8 @@ impl UserHead {
         }
         // Most deliveries are the newest entry: no search for them.
         let at = match self.entries.back() {
+            // A story about two of the user's interests arrives twice in a row.
+            Some(newest) if newest.slot == entry.slot => return Inserted::Present,
             Some(newest) if slots.cmp(&entry, newest).is_gt() => self.entries.len(),
             None => 0,
             _ => match slots.search(&self.entries, &entry) {
@@ -148,6 +159,7 @@ impl UserHead {
         if self.len() > cap + TRIM_BATCH {
             self.trim(cap, slots);
         }
+        self.bound_log(size, slots);
         Inserted::Added
     }
 
@@ -163,7 +175,9 @@ impl UserHead {
     /// Inserts a new entry at its sorted place `at`, noting head changes.
     fn add_at(&mut self, at: usize, entry: Entry, size: usize) {
         let boundary = self.head_start(size);
-        if self.len() < size {
+        if self.before.is_some() {
+            // Diffed at the end of the epoch.
+        } else if self.len() < size {
             self.changes.push((entry, 1));
         } else if at > boundary {
             // Above the head's oldest entry, which leaves the head.
@@ -178,21 +192,45 @@ impl UserHead {
             return false;
         };
         let boundary = self.head_start(size);
-        if at >= boundary {
+        if at >= boundary && self.before.is_none() {
             self.changes.push((entry, -1));
             if boundary > 0 {
                 self.changes.push((self.entries[boundary - 1], 1));
             }
         }
         self.entries.remove(at);
+        self.bound_log(size, slots);
         true
     }
 
     /// Adds entries older than every candidate (a refill), newest first.
-    fn extend_below(&mut self, older: &[Entry], size: usize) {
+    fn extend_below(&mut self, older: &[Entry], size: usize, slots: &Slots) {
         for entry in older {
             self.add_at(0, *entry, size);
         }
+        self.bound_log(size, slots);
+    }
+
+    /// Once the change log is long, replaces it with the head as the epoch
+    /// began: the head now, with the logged changes undone.
+    fn bound_log(&mut self, size: usize, slots: &Slots) {
+        if self.changes.len() <= CHANGE_LOG_LIMIT {
+            return;
+        }
+        let (added, removed): (Vec<_>, Vec<_>) = consolidated(&mut self.changes, slots)
+            .into_iter()
+            .partition(|(_, diff)| *diff > 0);
+        let was_added =
+            |entry: &Entry| added.binary_search_by(|(a, _)| slots.cmp(a, entry)).is_ok();
+        let mut before: Vec<Entry> = self
+            .entries
+            .range(self.head_start(size)..)
+            .filter(|entry| !was_added(entry))
+            .copied()
+            .chain(removed.into_iter().map(|(entry, _)| entry))
+            .collect();
+        before.sort_unstable_by(|a, b| slots.cmp(a, b));
+        self.before = Some(before);
     }
 
     fn head(&self, size: usize) -> Vec<Entry> {
@@ -202,20 +240,58 @@ impl UserHead {
     /// The epoch's head changes, consolidated, in feed order.
     fn take_changes<'a>(
         &mut self,
+        size: usize,
         slots: &'a Slots,
     ) -> impl Iterator<Item = (FeedKey, isize)> + 'a {
-        slots.sort(&mut self.changes);
-        let mut merged: Vec<(Entry, isize)> = Vec::with_capacity(self.changes.len());
-        for (entry, diff) in self.changes.drain(..) {
-            match merged.last_mut() {
-                Some((last, sum)) if slots.cmp(last, &entry).is_eq() => *sum += diff,
-                _ => merged.push((entry, diff)),
+        let changes = match self.before.take() {
+            None => consolidated(&mut self.changes, slots),
+            Some(before) => {
+                let after = self.entries.range(self.head_start(size)..).copied();
+                diff_sorted(before.into_iter(), after, slots)
             }
-        }
-        merged
+        };
+        changes
             .into_iter()
-            .filter(|(_, diff)| *diff != 0)
             .map(move |(entry, diff)| (slots.key(entry), diff))
+    }
+}
+
+/// The log's net changes, in feed order, without zeros; empties the log.
+fn consolidated(log: &mut Vec<(Entry, isize)>, slots: &Slots) -> Vec<(Entry, isize)> {
+    slots.sort(log);
+    let mut merged: Vec<(Entry, isize)> = Vec::with_capacity(log.len());
+    for (entry, diff) in log.drain(..) {
+        match merged.last_mut() {
+            Some((last, sum)) if slots.cmp(last, &entry).is_eq() => *sum += diff,
+            _ => merged.push((entry, diff)),
+        }
+    }
+    merged.retain(|(_, diff)| *diff != 0);
+    merged
+}
+
+/// What turns the sorted set `before` into the sorted set `after`, in feed order.
+fn diff_sorted(
+    before: impl Iterator<Item = Entry>,
+    after: impl Iterator<Item = Entry>,
+    slots: &Slots,
+) -> Vec<(Entry, isize)> {
+    let (mut before, mut after) = (before.peekable(), after.peekable());
+    let mut out = Vec::new();
+    loop {
+        match (before.peek(), after.peek()) {
+            (Some(b), Some(a)) => match slots.cmp(b, a) {
+                std::cmp::Ordering::Less => out.push((before.next().expect("peeked"), -1)),
+                std::cmp::Ordering::Greater => out.push((after.next().expect("peeked"), 1)),
+                std::cmp::Ordering::Equal => {
+                    before.next();
+                    after.next();
+                }
+            },
+            (Some(_), None) => out.push((before.next().expect("peeked"), -1)),
+            (None, Some(_)) => out.push((after.next().expect("peeked"), 1)),
+            (None, None) => return out,
+        }
     }
 }
 
@@ -264,6 +340,8 @@ impl Heads {
             unknown_below: (newest.len() == cap).then(|| self.fanout.slots.key(newest[cap - 1])),
             entries: newest.into_iter().rev().collect(),
             changes: Vec::new(),
+            before: None,
+            touched: false,
         }
     }
 
@@ -376,7 +454,8 @@ impl Heads {
                     } else {
                         head.insert(entry, size, cap, slots) == Inserted::Added
                     };
-                    if changed {
+                    if changed && !head.touched {
+                        head.touched = true;
                         touched.push(u);
                     }
                 }
@@ -398,12 +477,14 @@ impl Heads {
         }
 
         // Refill the users that retractions left short, and emit.
+        // Users touched by edges are listed once per edge, by stories once.
         touched.sort_unstable();
         touched.dedup();
         for u in touched {
             let Some(head) = self.heads.get_mut(&u) else {
                 continue;
             };
+            head.touched = false;
             if head.len() < size {
                 if let Some(bound) = head.unknown_below.take() {
                     let need = cap - head.len();
@@ -412,12 +493,12 @@ impl Heads {
                     if older.len() == need {
                         head.unknown_below = older.last().map(|e| self.fanout.slots.key(*e));
                     }
-                    head.extend_below(&older, size);
+                    head.extend_below(&older, size, &self.fanout.slots);
                 }
             }
             let user = self.fanout.typed_ids.name(u);
             out.extend(
-                head.take_changes(&self.fanout.slots)
+                head.take_changes(size, &self.fanout.slots)
                     .map(|(key, diff)| (user.clone(), key, diff)),
             );
             if head.len() == 0
@@ -622,5 +703,84 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Typed
             }
         });
         (heads_stream, deliveries_stream.as_collection())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Activity;
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeSet;
+
+    /// Random inserts and removals, few or many per epoch (so that both the
+    /// change log and the end-of-epoch diff are used): replaying the emitted
+    /// changes gives the newest `size` entries of what is present.
+    #[test]
+    fn emitted_changes_replay_to_the_head() {
+        let (size, cap) = (10, 14);
+        for seed in 0..20u64 {
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+            let mut fanout = Fanout::default();
+            let entries: Vec<Entry> = (0..300)
+                .map(|i| {
+                    let story = Story(Arc::new(Activity {
+                        id: format!("a{i}"),
+                        time: rng.gen_range(0..200),
+                        actor: TypedId::parse("user:rob").unwrap(),
+                        verb: "post".into(),
+                        object: TypedId::parse("thing:t").unwrap(),
+                        target: None,
+                        extra: None,
+                    }));
+                    fanout.add_story(&story).expect("new id")
+                })
+                .collect();
+            let slots = &fanout.slots;
+            let mut head = UserHead::default();
+            let mut present: BTreeSet<FeedKey> = BTreeSet::new();
+            let mut shown: BTreeSet<FeedKey> = BTreeSet::new();
+            for epoch in 0..40 {
+                let ops = if epoch % 2 == 0 { 3 } else { 120 };
+                for _ in 0..ops {
+                    let entry = entries[rng.gen_range(0..entries.len())];
+                    let key = slots.key(entry);
+                    if present.contains(&key) && rng.gen_bool(0.3) {
+                        present.remove(&key);
+                        head.remove(entry, size, slots);
+                    } else if !present.contains(&key) {
+                        present.insert(key);
+                        head.insert(entry, size, cap, slots);
+                    }
+                }
+                // Refill as the bolt does: the model knows every present entry.
+                if head.len() < size {
+                    if let Some(bound) = head.unknown_below.take() {
+                        let mut older: Vec<Entry> = entries
+                            .iter()
+                            .copied()
+                            .filter(|e| present.contains(&slots.key(*e)))
+                            .filter(|e| slots.cmp_key(e, &bound).is_lt())
+                            .collect();
+                        older.sort_by(|a, b| slots.cmp(b, a));
+                        older.truncate(cap - head.len());
+                        if older.len() == cap - head.len() {
+                            head.unknown_below = older.last().map(|e| slots.key(*e));
+                        }
+                        head.extend_below(&older, size, slots);
+                    }
+                }
+                for (key, diff) in head.take_changes(size, slots) {
+                    if diff > 0 {
+                        assert!(shown.insert(key), "seed {seed}: added twice");
+                    } else {
+                        assert!(shown.remove(&key), "seed {seed}: removed absent");
+                    }
+                }
+                let expected: BTreeSet<FeedKey> =
+                    present.iter().rev().take(size).cloned().collect();
+                assert_eq!(shown, expected, "seed {seed}, epoch {epoch}");
+            }
+        }
     }
 }

@@ -68,6 +68,13 @@ impl<D> EpochStash<D> {
     ) {
         let ports = self.ports;
         for (time, item) in items {
+            // Items mostly come in runs of one time: no lookup for those.
+            if let Some(mut last) = self.epochs.last_entry() {
+                if *last.key() == time {
+                    last.get_mut().1.push(item);
+                    continue;
+                }
+            }
             let entry = self.epochs.entry(time).or_insert_with(|| {
                 (
                     (0..ports).map(|port| cap.delayed(&time, port)).collect(),

@@ -179,16 +179,20 @@ impl Store for EmbeddedStore {
                 .expect("lock");
             shard.insert(activity.id.clone(), activity.clone());
         }
-        for (user, key, diff) in &batch.feed {
+        // A user's changes come in a run: one lock per run.
+        for run in batch.feed.chunk_by(|(a, _, _), (b, _, _)| a == b) {
+            let user = &run[0].0;
             let mut shard = self.feeds.shard(user).write().expect("lock");
-            if *diff == 0 {
-                shard.remove(user);
-            } else if *diff > 0 {
-                shard.entry(user.clone()).or_default().insert(key.clone());
-            } else if let Some(head) = shard.get_mut(user) {
-                head.remove(key);
-                if head.is_empty() {
+            for (_, key, diff) in run {
+                if *diff == 0 {
                     shard.remove(user);
+                } else if *diff > 0 {
+                    shard.entry(user.clone()).or_default().insert(key.clone());
+                } else if let Some(head) = shard.get_mut(user) {
+                    head.remove(key);
+                    if head.is_empty() {
+                        shard.remove(user);
+                    }
                 }
             }
         }

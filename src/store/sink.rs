@@ -49,6 +49,7 @@ impl<'scope> WriteTo<'scope> for StreamVec<'scope, u64, Write> {
                 writes.for_each(|cap, data| stash.stash(&cap, data.drain(..)));
                 for (_caps, writes) in stash.take_ready(&[frontier]) {
                     let mut batch = WriteBatch::default();
+                    batch.feed.reserve(writes.len());
                     for write in writes {
                         match write {
                             Write::Head(change) => batch.feed.push(change),
