@@ -37,6 +37,14 @@ pub struct WriteBatch {
 }
 
 impl WriteBatch {
+    /// Empties the batch, keeping its buffers for the next epoch.
+    pub fn clear(&mut self) {
+        self.puts.clear();
+        self.feed.clear();
+        self.digests.clear();
+        self.removes.clear();
+    }
+
     /// Whether the batch writes nothing.
     pub fn is_empty(&self) -> bool {
         self.puts.is_empty()

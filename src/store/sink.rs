@@ -2,17 +2,19 @@
 //! epoch's progress through. A probe after the sink therefore passes an
 //! epoch only once everything it caused is written (Storm's acking).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
+use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::bolt::digest::DigestChange;
 use crate::bolt::feed_head::HeadChange;
-use crate::bolt::{ActivityChange, EpochStash};
+use crate::bolt::ActivityChange;
 use crate::status::Status;
 use crate::store::{Store, WriteBatch};
 
@@ -39,18 +41,22 @@ pub trait WriteTo<'scope> {
 impl<'scope> WriteTo<'scope> for StreamVec<'scope, u64, Write> {
     fn write_to(self, store: Arc<dyn Store>, status: Arc<Status>) -> StreamVec<'scope, u64, ()> {
         self.unary_frontier(Pipeline, "WriteTo", move |_cap, _info| {
-            let mut stash = EpochStash::new(1);
+            // Each open epoch's writes, sorted into a batch as they arrive;
+            // a written batch's buffers serve the next epoch.
+            let mut epochs: BTreeMap<u64, (Capability<u64>, WriteBatch)> = BTreeMap::new();
+            let mut spare = WriteBatch::default();
             move |(writes, frontier),
                   _output: &mut OutputBuilderSession<
                 '_,
                 u64,
                 CapacityContainerBuilder<Vec<()>>,
             >| {
-                writes.for_each(|cap, data| stash.stash(&cap, data.drain(..)));
-                for (_caps, writes) in stash.take_ready(&[frontier]) {
-                    let mut batch = WriteBatch::default();
-                    batch.feed.reserve(writes.len());
-                    for write in writes {
+                writes.for_each(|cap, data| {
+                    let Some(&time) = cap.least() else { return };
+                    let (_, batch) = epochs
+                        .entry(time)
+                        .or_insert_with(|| (cap.delayed(&time, 0), std::mem::take(&mut spare)));
+                    for write in data.drain(..) {
                         match write {
                             Write::Head(change) => batch.feed.push(change),
                             Write::Digest(change) => batch.digests.push(change),
@@ -58,10 +64,18 @@ impl<'scope> WriteTo<'scope> for StreamVec<'scope, u64, Write> {
                             Write::Activity(ActivityChange::Remove(id)) => batch.removes.push(id),
                         }
                     }
+                });
+                while let Some(epoch) = epochs.first_entry() {
+                    if frontier.less_equal(epoch.key()) {
+                        break;
+                    }
+                    // Dropping the capability releases the epoch downstream.
+                    let (_cap, mut batch) = epoch.remove();
                     if !batch.is_empty() {
                         apply_with_retry(store.as_ref(), &batch, &status);
                     }
-                    // Dropping the capabilities here releases the epoch downstream.
+                    batch.clear();
+                    spare = batch;
                 }
             }
         })
