@@ -158,16 +158,13 @@ pub fn build(
             materialize: feed.materialize,
             active_window: feed.active_window,
             recover_into: recover_into.clone(),
-            deliveries: !digest_specs.is_empty(),
+            digests: digest_specs,
         };
         // Every worker keeps every story (Storm's all grouping): fan-out is local.
         let everywhere = stories.inner.broadcast().as_collection();
-        let (heads, deliveries) =
+        let (heads, digests) =
             edges.maintain_head(everywhere, requests, settings, drpc, status.clone());
-        if !digest_specs.is_empty() {
-            let digests = deliveries.digest(digest_specs, recover_into, status.clone());
-            writes.push(digests.map(Write::Digest));
-        }
+        writes.push(digests.map(Write::Digest));
         writes.push(heads.map(Write::Head));
         scope
             .concatenate(writes)

@@ -245,3 +245,36 @@ fn unfollow_and_delete_heavy_sequences() {
         }
     }
 }
+
+/// Digests with no slack or one group of it, short windows over many
+/// buckets and heavy churn: trimming to whole buckets and counting older
+/// buckets again on underflow run all the time, and must keep every
+/// digest exact.
+#[test]
+fn bounded_digests_trim_and_refill_with_slack_0_and_1() {
+    let shape = Shape {
+        events: 3_000,
+        users: 15,
+        things: 10,
+        ids: 1_000,
+        times: 300,
+        spacing: 600_000, // two days: a hundred half-hour buckets, a few entries each
+    };
+    let digests: Vec<DigestConfig> = [
+        "name = \"half-hour\"\nwindow = \"30m\"\nmax_actors = 2\nmax_activities = 2\ndigest_size = 4",
+        "name = \"by-actor\"\nkey = [\"actor\"]\nwindow = \"1h\"\ndigest_size = 3",
+    ]
+    .iter()
+    .map(|t| toml::from_str(t).unwrap())
+    .collect();
+    for slack in [0, 1] {
+        let feed = FeedConfig {
+            feed_size: 5,
+            slack,
+            ..FeedConfig::default()
+        };
+        for seed in 80..83 {
+            check_mixed(seed, shape, CHURN_MIX, feed.clone(), &digests);
+        }
+    }
+}

@@ -290,6 +290,20 @@ impl Fanout {
             .flat_map(|sorted| sorted.iter().rev().copied())
     }
 
+    /// Retained stories about `tid` at times in `from..to`, oldest first.
+    pub fn stories_about_between(
+        &self,
+        tid: Tid,
+        from: Millis,
+        to: Millis,
+    ) -> impl Iterator<Item = Entry> + '_ {
+        self.about.get(&tid).into_iter().flat_map(move |sorted| {
+            let start = sorted.partition_point(|e| e.time < from);
+            let end = sorted.partition_point(|e| e.time < to);
+            sorted.range(start..end.max(start)).copied()
+        })
+    }
+
     /// `user` (owned here) now follows `interest`. Edges are a multiset:
     /// a user who follows themselves explicitly, with `follow_self`, holds
     /// the edge twice, so one unfollow leaves it in place.

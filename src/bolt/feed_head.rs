@@ -17,14 +17,17 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use differential_dataflow::{AsCollection, VecCollection};
+use differential_dataflow::VecCollection;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
+use crate::bolt::digest::DigestChange;
+use crate::bolt::digest_groups::DigestGroups;
 use crate::bolt::fanout::{Entry, Fanout, FastMap, Slots, Tid};
+use crate::digest::DigestSpec;
 use crate::bolt::recovery::{stale_users, RecoveryGate};
 use crate::bolt::EpochStash;
 use crate::config::Materialize;
@@ -39,15 +42,10 @@ use crate::store::Store;
 /// an empty key, see [`reset_marker`]) clears the user's head first.
 pub type HeadChange = (TypedId, FeedKey, isize);
 
-/// An update of `(user, story)` feed membership, with multiplicity the
-/// number of the user's interests the story is about (what digests read).
-pub type Delivery = ((TypedId, Story), u64, isize);
-
-/// What the feed-head bolt emits: head changes for the sink, and feed
-/// membership updates for the digests.
-pub type HeadsAndDeliveries<'scope> = (
+/// What the feed-head bolt emits for the sink: head changes and digest changes.
+pub type HeadsAndDigests<'scope> = (
     StreamVec<'scope, u64, HeadChange>,
-    VecCollection<'scope, u64, (TypedId, Story), isize>,
+    StreamVec<'scope, u64, DigestChange>,
 );
 
 /// How the feed-head bolt keeps heads.
@@ -65,16 +63,16 @@ pub struct HeadSettings {
     /// nothing until the topology has caught up (the old heads keep serving),
     /// then replace every head this worker owns with the recovered one.
     pub recover_into: Option<Arc<dyn Store>>,
-    /// Also emit every feed membership change (for digests).
-    pub deliveries: bool,
+    /// The digests kept of each user's feed (SPEC section 3).
+    pub digests: Vec<DigestSpec>,
 }
 
 /// Maintains bounded feed heads and answers rebuild-feed requests.
 pub trait MaintainHead<'scope> {
     /// From the `(interest, user)` edges, every retained story (each worker
     /// must see all of them: broadcast) and the rebuild requests: changes to
-    /// each user's head of `feed_size` entries in SPEC order, and (with
-    /// `settings.deliveries`) the feed membership updates. At the epoch of
+    /// each user's head of `feed_size` entries in SPEC order, and to each
+    /// user's digests (`settings.digests`). At the epoch of
     /// each request it answers through `drpc`; in `active` mode the answer
     /// makes the user live, and only live users have heads.
     fn maintain_head(
@@ -84,7 +82,7 @@ pub trait MaintainHead<'scope> {
         settings: HeadSettings,
         drpc: Arc<Drpc>,
         status: Arc<Status>,
-    ) -> HeadsAndDeliveries<'scope>;
+    ) -> HeadsAndDigests<'scope>;
 }
 
 /// One user's candidates.
@@ -305,6 +303,7 @@ enum Input {
 struct Heads {
     settings: HeadSettings,
     fanout: Fanout,
+    digests: DigestGroups,
     /// Users with a head here: everyone with a non-empty feed (`all`), or the live ones (`active`).
     heads: FastMap<Tid, UserHead>,
     last_eviction: Instant,
@@ -352,7 +351,7 @@ impl Heads {
         drpc: &Drpc,
         status: &Status,
         out: &mut Vec<HeadChange>,
-        deliveries: &mut Vec<Delivery>,
+        digest_out: &mut Vec<DigestChange>,
     ) {
         let EpochInput {
             mut edges,
@@ -365,8 +364,9 @@ impl Heads {
         let mut considered = 0u64;
         let mut touched: Vec<Tid> = Vec::new();
 
-        // Interests first: what digests read of a changed edge is the
-        // interest's stories before this epoch's (edges ⋈ old stories).
+        // Interests first: what a changed edge brings to digests is the
+        // interest's stories before this epoch's (this epoch's stories then
+        // reach the followers as they are after the edges).
         let mut follows = Vec::new();
         let mut unfollowed = Vec::new();
         for ((interest, user), diff) in edges {
@@ -374,12 +374,7 @@ impl Heads {
                 self.fanout.typed_ids.intern(&interest),
                 self.fanout.typed_ids.intern(&user),
             );
-            if self.settings.deliveries {
-                for entry in self.fanout.stories_about(i) {
-                    let story = self.fanout.slots.story(entry).clone();
-                    deliveries.push(((user.clone(), story), time, diff));
-                }
-            }
+            self.digests.follow(u, i, diff, &self.fanout);
             for _ in 0..diff.unsigned_abs() {
                 if diff > 0 {
                     self.fanout.follow(u, i);
@@ -406,11 +401,15 @@ impl Heads {
             let Some(entry) = kept else {
                 continue;
             };
-            if self.settings.deliveries {
+            if !self.digests.is_empty() {
+                if diff > 0 {
+                    self.digests.add_story(entry, &self.fanout.slots);
+                } else {
+                    self.digests.remove_story(entry);
+                }
                 for tid in self.fanout.slots.about(entry) {
                     for &u in self.fanout.followers(*tid) {
-                        let user = self.fanout.typed_ids.name(u).clone();
-                        deliveries.push(((user, story.clone()), time, diff));
+                        self.digests.deliver(u, entry, diff, &self.fanout.slots);
                     }
                 }
             }
@@ -514,6 +513,7 @@ impl Heads {
             self.answer(time, request, drpc, status, out);
         }
         self.evict_idle(drpc, out);
+        self.digests.end_epoch(&self.fanout, digest_out);
         self.fanout.end_epoch();
     }
 
@@ -632,7 +632,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Typed
         settings: HeadSettings,
         drpc: Arc<Drpc>,
         status: Arc<Status>,
-    ) -> HeadsAndDeliveries<'scope> {
+    ) -> HeadsAndDigests<'scope> {
         let scope = self.inner.scope();
         let (index, peers) = (scope.index(), scope.peers());
         let mut builder = OperatorBuilder::new("MaintainHead".to_owned(), scope);
@@ -644,22 +644,26 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Typed
         let mut requests =
             builder.new_input(requests, Exchange::new(|(user, _): &Request| route(user)));
         let (heads_out, heads_stream) = builder.new_output();
-        let (deliveries_out, deliveries_stream) = builder.new_output();
+        let (digests_out, digests_stream) = builder.new_output();
         let mut heads_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<HeadChange>>>::from(heads_out);
-        let mut deliveries_out =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<Delivery>>>::from(deliveries_out);
+        let mut digests_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<DigestChange>>>::from(digests_out);
         builder.build(move |mut caps| {
             let mut stash = EpochStash::new(2);
-            caps.pop(); // the deliveries' initial capability: the stash holds what is needed
+            // Each output recovers on its own (the digests' only with digests).
+            let digests_cap = caps.pop().filter(|_| !settings.digests.is_empty());
+            let mut digest_recovery =
+                RecoveryGate::new(digests_cap, settings.recover_into.clone());
             let mut recovery = RecoveryGate::new(caps.pop(), settings.recover_into.clone());
             let mut heads = Heads {
+                digests: DigestGroups::new(settings.digests.clone(), settings.slack),
                 settings,
                 fanout: Fanout::default(),
                 heads: FastMap::default(),
                 last_eviction: Instant::now(),
             };
-            let (mut out, mut delivered) = (Vec::new(), Vec::new());
+            let (mut out, mut digested) = (Vec::new(), Vec::new());
             move |frontiers| {
                 edges.for_each(|cap, data| {
                     stash.stash_timed(&cap, data.drain(..).map(|(d, t, r)| (t, Input::Edge(d, r))))
@@ -673,7 +677,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Typed
                 requests
                     .for_each(|cap, data| stash.stash(&cap, data.drain(..).map(Input::Request)));
                 let mut heads_out = heads_out.activate();
-                let mut deliveries_out = deliveries_out.activate();
+                let mut digests_out = digests_out.activate();
                 for (caps, inputs) in
                     stash.take_ready(&[&frontiers[0], &frontiers[1], &frontiers[2]])
                 {
@@ -686,10 +690,15 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Typed
                         }
                     }
                     let time = *caps[0].time();
-                    heads.epoch(time, input, &drpc, &status, &mut out, &mut delivered);
-                    deliveries_out
-                        .session(&caps[1])
-                        .give_iterator(delivered.drain(..));
+                    heads.epoch(time, input, &drpc, &status, &mut out, &mut digested);
+                    status.add_digest_updates(digested.len() as u64);
+                    if digest_recovery.holding() {
+                        digested.clear(); // the recovered digests are written whole at the end
+                    } else {
+                        digests_out
+                            .session(&caps[1])
+                            .give_iterator(digested.drain(..));
+                    }
                     if recovery.holding() {
                         out.clear(); // the recovered heads are written whole at the end
                     } else {
@@ -700,9 +709,16 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Typed
                     heads.recovered_heads(store, index, peers, &mut out);
                     heads_out.session(cap).give_iterator(out.drain(..));
                 });
+                digest_recovery.step(&status, frontiers, |cap, store| {
+                    let fanout = &heads.fanout;
+                    heads
+                        .digests
+                        .recovered(fanout, store, index, peers, &mut digested);
+                    digests_out.session(cap).give_iterator(digested.drain(..));
+                });
             }
         });
-        (heads_stream, deliveries_stream.as_collection())
+        (heads_stream, digests_stream)
     }
 }
 

@@ -5,9 +5,10 @@
 //! |---|---|---|
 //! | [`interests`] | [`ResolveInterests`] | follow/unfollow events → current (interest, user) edges (last writer wins) |
 //! | [`stories`] | [`KeepStories`] | activity/delete events → retained stories per typed id, and activity writes |
-//! | [`feed_head`] | [`MaintainHead`] | interest edges + every story → exact changes to each user's bounded feed head, feed deliveries, rebuild answers |
+//! | [`feed_head`] | [`MaintainHead`] | interest edges + every story → exact changes to each user's bounded feed head and digests, rebuild answers |
 //! | [`fanout`] | — | the fan-out state a feed-head bolt keeps: all stories by typed id, its users' interests, their followers |
-//! | [`digest`] | [`Digest`] | deliveries (or notifications) → exact changes to each user's digest heads |
+//! | [`digest`] | [`Digest`] | notifications (stories by target) → exact changes to each notification feed |
+//! | [`digest_groups`] | — | the digests a feed-head bolt keeps of its users' feeds, bounded by time buckets |
 //! | [`top_k`] | — | the bounded top-K that heads and digests share |
 //! | [`recovery`] | — | the gate that holds output while a restart recovers on a persistent store |
 //!
@@ -16,6 +17,7 @@
 //! interleaved in flight.
 
 pub mod digest;
+pub mod digest_groups;
 pub mod fanout;
 pub mod feed_head;
 pub mod interests;
