@@ -40,6 +40,9 @@ pub struct Drpc {
     active: Mutex<HashMap<TypedId, Instant>>,
     /// Answers and activations waiting for their epoch to be written.
     unwritten: Mutex<Vec<(u64, Release)>>,
+    /// The worker threads, woken by a request so that it need not wait
+    /// for an idle worker's next poll.
+    workers: Mutex<Vec<std::thread::Thread>>,
 }
 
 enum Release {
@@ -54,7 +57,25 @@ impl Drpc {
         let (answer, receiver) = tokio::sync::oneshot::channel();
         self.waiting.lock().expect("drpc lock").insert(id, answer);
         self.queue.lock().expect("drpc lock").push((user, id));
+        for worker in self.workers.lock().expect("drpc lock").iter() {
+            worker.unpark();
+        }
         (id, receiver)
+    }
+
+    /// Whether an answer waits for its epoch to be written (the workers
+    /// then poll without parking, so that it is released at once).
+    pub fn answers_pending(&self) -> bool {
+        !self.unwritten.lock().expect("drpc lock").is_empty()
+            || !self.waiting.lock().expect("drpc lock").is_empty()
+    }
+
+    /// Registers the calling worker thread to be woken by requests.
+    pub fn register_worker(&self) {
+        self.workers
+            .lock()
+            .expect("drpc lock")
+            .push(std::thread::current());
     }
 
     /// Rebuilds `user`'s feed and waits for the answer (blocking).

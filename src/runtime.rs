@@ -215,6 +215,7 @@ fn drive(
         drpc.clone(),
     );
     let probe = built.probe;
+    drpc.register_worker();
     let mut inputs = Some(built.inputs);
     let progress = status.worker(progress_slot);
     let clock = Instant::now();
@@ -325,7 +326,7 @@ fn drive(
         } else {
             busy = true;
         }
-        worker.step_or_park(if busy {
+        worker.step_or_park(if busy || drpc.answers_pending() {
             Some(Duration::ZERO)
         } else {
             Some(Duration::from_millis(5))

@@ -403,7 +403,9 @@ impl DigestGroups {
         }
         let in_head = |group: GroupId| {
             digest.groups.get(&group).is_some_and(|state| {
-                let place = state.place(keys.name(group)).expect("held groups are non-empty");
+                let place = state
+                    .place(keys.name(group))
+                    .expect("held groups are non-empty");
                 digest.order.in_head(&place)
             })
         };
@@ -460,11 +462,18 @@ impl DigestGroups {
         let mut head_changes = Vec::new();
         for group in dropped {
             let state = digest.groups.remove(&group).expect("listed");
-            let place = state.place(keys.name(group)).expect("held groups are non-empty");
-            digest.order.update(place, -1, spec.sizes.digest_size, &mut head_changes);
+            let place = state
+                .place(keys.name(group))
+                .expect("held groups are non-empty");
+            digest
+                .order
+                .update(place, -1, spec.sizes.digest_size, &mut head_changes);
             digest.held -= 1;
         }
-        debug_assert!(head_changes.is_empty(), "dropped groups were outside the head");
+        debug_assert!(
+            head_changes.is_empty(),
+            "dropped groups were outside the head"
+        );
         digest.counted_from = Some(from);
     }
 

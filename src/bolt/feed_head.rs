@@ -27,10 +27,10 @@ use timely::dataflow::StreamVec;
 use crate::bolt::digest::DigestChange;
 use crate::bolt::digest_groups::DigestGroups;
 use crate::bolt::fanout::{Entry, Fanout, FastMap, Slots, Tid};
-use crate::digest::DigestSpec;
 use crate::bolt::recovery::{stale_users, RecoveryGate};
 use crate::bolt::EpochStash;
 use crate::config::Materialize;
+use crate::digest::DigestSpec;
 use crate::drpc::{Drpc, Request};
 use crate::event::TypedId;
 use crate::feed::{FeedKey, Story};
@@ -653,8 +653,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Typed
             let mut stash = EpochStash::new(2);
             // Each output recovers on its own (the digests' only with digests).
             let digests_cap = caps.pop().filter(|_| !settings.digests.is_empty());
-            let mut digest_recovery =
-                RecoveryGate::new(digests_cap, settings.recover_into.clone());
+            let mut digest_recovery = RecoveryGate::new(digests_cap, settings.recover_into.clone());
             let mut recovery = RecoveryGate::new(caps.pop(), settings.recover_into.clone());
             let mut heads = Heads {
                 digests: DigestGroups::new(settings.digests.clone(), settings.slack),

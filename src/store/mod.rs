@@ -37,12 +37,17 @@ pub struct WriteBatch {
 }
 
 impl WriteBatch {
-    /// Empties the batch, keeping its buffers for the next epoch.
-    pub fn clear(&mut self) {
+    /// Empties the batch, keeping buffers of up to `keep` items each for
+    /// the next epoch (a huge catch-up epoch's buffers are not kept).
+    pub fn clear(&mut self, keep: usize) {
         self.puts.clear();
         self.feed.clear();
         self.digests.clear();
         self.removes.clear();
+        self.puts.shrink_to(keep);
+        self.feed.shrink_to(keep);
+        self.digests.shrink_to(keep);
+        self.removes.shrink_to(keep);
     }
 
     /// Whether the batch writes nothing.

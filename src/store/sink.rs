@@ -74,7 +74,7 @@ impl<'scope> WriteTo<'scope> for StreamVec<'scope, u64, Write> {
                     if !batch.is_empty() {
                         apply_with_retry(store.as_ref(), &batch, &status);
                     }
-                    batch.clear();
+                    batch.clear(1 << 16);
                     spare = batch;
                 }
             }
