@@ -3,14 +3,21 @@
 //!
 //! The bolt already has every story and its users' interests on the worker
 //! ([`Fanout`]), so a delivery updates the user's group in place: no
-//! delivery leaves the worker. Per user and digest the state holds the feed
-//! entries of whole time buckets, from `counted_from` up. A group lies in
-//! one bucket, so every group held is complete, and a group older than
-//! `counted_from` is older than every group held. When more than
-//! `digest_size + slack` groups are held, the oldest buckets that the
-//! newest `digest_size + slack` groups do not use are dropped; when
-//! retractions leave fewer than `digest_size`, older buckets are counted
-//! again from the story index (the rebuild path), in the same epoch.
+//! delivery leaves the worker. Per user and digest the state holds whole
+//! groups (every entry, with its paths) and a time `held_from`: every group
+//! whose newest entry is at or after it is held. The head (the newest
+//! `digest_size` groups) is therefore always among the held groups.
+//!
+//! - A delivery to a held group updates it. A new entry at or after
+//!   `held_from` for a group not held makes it a candidate, loaded whole at
+//!   the end of the epoch from the worker's stories of that group key
+//!   (unless its bucket starts at or after `held_from`: then it had no
+//!   entries, and starts empty at once).
+//! - Beyond `digest_size + 2 * slack` groups, the groups older than the
+//!   newest `digest_size + slack` are dropped and `held_from` moves up.
+//! - When retractions leave fewer than `digest_size`, the user's feed is
+//!   walked down from `held_from` (the rebuild path's merge) and the groups
+//!   met are loaded, in the same epoch.
 //!
 //! Each entry is counted once per interest that brings it (its paths), so
 //! an unfollow or delete removes exactly what it brought.
@@ -20,7 +27,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::bolt::digest::{DigestChange, GroupChange};
-use crate::bolt::fanout::{Entry, Fanout, FastMap, Slot, Slots, Tid};
+use crate::bolt::fanout::{Entry, Fanout, FastMap, Slots, Tid};
 use crate::bolt::recovery::stale_users;
 use crate::bolt::top_k::TopK;
 use crate::digest::{DigestSpec, Group, GroupOrder};
@@ -34,52 +41,102 @@ type GroupId = u32;
 /// A group's place in its digest.
 type Place = GroupOrder<Rc<str>>;
 
-/// One spec's group keys on this worker, each counted by the retained
-/// stories that have it, so a key lives as long as a story does.
+/// One spec's group keys on this worker, each with the retained stories
+/// that have it (so a group is loaded without reading other stories).
 #[derive(Default)]
 struct Keys {
     ids: FastMap<Rc<str>, GroupId>,
-    /// Per id: the key, its bucket start, and how many stories have it.
-    names: Vec<(Rc<str>, Millis, u32)>,
+    groups: Vec<KeyInfo>,
     free: Vec<GroupId>,
+    /// Keys that lost their last story this epoch: freed at its end, if still unused.
+    emptied: Vec<GroupId>,
+}
+
+struct KeyInfo {
+    name: Rc<str>,
+    bucket: Millis,
+    stories: Vec<Entry>,
 }
 
 impl Keys {
-    fn acquire(&mut self, key: String, bucket: Millis) -> GroupId {
+    fn acquire(&mut self, key: String, bucket: Millis, entry: Entry) -> GroupId {
         if let Some(&id) = self.ids.get(key.as_str()) {
-            self.names[id as usize].2 += 1;
+            self.groups[id as usize].stories.push(entry);
             return id;
         }
-        let key: Rc<str> = Rc::from(key);
+        let name: Rc<str> = Rc::from(key);
+        let info = KeyInfo {
+            name: name.clone(),
+            bucket,
+            stories: vec![entry],
+        };
         let id = match self.free.pop() {
             Some(id) => {
-                self.names[id as usize] = (key.clone(), bucket, 1);
+                self.groups[id as usize] = info;
                 id
             }
             None => {
-                self.names.push((key.clone(), bucket, 1));
-                GroupId::try_from(self.names.len() - 1).expect("fewer than 2^32 group keys")
+                self.groups.push(info);
+                GroupId::try_from(self.groups.len() - 1).expect("fewer than 2^32 group keys")
             }
         };
-        self.ids.insert(key, id);
+        self.ids.insert(name, id);
         id
     }
 
-    fn release(&mut self, id: GroupId) {
-        let (key, _, stories) = &mut self.names[id as usize];
-        *stories -= 1;
-        if *stories == 0 {
-            self.ids.remove(key);
-            self.free.push(id);
+    fn release(&mut self, id: GroupId, entry: Entry) {
+        let stories = &mut self.groups[id as usize].stories;
+        if let Some(at) = stories.iter().position(|e| e.slot == entry.slot) {
+            stories.swap_remove(at);
+        }
+        if stories.is_empty() {
+            self.emptied.push(id);
+        }
+    }
+
+    fn end_epoch(&mut self) {
+        for id in std::mem::take(&mut self.emptied) {
+            let info = &self.groups[id as usize];
+            if info.stories.is_empty() && self.ids.get(&info.name) == Some(&id) {
+                self.ids.remove(&info.name);
+                self.free.push(id);
+            }
         }
     }
 
     fn name(&self, id: GroupId) -> &Rc<str> {
-        &self.names[id as usize].0
+        &self.groups[id as usize].name
     }
 
     fn bucket(&self, id: GroupId) -> Millis {
-        self.names[id as usize].1
+        self.groups[id as usize].bucket
+    }
+
+    /// `user`'s group `id`, whole, from the stories with its key.
+    fn load(&self, id: GroupId, user: Tid, fanout: &Fanout) -> GroupState {
+        let mut entries: Vec<(Entry, u32)> = self.groups[id as usize]
+            .stories
+            .iter()
+            .filter_map(|entry| {
+                let paths = fanout.paths(user, *entry);
+                (paths > 0).then_some((*entry, paths))
+            })
+            .collect();
+        let slots = &fanout.slots;
+        entries.sort_unstable_by(|a, b| slots.cmp(&a.0, &b.0));
+        let mut actors: Vec<(Tid, u32)> = Vec::new();
+        for (entry, _) in &entries {
+            let actor = slots.about(*entry)[0];
+            match actors.binary_search_by_key(&actor, |(a, _)| *a) {
+                Ok(at) => actors[at].1 += 1,
+                Err(at) => actors.insert(at, (actor, 1)),
+            }
+        }
+        GroupState {
+            entries,
+            actors,
+            touched: false,
+        }
     }
 }
 
@@ -177,42 +234,53 @@ impl GroupState {
 /// One user's groups of one digest.
 #[derive(Default)]
 struct UserDigest {
-    /// Every feed entry at or after this time is counted (a bucket start);
-    /// `None`: every entry is.
-    counted_from: Option<Millis>,
+    /// Every group whose newest entry is at or after this time is held;
+    /// `None`: every group is.
+    held_from: Option<Millis>,
+    /// The held groups, each whole; none is empty at the end of an epoch.
     groups: FastMap<GroupId, GroupState>,
-    /// Non-empty groups.
-    held: usize,
     order: TopK<Place>,
     /// Groups changed this epoch, with their place when it began.
     touched: Vec<(GroupId, Option<Place>)>,
+    /// Groups not held that a new entry may bring into the held range.
+    candidates: Vec<GroupId>,
 }
 
 impl UserDigest {
-    fn counts(&self, time: Millis) -> bool {
-        self.counted_from.is_none_or(|from| time >= from)
+    /// Holds a group loaded whole (it was not held: no place before).
+    fn hold(&mut self, group: GroupId, mut state: GroupState) {
+        state.touched = true;
+        self.groups.insert(group, state);
+        self.touched.push((group, None));
     }
 
     fn deliver(&mut self, keys: &Keys, group: GroupId, entry: Entry, diff: isize, slots: &Slots) {
-        if !self.counts(entry.time) {
-            return;
-        }
-        let state = self.groups.entry(group).or_insert_with(|| GroupState {
-            entries: Vec::new(),
-            actors: Vec::new(),
-            touched: false,
-        });
+        let state = match self.groups.get_mut(&group) {
+            Some(state) => state,
+            None => {
+                if diff < 0 || self.held_from.is_some_and(|from| entry.time < from) {
+                    // Not held, and stays older than every group that must be.
+                    return;
+                }
+                if self.held_from.is_some_and(|from| keys.bucket(group) < from) {
+                    // It may have older entries: loaded whole at the end of the epoch.
+                    self.candidates.push(group);
+                    return;
+                }
+                // Its bucket starts in the held range: it has no other entries.
+                self.touched.push((group, None));
+                self.groups.entry(group).or_insert(GroupState {
+                    entries: Vec::new(),
+                    actors: Vec::new(),
+                    touched: true,
+                })
+            }
+        };
         if !state.touched {
             state.touched = true;
             self.touched.push((group, state.place(keys.name(group))));
         }
-        let was_empty = state.entries.is_empty();
         state.update(entry, slots.about(entry)[0], diff, slots);
-        match (was_empty, state.entries.is_empty()) {
-            (true, false) => self.held += 1,
-            (false, true) => self.held -= 1,
-            _ => {}
-        }
     }
 }
 
@@ -223,8 +291,6 @@ pub struct DigestGroups {
     keys: Vec<Keys>,
     /// Per story slot, its group in each spec.
     story_groups: Vec<GroupId>,
-    /// Slots whose stories were removed this epoch: their keys are released at its end.
-    released: Vec<Slot>,
     users: FastMap<Tid, Vec<UserDigest>>,
     /// Users with a digest changed this epoch.
     touched: Vec<Tid>,
@@ -238,7 +304,6 @@ impl DigestGroups {
             specs,
             slack,
             story_groups: Vec::new(),
-            released: Vec::new(),
             users: FastMap::default(),
             touched: Vec::new(),
         }
@@ -262,15 +327,16 @@ impl DigestGroups {
         }
         let story = slots.story(entry);
         for (spec_index, spec) in self.specs.iter().enumerate() {
-            let id = self.keys[spec_index].acquire(spec.key(&story.0), spec.bucket(story.0.time));
-            self.story_groups[at + spec_index] = id;
+            let (key, bucket) = (spec.key(&story.0), spec.bucket(story.0.time));
+            self.story_groups[at + spec_index] = self.keys[spec_index].acquire(key, bucket, entry);
         }
     }
 
-    /// Notes that a story was removed (its groups are released when the epoch ends).
+    /// Notes that a story was removed.
     pub fn remove_story(&mut self, entry: Entry) {
-        if !self.specs.is_empty() {
-            self.released.push(entry.slot);
+        for spec in 0..self.specs.len() {
+            let group = self.group_of(entry, spec);
+            self.keys[spec].release(group, entry);
         }
     }
 
@@ -280,16 +346,19 @@ impl DigestGroups {
             return;
         }
         let n = self.specs.len();
-        let digests = self.users.entry(user).or_insert_with(|| {
-            self.touched.push(user);
-            (0..n).map(|_| UserDigest::default()).collect()
-        });
-        if digests.iter().all(|d| d.touched.is_empty()) {
-            self.touched.push(user);
-        }
+        let digests = self
+            .users
+            .entry(user)
+            .or_insert_with(|| (0..n).map(|_| UserDigest::default()).collect());
+        let untouched = digests
+            .iter()
+            .all(|d| d.touched.is_empty() && d.candidates.is_empty());
         for (spec, digest) in digests.iter_mut().enumerate() {
             let group = self.story_groups[entry.slot as usize * n + spec];
             digest.deliver(&self.keys[spec], group, entry, diff, slots);
+        }
+        if untouched {
+            self.touched.push(user);
         }
     }
 
@@ -299,20 +368,25 @@ impl DigestGroups {
         if self.specs.is_empty() {
             return;
         }
-        let oldest_counted = self.users.get(&user).map_or(Some(Millis::MIN), |digests| {
-            digests.iter().map(|d| d.counted_from).min().flatten()
+        // Stories older than every held group's bucket reach no held group.
+        let oldest = self.users.get(&user).map_or(Millis::MIN, |digests| {
+            digests
+                .iter()
+                .zip(&self.specs)
+                .map(|(d, spec)| d.held_from.map_or(Millis::MIN, |from| spec.bucket(from)))
+                .min()
+                .unwrap_or(Millis::MIN)
         });
-        let oldest_counted = oldest_counted.unwrap_or(Millis::MIN);
         for entry in fanout.stories_about(interest) {
-            if entry.time < oldest_counted {
+            if entry.time < oldest {
                 break;
             }
             self.deliver(user, entry, diff, &fanout.slots);
         }
     }
 
-    /// Ends the epoch: refills and trims the touched users' digests and
-    /// emits their changes; releases removed stories' keys.
+    /// Ends the epoch: loads, refills and trims the touched users' digests
+    /// and emits their changes.
     pub fn end_epoch(&mut self, fanout: &Fanout, out: &mut Vec<DigestChange>) {
         let mut touched = std::mem::take(&mut self.touched);
         touched.sort_unstable();
@@ -322,42 +396,86 @@ impl DigestGroups {
                 continue;
             };
             for (spec_index, digest) in digests.iter_mut().enumerate() {
+                self.load_candidates(u, spec_index, digest, fanout);
                 self.refill(u, spec_index, digest, fanout);
                 self.emit(u, spec_index, digest, fanout, out);
             }
             let empty = digests
                 .iter()
-                .all(|d| d.held == 0 && d.counted_from.is_none());
+                .all(|d| d.groups.is_empty() && d.held_from.is_none());
             if !empty {
                 self.users.insert(u, digests);
             }
         }
-        let n = self.specs.len();
-        for slot in self.released.drain(..) {
-            for (spec, keys) in self.keys.iter_mut().enumerate() {
-                keys.release(self.story_groups[slot as usize * n + spec]);
+        self.keys.iter_mut().for_each(Keys::end_epoch);
+    }
+
+    /// Loads whole the candidates that reach the held range.
+    fn load_candidates(&self, u: Tid, spec_index: usize, digest: &mut UserDigest, fanout: &Fanout) {
+        let keys = &self.keys[spec_index];
+        let mut candidates = std::mem::take(&mut digest.candidates);
+        candidates.sort_unstable();
+        candidates.dedup();
+        for group in candidates {
+            if digest.groups.contains_key(&group) {
+                continue;
+            }
+            let state = keys.load(group, u, fanout);
+            let reaches = state.entries.last().is_some_and(|(newest, _)| {
+                digest.held_from.is_none_or(|from| newest.time >= from)
+            });
+            if reaches {
+                digest.hold(group, state);
             }
         }
     }
 
-    /// Counts older buckets again while fewer than `digest_size` groups are held.
+    /// While fewer than `digest_size` groups are held, walks the feed down
+    /// from `held_from` and loads the groups met, up to `digest_size + slack`.
     fn refill(&self, u: Tid, spec_index: usize, digest: &mut UserDigest, fanout: &Fanout) {
-        let spec = &self.specs[spec_index];
-        while digest.held < spec.sizes.digest_size {
-            let Some(from) = digest.counted_from else {
+        let (spec, keys) = (&self.specs[spec_index], &self.keys[spec_index]);
+        let Some(from) = digest.held_from else {
+            return;
+        };
+        // The head is exact while `digest_size` groups are held from `from` up.
+        let mut count = digest
+            .groups
+            .values()
+            .filter(|g| g.entries.last().is_some_and(|(newest, _)| newest.time >= from))
+            .count();
+        if count >= spec.sizes.digest_size {
+            return;
+        }
+        let target = spec.sizes.digest_size + self.slack;
+        let (mut below, mut newest_unheld) = (FeedKey::new(from, ""), from);
+        loop {
+            let older = fanout.merged(u, Some(&below), 256);
+            let Some(last) = older.last() else {
+                digest.held_from = None;
                 return;
             };
-            let below = FeedKey::new(from, "");
-            let Some(older) = fanout.merged(u, Some(&below), 1).first().copied() else {
-                digest.counted_from = None;
-                return;
-            };
-            let start = spec.bucket(older.time);
-            digest.counted_from = Some(start);
-            for &interest in fanout.interests(u) {
-                for entry in fanout.stories_about_between(interest, start, from) {
-                    let group = self.group_of(entry, spec_index);
-                    digest.deliver(&self.keys[spec_index], group, entry, 1, &fanout.slots);
+            below = fanout.slots.key(*last);
+            for entry in older {
+                if entry.time < newest_unheld {
+                    // Every group with an entry at or after `newest_unheld` is held now.
+                    if count >= target {
+                        digest.held_from = Some(newest_unheld);
+                        return;
+                    }
+                    newest_unheld = entry.time;
+                }
+                let group = self.group_of(entry, spec_index);
+                match digest.groups.get(&group) {
+                    // Met at its newest entry: a held group older than `from`.
+                    Some(state) => {
+                        if state.entries.last().is_some_and(|(newest, _)| *newest == entry) {
+                            count += 1;
+                        }
+                    }
+                    None => {
+                        digest.hold(group, keys.load(group, u, fanout));
+                        count += 1;
+                    }
                 }
             }
         }
@@ -438,43 +556,41 @@ impl DigestGroups {
         }));
     }
 
-    /// Drops the groups in buckets older than every one of the newest
-    /// `digest_size + slack` groups, once twice the slack is exceeded.
+    /// Beyond `digest_size + 2 * slack` held groups, drops those older than
+    /// the newest `digest_size + slack` (none of them in the head).
     fn trim(&self, spec_index: usize, digest: &mut UserDigest) {
         let (spec, keys) = (&self.specs[spec_index], &self.keys[spec_index]);
         let keep = spec.sizes.digest_size + self.slack;
-        if digest.held <= keep + self.slack.max(1) {
+        if digest.groups.len() <= keep + self.slack.max(1) {
             return;
         }
         let Some(last_kept) = digest.order.head(keep).last() else {
             return;
         };
-        let from = spec.bucket(last_kept.last_time);
-        if digest.counted_from.is_some_and(|counted| counted >= from) {
+        let from = last_kept.last_time;
+        if digest.held_from.is_some_and(|held| held >= from) {
             return;
         }
         let dropped: Vec<GroupId> = digest
             .groups
-            .keys()
-            .copied()
-            .filter(|group| keys.bucket(*group) < from)
+            .iter()
+            .filter(|(group, state)| {
+                state
+                    .place(keys.name(**group))
+                    .is_some_and(|place| place.last_time < from)
+            })
+            .map(|(group, _)| *group)
             .collect();
         let mut head_changes = Vec::new();
         for group in dropped {
             let state = digest.groups.remove(&group).expect("listed");
-            let place = state
-                .place(keys.name(group))
-                .expect("held groups are non-empty");
+            let place = state.place(keys.name(group)).expect("non-empty");
             digest
                 .order
                 .update(place, -1, spec.sizes.digest_size, &mut head_changes);
-            digest.held -= 1;
         }
-        debug_assert!(
-            head_changes.is_empty(),
-            "dropped groups were outside the head"
-        );
-        digest.counted_from = Some(from);
+        debug_assert!(head_changes.is_empty(), "dropped groups were outside the head");
+        digest.held_from = Some(from);
     }
 
     /// Every digest of the users this worker owns, whole (a reset, then the

@@ -308,24 +308,30 @@ impl Fanout {
     /// a user who follows themselves explicitly, with `follow_self`, holds
     /// the edge twice, so one unfollow leaves it in place.
     pub fn follow(&mut self, user: Tid, interest: Tid) {
-        self.interests.entry(user).or_default().push(interest);
+        let interests = self.interests.entry(user).or_default();
+        let at = interests.partition_point(|i| *i < interest);
+        interests.insert(at, interest);
         self.followers.entry(interest).or_default().push(user);
     }
 
     /// `user` follows `interest` once less.
     pub fn unfollow(&mut self, user: Tid, interest: Tid) {
-        fn remove_one(map: &mut FastMap<Tid, Vec<Tid>>, key: Tid, value: Tid) {
-            if let Some(values) = map.get_mut(&key) {
-                if let Some(at) = values.iter().position(|v| *v == value) {
-                    values.swap_remove(at);
-                }
-                if values.is_empty() {
-                    map.remove(&key);
-                }
+        if let Some(interests) = self.interests.get_mut(&user) {
+            if let Ok(at) = interests.binary_search(&interest) {
+                interests.remove(at);
+            }
+            if interests.is_empty() {
+                self.interests.remove(&user);
             }
         }
-        remove_one(&mut self.interests, user, interest);
-        remove_one(&mut self.followers, interest, user);
+        if let Some(followers) = self.followers.get_mut(&interest) {
+            if let Some(at) = followers.iter().position(|v| *v == user) {
+                followers.swap_remove(at);
+            }
+            if followers.is_empty() {
+                self.followers.remove(&interest);
+            }
+        }
     }
 
     /// The followers on this worker of `interest`.
@@ -333,17 +339,34 @@ impl Fanout {
         self.followers.get(&interest).map_or(&[], Vec::as_slice)
     }
 
-    /// The interests of `user`.
+    /// The interests of `user`, sorted, each as often as it is followed.
     pub fn interests(&self, user: Tid) -> &[Tid] {
         self.interests.get(&user).map_or(&[], Vec::as_slice)
     }
 
+    /// Through how many of `user`'s interests (counted as often as each
+    /// is followed) the retained story in `entry` reaches the user's feed.
+    pub fn paths(&self, user: Tid, entry: Entry) -> u32 {
+        let interests = self.interests(user);
+        let Some(kept) = self.slots.kept[entry.slot as usize].as_ref() else {
+            return 0;
+        };
+        if kept.removed {
+            return 0;
+        }
+        kept.about
+            .iter()
+            .map(|t| {
+                let start = interests.partition_point(|i| i < t);
+                let end = interests.partition_point(|i| i <= t);
+                (end - start) as u32
+            })
+            .sum()
+    }
+
     /// Whether the retained story in `entry` is about one of `user`'s interests.
     pub fn in_feed_of(&self, user: Tid, entry: Entry) -> bool {
-        let interests = self.interests(user);
-        self.slots.kept[entry.slot as usize]
-            .as_ref()
-            .is_some_and(|kept| !kept.removed && kept.about.iter().any(|t| interests.contains(t)))
+        self.paths(user, entry) > 0
     }
 
     /// The newest `limit` entries of `user`'s feed strictly older than
