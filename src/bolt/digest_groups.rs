@@ -242,8 +242,9 @@ struct UserDigest {
     order: TopK<Place>,
     /// Groups changed this epoch, with their place when it began.
     touched: Vec<(GroupId, Option<Place>)>,
-    /// Groups not held that a new entry may bring into the held range.
-    candidates: Vec<GroupId>,
+    /// Groups not held that a new entry may bring into the held range,
+    /// each with that entry's time.
+    candidates: Vec<(GroupId, Millis)>,
 }
 
 impl UserDigest {
@@ -264,7 +265,7 @@ impl UserDigest {
                 }
                 if self.held_from.is_some_and(|from| keys.bucket(group) < from) {
                     // It may have older entries: loaded whole at the end of the epoch.
-                    self.candidates.push(group);
+                    self.candidates.push((group, entry.time));
                     return;
                 }
                 // Its bucket starts in the held range: it has no other entries.
@@ -410,14 +411,36 @@ impl DigestGroups {
         self.keys.iter_mut().for_each(Keys::end_epoch);
     }
 
-    /// Loads whole the candidates that reach the held range.
+    /// Loads whole the candidates that reach the held range. A candidate's
+    /// newest entry is at most the newest delivered to it (its older ones
+    /// are older than `held_from`), so when more groups than the bound
+    /// compete, `held_from` moves up to the newest `digest_size + slack`
+    /// first and only the candidates above it are loaded.
     fn load_candidates(&self, u: Tid, spec_index: usize, digest: &mut UserDigest, fanout: &Fanout) {
-        let keys = &self.keys[spec_index];
+        let (spec, keys) = (&self.specs[spec_index], &self.keys[spec_index]);
         let mut candidates = std::mem::take(&mut digest.candidates);
-        candidates.sort_unstable();
-        candidates.dedup();
-        for group in candidates {
-            if digest.groups.contains_key(&group) {
+        // Per group, the newest time delivered.
+        candidates.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        candidates.dedup_by_key(|(group, _)| *group);
+        candidates.retain(|(group, _)| !digest.groups.contains_key(group));
+        let keep = spec.sizes.digest_size + self.slack;
+        if digest.groups.len() + candidates.len() > keep + self.slack.max(1) {
+            let mut newest: Vec<Millis> = digest
+                .groups
+                .values()
+                .filter_map(|state| state.entries.last().map(|(entry, _)| entry.time))
+                .chain(candidates.iter().map(|(_, time)| *time))
+                .collect();
+            if newest.len() > keep {
+                let (_, kth, _) = newest.select_nth_unstable_by(keep - 1, |a, b| b.cmp(a));
+                let kth = *kth;
+                if digest.held_from.is_none_or(|from| kth > from) {
+                    digest.held_from = Some(kth);
+                }
+            }
+        }
+        for (group, time) in candidates {
+            if digest.held_from.is_some_and(|from| time < from) {
                 continue;
             }
             let state = keys.load(group, u, fanout);
@@ -557,7 +580,8 @@ impl DigestGroups {
     }
 
     /// Beyond `digest_size + 2 * slack` held groups, drops those older than
-    /// the newest `digest_size + slack` (none of them in the head).
+    /// the newest `digest_size + slack` and than `held_from` (none of them
+    /// in the head, which lies above both).
     fn trim(&self, spec_index: usize, digest: &mut UserDigest) {
         let (spec, keys) = (&self.specs[spec_index], &self.keys[spec_index]);
         let keep = spec.sizes.digest_size + self.slack;
@@ -567,10 +591,9 @@ impl DigestGroups {
         let Some(last_kept) = digest.order.head(keep).last() else {
             return;
         };
-        let from = last_kept.last_time;
-        if digest.held_from.is_some_and(|held| held >= from) {
-            return;
-        }
+        let from = digest
+            .held_from
+            .map_or(last_kept.last_time, |held| held.max(last_kept.last_time));
         let dropped: Vec<GroupId> = digest
             .groups
             .iter()
