@@ -132,9 +132,8 @@ enum Command {
         /// Skip checking feeds against the reference model.
         #[arg(long)]
         no_verify: bool,
-        /// Keep the default digest and notification feeds too. They hold
-        /// every retained feed activity per user: several times the memory
-        /// of flat feeds, so use a smaller workload than the default.
+        /// Keep the default digest and notification feeds too (each user's
+        /// digest holds about `digest_size + slack` whole groups).
         #[arg(long)]
         digests: bool,
     },

@@ -444,9 +444,10 @@ impl DigestGroups {
                 continue;
             }
             let state = keys.load(group, u, fanout);
-            let reaches = state.entries.last().is_some_and(|(newest, _)| {
-                digest.held_from.is_none_or(|from| newest.time >= from)
-            });
+            let reaches = state
+                .entries
+                .last()
+                .is_some_and(|(newest, _)| digest.held_from.is_none_or(|from| newest.time >= from));
             if reaches {
                 digest.hold(group, state);
             }
@@ -464,7 +465,11 @@ impl DigestGroups {
         let mut count = digest
             .groups
             .values()
-            .filter(|g| g.entries.last().is_some_and(|(newest, _)| newest.time >= from))
+            .filter(|g| {
+                g.entries
+                    .last()
+                    .is_some_and(|(newest, _)| newest.time >= from)
+            })
             .count();
         if count >= spec.sizes.digest_size {
             return;
@@ -491,7 +496,11 @@ impl DigestGroups {
                 match digest.groups.get(&group) {
                     // Met at its newest entry: a held group older than `from`.
                     Some(state) => {
-                        if state.entries.last().is_some_and(|(newest, _)| *newest == entry) {
+                        if state
+                            .entries
+                            .last()
+                            .is_some_and(|(newest, _)| *newest == entry)
+                        {
                             count += 1;
                         }
                     }
@@ -612,7 +621,10 @@ impl DigestGroups {
                 .order
                 .update(place, -1, spec.sizes.digest_size, &mut head_changes);
         }
-        debug_assert!(head_changes.is_empty(), "dropped groups were outside the head");
+        debug_assert!(
+            head_changes.is_empty(),
+            "dropped groups were outside the head"
+        );
         digest.held_from = Some(from);
     }
 
