@@ -468,7 +468,14 @@ path = "{dead}"
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "the last run did not catch up");
+        if Instant::now() >= deadline {
+            let log = std::fs::read_to_string(&run.log).unwrap();
+            let tail: String = log.lines().rev().take(40).collect::<Vec<_>>().join("\n");
+            panic!(
+                "the last run did not catch up: {:?}\n{tail}",
+                status(&run.addr)
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     let store = feedstorm::store::redis::RedisStore::open(&target.sink(&prefix)).unwrap();

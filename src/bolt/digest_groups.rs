@@ -159,8 +159,9 @@ impl GroupState {
         })
     }
 
-    /// Changes the paths of `entry` (by `actor`) by `diff`.
-    fn update(&mut self, entry: Entry, actor: Tid, diff: isize, slots: &Slots) {
+    /// Changes the paths of `entry` (by `actor`) by `diff`; `false` if that
+    /// would make them negative (the group is then left as it was).
+    fn update(&mut self, entry: Entry, actor: Tid, diff: isize, slots: &Slots) -> bool {
         let at = match self.entries.last() {
             Some((newest, _)) if slots.cmp(&entry, newest).is_gt() => Err(self.entries.len()),
             _ => self
@@ -170,10 +171,12 @@ impl GroupState {
         match at {
             Ok(at) => {
                 let paths = self.entries[at].1 as isize + diff;
-                assert!(paths >= 0, "negative paths for {entry:?}");
+                if paths < 0 {
+                    return false;
+                }
                 if paths > 0 {
                     self.entries[at].1 = paths as u32;
-                    return;
+                    return true;
                 }
                 self.entries.remove(at);
                 let who = self
@@ -186,7 +189,9 @@ impl GroupState {
                 }
             }
             Err(at) => {
-                assert!(diff > 0, "negative paths for {entry:?}");
+                if diff < 0 {
+                    return false;
+                }
                 self.entries.insert(at, (entry, diff as u32));
                 match self.actors.binary_search_by_key(&actor, |(a, _)| *a) {
                     Ok(who) => self.actors[who].1 += 1,
@@ -194,6 +199,7 @@ impl GroupState {
                 }
             }
         }
+        true
     }
 
     fn view(&self, key: &str, spec: &DigestSpec, slots: &Slots) -> Group {
@@ -232,11 +238,14 @@ impl GroupState {
 }
 
 /// One user's groups of one digest.
-#[derive(Default)]
 struct UserDigest {
     /// Every group whose newest entry is at or after this time is held;
     /// `None`: every group is.
     held_from: Option<Millis>,
+    /// No held group's bucket starts before this (a lower bound: groups
+    /// below `held_from` may stay held until trimmed), so a follow need not
+    /// read the interest's older stories.
+    oldest_bucket: Millis,
     /// The held groups, each whole; none is empty at the end of an epoch.
     groups: FastMap<GroupId, GroupState>,
     order: TopK<Place>,
@@ -245,11 +254,29 @@ struct UserDigest {
     /// Groups not held that a new entry may bring into the held range,
     /// each with that entry's time.
     candidates: Vec<(GroupId, Millis)>,
+    /// Held groups a retraction found out of step: loaded whole again at
+    /// the end of the epoch (a safety net; the oracle tests never need it).
+    stale: Vec<GroupId>,
+}
+
+impl Default for UserDigest {
+    fn default() -> Self {
+        UserDigest {
+            held_from: None,
+            oldest_bucket: Millis::MAX,
+            groups: FastMap::default(),
+            order: TopK::default(),
+            touched: Vec::new(),
+            candidates: Vec::new(),
+            stale: Vec::new(),
+        }
+    }
 }
 
 impl UserDigest {
     /// Holds a group loaded whole (it was not held: no place before).
-    fn hold(&mut self, group: GroupId, mut state: GroupState) {
+    fn hold(&mut self, keys: &Keys, group: GroupId, mut state: GroupState) {
+        self.oldest_bucket = self.oldest_bucket.min(keys.bucket(group));
         state.touched = true;
         self.groups.insert(group, state);
         self.touched.push((group, None));
@@ -269,6 +296,7 @@ impl UserDigest {
                     return;
                 }
                 // Its bucket starts in the held range: it has no other entries.
+                self.oldest_bucket = self.oldest_bucket.min(keys.bucket(group));
                 self.touched.push((group, None));
                 self.groups.entry(group).or_insert(GroupState {
                     entries: Vec::new(),
@@ -281,7 +309,9 @@ impl UserDigest {
             state.touched = true;
             self.touched.push((group, state.place(keys.name(group))));
         }
-        state.update(entry, slots.about(entry)[0], diff, slots);
+        if !state.update(entry, slots.about(entry)[0], diff, slots) {
+            self.stale.push(group);
+        }
     }
 }
 
@@ -374,7 +404,10 @@ impl DigestGroups {
             digests
                 .iter()
                 .zip(&self.specs)
-                .map(|(d, spec)| d.held_from.map_or(Millis::MIN, |from| spec.bucket(from)))
+                .map(|(d, spec)| {
+                    d.held_from
+                        .map_or(Millis::MIN, |from| spec.bucket(from).min(d.oldest_bucket))
+                })
                 .min()
                 .unwrap_or(Millis::MIN)
         });
@@ -418,6 +451,14 @@ impl DigestGroups {
     /// first and only the candidates above it are loaded.
     fn load_candidates(&self, u: Tid, spec_index: usize, digest: &mut UserDigest, fanout: &Fanout) {
         let (spec, keys) = (&self.specs[spec_index], &self.keys[spec_index]);
+        for group in std::mem::take(&mut digest.stale) {
+            tracing::warn!(user = u, "digest group out of step: loaded again");
+            let fresh = keys.load(group, u, fanout);
+            if let Some(state) = digest.groups.get_mut(&group) {
+                state.entries = fresh.entries;
+                state.actors = fresh.actors;
+            }
+        }
         let mut candidates = std::mem::take(&mut digest.candidates);
         // Per group, the newest time delivered.
         candidates.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
@@ -449,7 +490,7 @@ impl DigestGroups {
                 .last()
                 .is_some_and(|(newest, _)| digest.held_from.is_none_or(|from| newest.time >= from));
             if reaches {
-                digest.hold(group, state);
+                digest.hold(keys, group, state);
             }
         }
     }
@@ -505,7 +546,7 @@ impl DigestGroups {
                         }
                     }
                     None => {
-                        digest.hold(group, keys.load(group, u, fanout));
+                        digest.hold(keys, group, keys.load(group, u, fanout));
                         count += 1;
                     }
                 }
@@ -626,6 +667,8 @@ impl DigestGroups {
             "dropped groups were outside the head"
         );
         digest.held_from = Some(from);
+        // Every group left has its newest entry at or after `from`.
+        digest.oldest_bucket = spec.bucket(from);
     }
 
     /// Every digest of the users this worker owns, whole (a reset, then the
