@@ -119,6 +119,47 @@ pub struct Group {
 }
 
 impl Group {
+    /// The view of group `key` from its activities newest first (read only
+    /// as far as the shown actors and ids need), its oldest activity, and
+    /// its counts of distinct actors and of activities.
+    pub fn from_newest<'a>(
+        key: &str,
+        spec: &DigestSpec,
+        mut newest_first: impl Iterator<Item = &'a Activity> + Clone,
+        oldest: &Activity,
+        actor_count: usize,
+        activity_count: usize,
+    ) -> Group {
+        let ids: Vec<String> = newest_first
+            .clone()
+            .take(spec.sizes.max_activities)
+            .map(|a| a.id.clone())
+            .collect();
+        let newest = newest_first.clone().next().expect("non-empty group");
+        // Distinct actors by their newest activity, as many as are shown.
+        let wanted = spec.sizes.max_actors.min(actor_count);
+        let mut actors: Vec<TypedId> = Vec::with_capacity(wanted);
+        while actors.len() < wanted {
+            let Some(activity) = newest_first.next() else {
+                break;
+            };
+            if !actors.contains(&activity.actor) {
+                actors.push(activity.actor.clone());
+            }
+        }
+        Group {
+            key: key.to_owned(),
+            verb: newest.verb.clone(),
+            object: newest.object.clone(),
+            actors,
+            actor_count,
+            activity_count,
+            first_time: oldest.time,
+            last_time: newest.time,
+            activity_ids: ids,
+        }
+    }
+
     /// The group's place in its digest.
     pub fn order(&self) -> GroupOrder {
         GroupOrder::new(self.last_time, &self.key)

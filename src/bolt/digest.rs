@@ -136,37 +136,16 @@ impl GroupState {
     }
 
     fn view(&self, key: &str, spec: &DigestSpec) -> Group {
-        let newest = &self.activities.last().expect("non-empty group").0 .0;
+        let newest_first = self.activities.iter().rev().map(|(s, _)| &*s.0);
         let oldest = &self.activities.first().expect("non-empty group").0 .0;
-        // Distinct actors by their newest activity: scan newest first until
-        // as many as can be shown are found.
-        let wanted = spec.sizes.max_actors.min(self.actors.len());
-        let mut actors: Vec<TypedId> = Vec::with_capacity(wanted);
-        for (story, _) in self.activities.iter().rev() {
-            if actors.len() == wanted {
-                break;
-            }
-            if !actors.contains(&story.0.actor) {
-                actors.push(story.0.actor.clone());
-            }
-        }
-        Group {
-            key: key.to_owned(),
-            verb: newest.verb.clone(),
-            object: newest.object.clone(),
-            actors,
-            actor_count: self.actors.len(),
-            activity_count: self.activities.len(),
-            first_time: oldest.time,
-            last_time: newest.time,
-            activity_ids: self
-                .activities
-                .iter()
-                .rev()
-                .take(spec.sizes.max_activities)
-                .map(|(s, _)| s.0.id.clone())
-                .collect(),
-        }
+        Group::from_newest(
+            key,
+            spec,
+            newest_first,
+            oldest,
+            self.actors.len(),
+            self.activities.len(),
+        )
     }
 }
 

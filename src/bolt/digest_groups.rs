@@ -203,37 +203,16 @@ impl GroupState {
     }
 
     fn view(&self, key: &str, spec: &DigestSpec, slots: &Slots) -> Group {
-        let newest = slots.story(self.entries.last().expect("non-empty group").0);
-        let oldest = slots.story(self.entries[0].0);
-        // Distinct actors by their newest entry: newest first, as many as shown.
-        let wanted = spec.sizes.max_actors.min(self.actors.len());
-        let mut actors: Vec<TypedId> = Vec::with_capacity(wanted);
-        for (entry, _) in self.entries.iter().rev() {
-            if actors.len() == wanted {
-                break;
-            }
-            let actor = &slots.story(*entry).0.actor;
-            if !actors.contains(actor) {
-                actors.push(actor.clone());
-            }
-        }
-        Group {
-            key: key.to_owned(),
-            verb: newest.0.verb.clone(),
-            object: newest.0.object.clone(),
-            actors,
-            actor_count: self.actors.len(),
-            activity_count: self.entries.len(),
-            first_time: oldest.0.time,
-            last_time: newest.0.time,
-            activity_ids: self
-                .entries
-                .iter()
-                .rev()
-                .take(spec.sizes.max_activities)
-                .map(|(entry, _)| slots.story(*entry).0.id.clone())
-                .collect(),
-        }
+        let newest_first = self.entries.iter().rev().map(|(e, _)| &*slots.story(*e).0);
+        let oldest = &slots.story(self.entries[0].0).0;
+        Group::from_newest(
+            key,
+            spec,
+            newest_first,
+            oldest,
+            self.actors.len(),
+            self.entries.len(),
+        )
     }
 }
 
