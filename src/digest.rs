@@ -133,7 +133,7 @@ impl Group {
         let ids: Vec<String> = newest_first
             .clone()
             .take(spec.sizes.max_activities)
-            .map(|a| a.id.clone())
+            .map(|a| a.id.to_string())
             .collect();
         let newest = newest_first.clone().next().expect("non-empty group");
         // Distinct actors by their newest activity, as many as are shown.

@@ -66,7 +66,7 @@ impl fmt::Display for TypedId {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Activity {
     /// Unique id; a second activity with the same id is a duplicate.
-    pub id: String,
+    pub id: Arc<str>,
     /// When it happened.
     pub time: Millis,
     /// Who did it.
@@ -285,7 +285,7 @@ pub fn decode(bytes: &[u8], max_event_bytes: usize) -> Result<Event, DecodeError
                 None => None,
             };
             Ok(Event::Activity(Activity {
-                id: required_id("id", wire.id)?,
+                id: required_id("id", wire.id)?.into(),
                 time: time?,
                 actor: required_typed_id("actor", wire.actor)?,
                 verb: required_id("verb", wire.verb)?,

@@ -77,7 +77,7 @@ pub struct Story(pub Arc<Activity>);
 impl Story {
     /// The activity's place in feeds.
     pub fn key(&self) -> FeedKey {
-        FeedKey::new(self.0.time, self.0.id.as_str())
+        FeedKey::new(self.0.time, self.0.id.clone())
     }
 
     fn order(&self) -> (Millis, &str) {

@@ -160,7 +160,7 @@ pub fn digest_of(activities: Vec<&Activity>, spec: &DigestSpec) -> Vec<Group> {
                 activity_ids: members
                     .iter()
                     .take(spec.sizes.max_activities)
-                    .map(|a| a.id.clone())
+                    .map(|a| a.id.to_string())
                     .collect(),
             }
         })
@@ -189,7 +189,7 @@ pub fn retained_activities<'a>(events: &'a [Event], config: &FeedConfig) -> Vec<
             Event::Activity(a) => Some(a),
             _ => None,
         })
-        .filter(|a| seen.insert(a.id.as_str()))
-        .filter(|a| !deleted.contains(a.id.as_str()) && a.time >= cutoff)
+        .filter(|a| seen.insert(&*a.id))
+        .filter(|a| !deleted.contains(&*a.id) && a.time >= cutoff)
         .collect()
 }

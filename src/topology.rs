@@ -69,7 +69,7 @@ impl Inputs {
                 interest,
                 op,
             }),
-            Event::Delete { id, .. } => self.stories.send(StoryEvent::Delete(id)),
+            Event::Delete { id, .. } => self.stories.send(StoryEvent::Delete(id.into())),
         }
     }
 

@@ -389,6 +389,7 @@ impl<'scope> Digest<'scope> for VecCollection<'scope, u64, (TypedId, Story), isi
                     digests.recovered(store, index, peers, &mut out);
                     output.session(cap).give_iterator(out.drain(..));
                 });
+                crate::bolt::release_burst(&mut out);
             }
         });
         stream
@@ -403,7 +404,7 @@ mod tests {
 
     fn story(id: u8, time: i64, actor: u8, object: u8) -> Story {
         Story(Arc::new(Activity {
-            id: format!("a{id}"),
+            id: format!("a{id}").into(),
             time,
             actor: TypedId::parse(&format!("user:{actor}")).unwrap(),
             verb: "love".into(),

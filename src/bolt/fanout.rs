@@ -92,11 +92,12 @@ impl TypedIds {
 }
 
 /// A retained story as this worker keeps it.
+/// 24 bytes: its id and every other field stay in the shared activity.
 struct Kept {
     story: Story,
-    /// Its feed key, made once: every head change of the story shares its id.
-    key: FeedKey,
-    about: Vec<Tid>,
+    /// The typed ids it is about: actor, object and target, each once.
+    about: [Tid; 3],
+    about_len: u8,
     /// Removed in this epoch: its slot is freed when the epoch ends.
     removed: bool,
 }
@@ -119,6 +120,10 @@ impl Slots {
             .expect("an entry names a kept story")
     }
 
+    fn id(&self, slot: Slot) -> &str {
+        &self.kept(slot).story.0.id
+    }
+
     /// The feed order of two entries: time, then activity id.
     #[inline]
     pub fn cmp(&self, a: &Entry, b: &Entry) -> Ordering {
@@ -126,7 +131,7 @@ impl Slots {
             if a.slot == b.slot {
                 Ordering::Equal
             } else {
-                self.kept(a.slot).key.id.cmp(&self.kept(b.slot).key.id)
+                self.id(a.slot).cmp(self.id(b.slot))
             }
         })
     }
@@ -137,7 +142,7 @@ impl Slots {
         entry
             .time
             .cmp(&key.time)
-            .then_with(|| self.kept(entry.slot).key.id.cmp(&key.id))
+            .then_with(|| self.id(entry.slot).cmp(&key.id))
     }
 
     /// The story in `entry`.
@@ -147,19 +152,20 @@ impl Slots {
 
     /// The feed key of `entry`.
     pub fn key(&self, entry: Entry) -> FeedKey {
-        self.kept(entry.slot).key.clone()
+        self.kept(entry.slot).story.key()
     }
 
     /// The typed ids the story in `entry` is about.
     pub fn about(&self, entry: Entry) -> &[Tid] {
-        &self.kept(entry.slot).about
+        let kept = self.kept(entry.slot);
+        &kept.about[..kept.about_len as usize]
     }
 
     /// The entry of the retained story with this activity id.
     pub fn entry_of(&self, id: &str) -> Option<Entry> {
         let slot = *self.by_id.get(id)?;
         Some(Entry {
-            time: self.kept(slot).key.time,
+            time: self.kept(slot).story.0.time,
             slot,
         })
     }
@@ -199,19 +205,19 @@ impl Fanout {
     /// Keeps a newly retained story; returns its entry (`None` if a story
     /// with its id is kept already).
     pub fn add_story(&mut self, story: &Story) -> Option<Entry> {
-        if self.slots.by_id.contains_key(story.0.id.as_str()) {
+        if self.slots.by_id.contains_key(&*story.0.id) {
             return None;
         }
-        let about: Vec<Tid> = story
-            .0
-            .story_ids()
-            .map(|t| self.typed_ids.intern(t))
-            .collect();
-        let key = story.key();
+        let mut about = [0; 3];
+        let mut about_len = 0;
+        for typed in story.0.story_ids() {
+            about[about_len] = self.typed_ids.intern(typed);
+            about_len += 1;
+        }
         let kept = Kept {
             story: story.clone(),
-            key: key.clone(),
             about,
+            about_len: about_len as u8,
             removed: false,
         };
         let slot = match self.slots.free.pop() {
@@ -225,7 +231,7 @@ impl Fanout {
                     .expect("fewer than 2^32 stories per worker")
             }
         };
-        self.slots.by_id.insert(key.id, slot);
+        self.slots.by_id.insert(story.0.id.clone(), slot);
         let entry = Entry {
             time: story.0.time,
             slot,
@@ -249,7 +255,7 @@ impl Fanout {
     pub fn remove_story(&mut self, id: &str) -> Option<Entry> {
         let entry = self.slots.entry_of(id)?;
         self.slots.by_id.remove(id);
-        for &tid in &self.slots.kept(entry.slot).about {
+        for &tid in self.slots.about(entry) {
             if let Some(sorted) = self.about.get_mut(&tid) {
                 // Expiry removes the oldest: no search for it.
                 match sorted.front() {
@@ -354,7 +360,7 @@ impl Fanout {
         if kept.removed {
             return 0;
         }
-        kept.about
+        kept.about[..kept.about_len as usize]
             .iter()
             .map(|t| {
                 let start = interests.partition_point(|i| i < t);

@@ -153,6 +153,11 @@ impl UserHead {
             self.unknown_below = Some(slots.key(self.entries[0]));
             return Inserted::Below;
         }
+        if self.entries.len() == self.entries.capacity() {
+            // Grow to the trim point at most, not to the next power of two.
+            let room = (cap + TRIM_BATCH + 1).saturating_sub(self.len());
+            self.entries.reserve_exact(self.len().max(8).min(room.max(1)));
+        }
         self.add_at(at, entry, size);
         if self.len() > cap + TRIM_BATCH {
             self.trim(cap, slots);
@@ -248,6 +253,11 @@ impl UserHead {
                 diff_sorted(before.into_iter(), after, slots)
             }
         };
+        // The log of a busy epoch keeps its capacity for no one.
+        self.changes.clear();
+        if self.changes.capacity() > 16 {
+            self.changes = Vec::new();
+        }
         changes
             .into_iter()
             .map(move |(entry, diff)| (slots.key(entry), diff))
@@ -715,6 +725,8 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Typed
                         .recovered(fanout, store, index, peers, &mut digested);
                     digests_out.session(cap).give_iterator(digested.drain(..));
                 });
+                crate::bolt::release_burst(&mut out);
+                crate::bolt::release_burst(&mut digested);
             }
         });
         (heads_stream, digests_stream)
@@ -740,7 +752,7 @@ mod tests {
             let entries: Vec<Entry> = (0..300)
                 .map(|i| {
                     let story = Story(Arc::new(Activity {
-                        id: format!("a{i}"),
+                        id: format!("a{i}").into(),
                         time: rng.gen_range(0..200),
                         actor: TypedId::parse("user:rob").unwrap(),
                         verb: "post".into(),

@@ -36,6 +36,16 @@ pub use feed_head::MaintainHead;
 pub use interests::{InterestEvent, ResolveInterests};
 pub use stories::{ActivityChange, KeepStories, StoryEvent};
 
+/// Lets a reused output buffer give back the capacity of a burst: a catch-up
+/// epoch can carry millions of changes, and a buffer that kept their capacity
+/// would hold that memory for the rest of the run.
+pub(crate) fn release_burst<T>(buffer: &mut Vec<T>) {
+    const KEEP: usize = 1 << 14;
+    if buffer.capacity() > KEEP {
+        buffer.shrink_to(KEEP);
+    }
+}
+
 /// Data stashed by epoch until no input can add to the epoch any more; then
 /// handed back oldest first, with a capability per output port to answer it.
 pub struct EpochStash<D> {

@@ -24,7 +24,7 @@ pub enum StoryEvent {
     /// An activity (possibly a duplicate).
     Activity(Activity),
     /// The activity with this id is withdrawn, whenever it arrives.
-    Delete(String),
+    Delete(Arc<str>),
 }
 
 impl StoryEvent {
@@ -42,7 +42,7 @@ pub enum ActivityChange {
     /// Store this activity (it is now retained).
     Put(Arc<Activity>),
     /// Forget this activity (deleted or past retention).
-    Remove(String),
+    Remove(Arc<str>),
 }
 
 /// Keeps the set of retained activities.
@@ -68,13 +68,15 @@ enum Input {
     Newest(Millis),
 }
 
-/// The operator's state on one worker.
+/// The operator's state on one worker. Every index shares the activity's
+/// one id allocation.
 #[derive(Default)]
 struct Retained {
-    present: HashMap<String, Arc<Activity>>,
-    by_time: BTreeSet<(Millis, String)>,
+    present: HashMap<Arc<str>, Arc<Activity>>,
+    /// Present activities in feed order, oldest first, for expiry.
+    by_time: BTreeSet<Story>,
     /// Deleted ids, kept so that a late or replayed copy never shows.
-    deleted: HashSet<String>,
+    deleted: HashSet<Arc<str>>,
     newest: Option<Millis>,
 }
 
@@ -93,7 +95,7 @@ impl Retained {
         writes: &mut Vec<ActivityChange>,
     ) {
         if let Some(activity) = self.present.remove(id) {
-            self.by_time.remove(&(activity.time, activity.id.clone()));
+            self.by_time.remove(&Story(activity.clone()));
             Self::stories(&activity, time, -1, stories);
             writes.push(ActivityChange::Remove(activity.id.clone()));
         }
@@ -133,14 +135,15 @@ impl Retained {
             }
             let activity = Arc::new(activity);
             Self::stories(&activity, time, 1, stories);
-            self.by_time.insert((activity.time, activity.id.clone()));
+            self.by_time.insert(Story(activity.clone()));
             self.present.insert(activity.id.clone(), activity.clone());
             writes.push(ActivityChange::Put(activity));
         }
-        while let Some((t, id)) = self.by_time.first().cloned() {
-            if t >= cutoff {
+        while let Some(oldest) = self.by_time.first() {
+            if oldest.0.time >= cutoff {
                 break;
             }
+            let id = oldest.0.id.clone();
             self.remove(&id, time, stories, writes);
         }
     }
@@ -183,6 +186,8 @@ impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
                         .session(&caps[1])
                         .give_iterator(write_buf.drain(..));
                 }
+                crate::bolt::release_burst(&mut story_buf);
+                crate::bolt::release_burst(&mut write_buf);
             }
         });
         (stories.as_collection(), writes)

@@ -196,7 +196,7 @@ fn on_time_event(config: &GeneratorConfig, i: u64) -> Event {
             i
         };
         Event::Activity(Activity {
-            id: format!("g{id_index}"),
+            id: format!("g{id_index}").into(),
             time,
             actor,
             verb: VERBS[rng.gen_range(0..VERBS.len())].to_owned(),

@@ -54,7 +54,7 @@ impl<K: Hash + Eq, V> Sharded<K, V> {
 /// ```
 pub struct EmbeddedStore {
     feeds: Sharded<TypedId, BTreeSet<FeedKey>>,
-    activities: Sharded<String, Arc<Activity>>,
+    activities: Sharded<Arc<str>, Arc<Activity>>,
     /// Per user, each digest's head by name.
     digests: Sharded<TypedId, HashMap<Arc<str>, Digest>>,
     marks: Sharded<TypedId, BTreeMap<String, Marks>>,
@@ -174,7 +174,7 @@ impl Store for EmbeddedStore {
         for activity in &batch.puts {
             let mut shard = self
                 .activities
-                .shard(activity.id.as_str())
+                .shard(&*activity.id)
                 .write()
                 .expect("lock");
             shard.insert(activity.id.clone(), activity.clone());
@@ -201,7 +201,7 @@ impl Store for EmbeddedStore {
         }
         for id in &batch.removes {
             self.activities
-                .shard(id.as_str())
+                .shard(&**id)
                 .write()
                 .expect("lock")
                 .remove(id);

@@ -33,7 +33,7 @@ pub struct WriteBatch {
     /// Changes to digest and notification heads.
     pub digests: Vec<DigestChange>,
     /// Activities deleted or past retention.
-    pub removes: Vec<String>,
+    pub removes: Vec<Arc<str>>,
 }
 
 impl WriteBatch {

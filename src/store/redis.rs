@@ -133,7 +133,7 @@ impl RedisStore {
     fn parse(&self, json: &str) -> Option<Arc<Activity>> {
         let stored: StoredEntry = serde_json::from_str(json).ok()?;
         Some(Arc::new(Activity {
-            id: stored.id,
+            id: stored.id.into(),
             time: parse_time(&serde_json::to_string(&stored.time).ok()?)?,
             actor: stored.actor,
             verb: stored.verb,
