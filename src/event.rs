@@ -44,6 +44,12 @@ impl TypedId {
         }
     }
 
+    /// Whether another handle shares this id's text (so dropping this one
+    /// would free nothing).
+    pub fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
+    }
+
     /// The id as written, `kind:id`.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -34,7 +34,6 @@
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::Arc;
 
 use crate::event::{Millis, TypedId};
 use crate::feed::{FeedKey, Story};
@@ -108,7 +107,6 @@ struct Kept {
 #[derive(Default)]
 pub struct Slots {
     kept: Vec<Option<Kept>>,
-    by_id: FastMap<Arc<str>, Slot>,
     free: Vec<Slot>,
     freed_this_epoch: Vec<Slot>,
 }
@@ -161,13 +159,17 @@ impl Slots {
         &kept.about[..kept.about_len as usize]
     }
 
-    /// The entry of the retained story with this activity id.
-    pub fn entry_of(&self, id: &str) -> Option<Entry> {
-        let slot = *self.by_id.get(id)?;
-        Some(Entry {
-            time: self.kept(slot).story.0.time,
-            slot,
-        })
+    /// Where `story` is, or would go, in `sorted` (oldest first).
+    fn find(&self, sorted: &VecDeque<Entry>, story: &Story) -> Result<usize, usize> {
+        let (time, id) = (story.0.time, &*story.0.id);
+        // Most lookups are of the newest or the oldest: no search for them.
+        let probe = |entry: &Entry| entry.time.cmp(&time).then_with(|| self.id(entry.slot).cmp(id));
+        match (sorted.front(), sorted.back()) {
+            (_, None) => Err(0),
+            (_, Some(newest)) if probe(newest).is_lt() => Err(sorted.len()),
+            (Some(oldest), _) if probe(oldest).is_eq() => Ok(0),
+            _ => sorted.binary_search_by(probe),
+        }
     }
 
     /// Sorts `entries` in feed order.
@@ -205,7 +207,7 @@ impl Fanout {
     /// Keeps a newly retained story; returns its entry (`None` if a story
     /// with its id is kept already).
     pub fn add_story(&mut self, story: &Story) -> Option<Entry> {
-        if self.slots.by_id.contains_key(&*story.0.id) {
+        if self.entry_of(story).is_some() {
             return None;
         }
         let mut about = [0; 3];
@@ -231,7 +233,6 @@ impl Fanout {
                     .expect("fewer than 2^32 stories per worker")
             }
         };
-        self.slots.by_id.insert(story.0.id.clone(), slot);
         let entry = Entry {
             time: story.0.time,
             slot,
@@ -250,23 +251,22 @@ impl Fanout {
         Some(entry)
     }
 
-    /// Forgets the story with this activity id (deleted or expired); returns
-    /// its entry, whose slot stays readable until [`Fanout::end_epoch`].
-    pub fn remove_story(&mut self, id: &str) -> Option<Entry> {
-        let entry = self.slots.entry_of(id)?;
-        self.slots.by_id.remove(id);
+    /// The entry of `story`, if it is kept. Found in the index of the
+    /// story's actor, so no map from activity id is needed.
+    pub fn entry_of(&self, story: &Story) -> Option<Entry> {
+        let sorted = self.about.get(&self.typed_ids.get(&story.0.actor)?)?;
+        let at = self.slots.find(sorted, story).ok()?;
+        Some(sorted[at])
+    }
+
+    /// Forgets `story` (deleted or expired); returns its entry, whose slot
+    /// stays readable until [`Fanout::end_epoch`].
+    pub fn remove_story(&mut self, story: &Story) -> Option<Entry> {
+        let entry = self.entry_of(story)?;
         for &tid in self.slots.about(entry) {
             if let Some(sorted) = self.about.get_mut(&tid) {
-                // Expiry removes the oldest: no search for it.
-                match sorted.front() {
-                    Some(oldest) if oldest.slot == entry.slot => {
-                        sorted.pop_front();
-                    }
-                    _ => {
-                        if let Ok(at) = self.slots.search(sorted, &entry) {
-                            sorted.remove(at);
-                        }
-                    }
+                if let Ok(at) = self.slots.find(sorted, story) {
+                    sorted.remove(at);
                 }
                 if sorted.is_empty() {
                     self.about.remove(&tid);

@@ -404,7 +404,7 @@ impl Heads {
         let mut changed = Vec::new();
         for (story, diff) in stories {
             let kept = if diff < 0 {
-                self.fanout.remove_story(&story.0.id)
+                self.fanout.remove_story(&story)
             } else {
                 self.fanout.add_story(&story)
             };

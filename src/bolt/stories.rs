@@ -14,7 +14,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
 use crate::bolt::EpochStash;
-use crate::event::{Activity, Millis};
+use crate::event::{Activity, Millis, TypedId};
 use crate::feed::Story;
 use crate::grouping::route;
 
@@ -78,6 +78,41 @@ struct Retained {
     /// Deleted ids, kept so that a late or replayed copy never shows.
     deleted: HashSet<Arc<str>>,
     newest: Option<Millis>,
+    typed_ids: TypedIdPool,
+}
+
+/// One copy of each typed id's text that retained activities name: the
+/// spouts parse a fresh copy per event, and a celebrity's id would otherwise
+/// be held once per story about them.
+#[derive(Default)]
+struct TypedIdPool {
+    ids: HashSet<TypedId>,
+    /// Pool size after the last sweep: the next sweep waits for it to double.
+    swept_at: usize,
+}
+
+impl TypedIdPool {
+    fn share(&mut self, typed: &mut TypedId) {
+        match self.ids.get(typed) {
+            Some(pooled) => *typed = pooled.clone(),
+            None => {
+                self.ids.insert(typed.clone());
+                if self.ids.len() > 2 * self.swept_at.max(1024) {
+                    // Forget ids that no retained activity names any more.
+                    self.ids.retain(TypedId::is_shared);
+                    self.swept_at = self.ids.len();
+                }
+            }
+        }
+    }
+
+    fn share_all(&mut self, activity: &mut Activity) {
+        self.share(&mut activity.actor);
+        self.share(&mut activity.object);
+        if let Some(target) = &mut activity.target {
+            self.share(target);
+        }
+    }
 }
 
 type StoryUpdate = (Story, u64, isize);
@@ -126,13 +161,14 @@ impl Retained {
         let cutoff = self
             .newest
             .map_or(Millis::MIN, |n| n.saturating_sub(retention));
-        for activity in activities {
+        for mut activity in activities {
             if activity.time < cutoff
                 || self.deleted.contains(&activity.id)
                 || self.present.contains_key(&activity.id)
             {
                 continue;
             }
+            self.typed_ids.share_all(&mut activity);
             let activity = Arc::new(activity);
             Self::stories(&activity, time, 1, stories);
             self.by_time.insert(Story(activity.clone()));
