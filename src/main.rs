@@ -182,6 +182,10 @@ struct Workload {
     /// How late a late event is at most (`12h`).
     #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
     late_by: std::time::Duration,
+    /// Feed retention (`[feed] retention`). Events are 100 ms apart, so a
+    /// retention shorter than the run shows memory bounded by the window.
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    retention: std::time::Duration,
 }
 
 impl Workload {
@@ -201,6 +205,27 @@ impl Workload {
             late_by: self.late_by,
             ..GeneratorConfig::default()
         }
+    }
+
+    /// The flags that give the same workload to a child process.
+    fn args(&self) -> Vec<String> {
+        let flags: [(&str, String); 11] = [
+            ("--seed", self.seed.to_string()),
+            ("--users", self.users.to_string()),
+            ("--listings", self.listings.to_string()),
+            ("--follows", self.follows.to_string()),
+            ("--events", self.events.to_string()),
+            ("--skew", self.skew.to_string()),
+            ("--unfollow-share", self.unfollow_share.to_string()),
+            ("--delete-share", self.delete_share.to_string()),
+            ("--late-share", self.late_share.to_string()),
+            ("--late-by", humantime::format_duration(self.late_by).to_string()),
+            ("--retention", humantime::format_duration(self.retention).to_string()),
+        ];
+        flags
+            .into_iter()
+            .flat_map(|(flag, value)| [flag.to_owned(), value])
+            .collect()
     }
 }
 
@@ -339,6 +364,7 @@ fn main() -> anyhow::Result<()> {
                         Mode::All => Materialize::All,
                         Mode::Active => Materialize::Active,
                     },
+                    retention: workload.retention,
                     ..FeedConfig::default()
                 },
                 digests,
@@ -381,11 +407,7 @@ fn compare_modes(
         child.args(["--workers", &workers.to_string()]);
         child.args(["--active-fraction", &fraction.to_string()]);
         child.args(["--latency-samples", &latency_samples.to_string()]);
-        child.args(["--seed", &workload.seed.to_string()]);
-        child.args(["--users", &workload.users.to_string()]);
-        child.args(["--listings", &workload.listings.to_string()]);
-        child.args(["--follows", &workload.follows.to_string()]);
-        child.args(["--events", &workload.events.to_string()]);
+        child.args(workload.args());
         if no_verify {
             child.arg("--no-verify");
         }
