@@ -112,106 +112,175 @@ impl Keys {
         self.groups[id as usize].bucket
     }
 
-    /// `user`'s group `id`, whole, from the stories with its key.
-    fn load(&self, id: GroupId, user: Tid, fanout: &Fanout) -> GroupState {
-        let mut entries: Vec<(Entry, u32)> = self.groups[id as usize]
-            .stories
-            .iter()
-            .filter_map(|entry| {
-                let paths = fanout.paths(user, *entry);
-                (paths > 0).then_some((*entry, paths))
-            })
-            .collect();
-        let slots = &fanout.slots;
-        entries.sort_unstable_by(|a, b| slots.cmp(&a.0, &b.0));
+    /// `user`'s group `id`, from the stories with its key.
+    fn load(&self, id: GroupId, user: Tid, fanout: &Fanout, shown: usize) -> GroupState {
+        let mut members = self.members(id, user, fanout);
         let mut actors: Vec<(Tid, u32)> = Vec::new();
-        for (entry, _) in &entries {
-            let actor = slots.about(*entry)[0];
+        for entry in &members {
+            let actor = fanout.slots.about(*entry)[0];
             match actors.binary_search_by_key(&actor, |(a, _)| *a) {
                 Ok(at) => actors[at].1 += 1,
                 Err(at) => actors.insert(at, (actor, 1)),
             }
         }
+        let count = members.len() as u32;
+        let oldest = members.first().copied();
+        members.drain(..members.len().saturating_sub(2 * shown));
         GroupState {
-            entries,
+            count,
             actors,
+            newest: members,
+            oldest,
             touched: false,
         }
     }
+
+    /// The entries of group `id` in `user`'s feed, oldest first.
+    fn members(&self, id: GroupId, user: Tid, fanout: &Fanout) -> Vec<Entry> {
+        let mut members: Vec<Entry> = self.groups[id as usize]
+            .stories
+            .iter()
+            .copied()
+            .filter(|entry| fanout.in_feed_of(user, *entry))
+            .collect();
+        members.sort_unstable_by(|a, b| fanout.slots.cmp(a, b));
+        members
+    }
 }
 
-/// One group of one user: its entries with their paths, and its actors.
+/// One group of one user: exact counts, and its newest entries only. A
+/// retraction that leaves fewer than the view shows (or takes the oldest)
+/// has the group loaded again from its key's stories.
 struct GroupState {
-    /// Entries in feed order (oldest first), each with its paths (> 0).
-    entries: Vec<(Entry, u32)>,
+    /// Entries in the user's feed.
+    count: u32,
     /// Distinct actors, sorted, each with their number of entries here.
     actors: Vec<(Tid, u32)>,
+    /// The newest entries, oldest first: every entry at or above the first
+    /// is here, and at most twice the view's `shown` of them.
+    newest: Vec<Entry>,
+    /// The oldest entry (`None` once it left, until the group is loaded again).
+    oldest: Option<Entry>,
     /// Changed in this epoch (listed in the user's `touched`).
     touched: bool,
 }
 
+/// What a change did to a held group.
+#[derive(PartialEq, Eq)]
+enum Updated {
+    Done,
+    /// Its newest entries or its oldest are no longer known: load it again.
+    Reload,
+    /// The change contradicts the group (a safety net: load it again).
+    OutOfStep,
+}
+
 impl GroupState {
+    fn empty() -> GroupState {
+        GroupState {
+            count: 0,
+            actors: Vec::new(),
+            newest: Vec::new(),
+            oldest: None,
+            touched: true,
+        }
+    }
+
     fn place(&self, key: &Rc<str>) -> Option<Place> {
-        let (newest, _) = self.entries.last()?;
+        let newest = self.newest.last()?;
         Some(Place {
             last_time: newest.time,
             key: Reverse(key.clone()),
         })
     }
 
-    /// Changes the paths of `entry` (by `actor`) by `diff`; `false` if that
-    /// would make them negative (the group is then left as it was).
-    fn update(&mut self, entry: Entry, actor: Tid, diff: isize, slots: &Slots) -> bool {
-        let at = match self.entries.last() {
-            Some((newest, _)) if slots.cmp(&entry, newest).is_gt() => Err(self.entries.len()),
-            _ => self
-                .entries
-                .binary_search_by(|(probe, _)| slots.cmp(probe, &entry)),
-        };
-        match at {
-            Ok(at) => {
-                let paths = self.entries[at].1 as isize + diff;
-                if paths < 0 {
-                    return false;
-                }
-                if paths > 0 {
-                    self.entries[at].1 = paths as u32;
-                    return true;
-                }
-                self.entries.remove(at);
-                let who = self
-                    .actors
-                    .binary_search_by_key(&actor, |(a, _)| *a)
-                    .expect("actor of a present entry");
-                self.actors[who].1 -= 1;
-                if self.actors[who].1 == 0 {
-                    self.actors.remove(who);
+    fn is_complete(&self) -> bool {
+        self.newest.len() == self.count as usize
+    }
+
+    /// `entry` (by `actor`) joins (`joins`) or leaves the user's feed.
+    fn update(&mut self, entry: Entry, actor: Tid, joins: bool, shown: usize, slots: &Slots) -> Updated {
+        let found = slots.search_slice(&self.newest, &entry);
+        let above_known = self
+            .newest
+            .first()
+            .is_some_and(|first| slots.cmp(&entry, first).is_gt());
+        let who = self.actors.binary_search_by_key(&actor, |(a, _)| *a);
+        if joins {
+            if found.is_ok() {
+                return Updated::OutOfStep;
+            }
+            if self.is_complete() || above_known {
+                self.newest.insert(found.unwrap_err(), entry);
+                if self.newest.len() > 2 * shown {
+                    self.newest.remove(0);
                 }
             }
-            Err(at) => {
-                if diff < 0 {
-                    return false;
-                }
-                self.entries.insert(at, (entry, diff as u32));
-                match self.actors.binary_search_by_key(&actor, |(a, _)| *a) {
-                    Ok(who) => self.actors[who].1 += 1,
-                    Err(who) => self.actors.insert(who, (actor, 1)),
+            if self.count == 0 || self.oldest.is_some_and(|o| slots.cmp(&entry, &o).is_lt()) {
+                self.oldest = Some(entry);
+            }
+            self.count += 1;
+            match who {
+                Ok(at) => self.actors[at].1 += 1,
+                Err(at) => self.actors.insert(at, (actor, 1)),
+            }
+            return Updated::Done;
+        }
+        let (Ok(at), true) = (who, self.count > 0) else {
+            return Updated::OutOfStep;
+        };
+        match found {
+            Ok(index) => {
+                self.newest.remove(index);
+            }
+            Err(_) if above_known => return Updated::OutOfStep,
+            Err(_) => {}
+        }
+        self.count -= 1;
+        self.actors[at].1 -= 1;
+        if self.actors[at].1 == 0 {
+            self.actors.remove(at);
+        }
+        if self.oldest.is_some_and(|o| o.slot == entry.slot) {
+            self.oldest = self.is_complete().then(|| self.newest.first().copied()).flatten();
+        }
+        let short = self.newest.len() < shown && !self.is_complete();
+        if self.count > 0 && (short || self.oldest.is_none()) {
+            Updated::Reload
+        } else {
+            Updated::Done
+        }
+    }
+
+    fn view(&self, key: &str, spec: &DigestSpec, slots: &Slots, members: impl FnOnce() -> Vec<Entry>) -> Group {
+        let oldest = &slots.story(self.oldest.expect("a loaded group knows its oldest")).0;
+        let wanted = spec.sizes.max_actors.min(self.actors.len());
+        let mut seen: Vec<Tid> = Vec::with_capacity(wanted);
+        for entry in self.newest.iter().rev() {
+            let actor = slots.about(*entry)[0];
+            if !seen.contains(&actor) {
+                seen.push(actor);
+                if seen.len() == wanted {
+                    break;
                 }
             }
         }
-        true
-    }
-
-    fn view(&self, key: &str, spec: &DigestSpec, slots: &Slots) -> Group {
-        let newest_first = self.entries.iter().rev().map(|(e, _)| &*slots.story(*e).0);
-        let oldest = &slots.story(self.entries[0].0).0;
+        // Rarely, the shown actors lie below the newest entries kept.
+        let all;
+        let newest = if seen.len() < wanted && !self.is_complete() {
+            all = members();
+            &all
+        } else {
+            &self.newest
+        };
+        let newest_first = newest.iter().rev().map(|e| &*slots.story(*e).0);
         Group::from_newest(
             key,
             spec,
             newest_first,
             oldest,
             self.actors.len(),
-            self.entries.len(),
+            self.count as usize,
         )
     }
 }
@@ -233,9 +302,10 @@ struct UserDigest {
     /// Groups not held that a new entry may bring into the held range,
     /// each with that entry's time.
     candidates: Vec<(GroupId, Millis)>,
-    /// Held groups a retraction found out of step: loaded whole again at
-    /// the end of the epoch (a safety net; the oracle tests never need it).
-    stale: Vec<GroupId>,
+    /// Held groups to load again at the end of the epoch, and whether a
+    /// change found the group out of step (a safety net the oracle tests
+    /// never need).
+    reload: Vec<(GroupId, bool)>,
 }
 
 impl Default for UserDigest {
@@ -247,7 +317,7 @@ impl Default for UserDigest {
             order: TopK::default(),
             touched: Vec::new(),
             candidates: Vec::new(),
-            stale: Vec::new(),
+            reload: Vec::new(),
         }
     }
 }
@@ -261,11 +331,12 @@ impl UserDigest {
         self.touched.push((group, None));
     }
 
-    fn deliver(&mut self, keys: &Keys, group: GroupId, entry: Entry, diff: isize, slots: &Slots) {
+    /// `entry` of `group` joins (`joins`) or leaves the user's feed.
+    fn deliver(&mut self, keys: &Keys, group: GroupId, entry: Entry, joins: bool, shown: usize, slots: &Slots) {
         let state = match self.groups.get_mut(&group) {
             Some(state) => state,
             None => {
-                if diff < 0 || self.held_from.is_some_and(|from| entry.time < from) {
+                if !joins || self.held_from.is_some_and(|from| entry.time < from) {
                     // Not held, and stays older than every group that must be.
                     return;
                 }
@@ -277,21 +348,25 @@ impl UserDigest {
                 // Its bucket starts in the held range: it has no other entries.
                 self.oldest_bucket = self.oldest_bucket.min(keys.bucket(group));
                 self.touched.push((group, None));
-                self.groups.entry(group).or_insert(GroupState {
-                    entries: Vec::new(),
-                    actors: Vec::new(),
-                    touched: true,
-                })
+                self.groups.entry(group).or_insert_with(GroupState::empty)
             }
         };
         if !state.touched {
             state.touched = true;
             self.touched.push((group, state.place(keys.name(group))));
         }
-        if !state.update(entry, slots.about(entry)[0], diff, slots) {
-            self.stale.push(group);
+        match state.update(entry, slots.about(entry)[0], joins, shown, slots) {
+            Updated::Done => {}
+            Updated::Reload => self.reload.push((group, false)),
+            Updated::OutOfStep => self.reload.push((group, true)),
         }
     }
+}
+
+/// How many of a group's newest entries its view can show: the kept
+/// newest are twice this, so a few retractions need no reload.
+fn shown(spec: &DigestSpec) -> usize {
+    spec.sizes.max_activities.max(spec.sizes.max_actors)
 }
 
 /// The digests of the users one feed-head bolt owns. See the module docs.
@@ -350,8 +425,9 @@ impl DigestGroups {
         }
     }
 
-    /// `entry`'s paths into `user`'s feed change by `diff`.
-    pub fn deliver(&mut self, user: Tid, entry: Entry, diff: isize, slots: &Slots) {
+    /// `entry` joins (`joins`) or leaves `user`'s feed: its paths there
+    /// went from none to some, or back. Call once per change, not per path.
+    pub fn deliver(&mut self, user: Tid, entry: Entry, joins: bool, slots: &Slots) {
         if self.specs.is_empty() {
             return;
         }
@@ -365,7 +441,8 @@ impl DigestGroups {
             .all(|d| d.touched.is_empty() && d.candidates.is_empty());
         for (spec, digest) in digests.iter_mut().enumerate() {
             let group = self.story_groups[entry.slot as usize * n + spec];
-            digest.deliver(&self.keys[spec], group, entry, diff, slots);
+            let shown = shown(&self.specs[spec]);
+            digest.deliver(&self.keys[spec], group, entry, joins, shown, slots);
         }
         if untouched {
             self.touched.push(user);
@@ -373,7 +450,9 @@ impl DigestGroups {
     }
 
     /// `user`'s interest `interest` (its stories kept before this epoch)
-    /// counts `diff` times more: a follow or unfollow.
+    /// is about to count `diff` times more: a follow or unfollow, called
+    /// before the fan-out applies it, so that each story's paths before
+    /// and after are known.
     pub fn follow(&mut self, user: Tid, interest: Tid, diff: isize, fanout: &Fanout) {
         if self.specs.is_empty() {
             return;
@@ -394,7 +473,11 @@ impl DigestGroups {
             if entry.time < oldest {
                 break;
             }
-            self.deliver(user, entry, diff, &fanout.slots);
+            let before = fanout.paths(user, entry) as isize;
+            let after = before + diff;
+            if (before > 0) != (after > 0) {
+                self.deliver(user, entry, after > 0, &fanout.slots);
+            }
         }
     }
 
@@ -430,12 +513,19 @@ impl DigestGroups {
     /// first and only the candidates above it are loaded.
     fn load_candidates(&self, u: Tid, spec_index: usize, digest: &mut UserDigest, fanout: &Fanout) {
         let (spec, keys) = (&self.specs[spec_index], &self.keys[spec_index]);
-        for group in std::mem::take(&mut digest.stale) {
-            tracing::warn!(user = u, "digest group out of step: loaded again");
-            let fresh = keys.load(group, u, fanout);
+        let shown = shown(spec);
+        let mut reload = std::mem::take(&mut digest.reload);
+        reload.sort_unstable();
+        reload.dedup_by_key(|(group, _)| *group);
+        for (group, out_of_step) in reload {
+            if out_of_step {
+                tracing::warn!(user = u, "digest group out of step: loaded again");
+            }
             if let Some(state) = digest.groups.get_mut(&group) {
-                state.entries = fresh.entries;
-                state.actors = fresh.actors;
+                *state = GroupState {
+                    touched: state.touched,
+                    ..keys.load(group, u, fanout, shown)
+                };
             }
         }
         let mut candidates = std::mem::take(&mut digest.candidates);
@@ -448,7 +538,7 @@ impl DigestGroups {
             let mut newest: Vec<Millis> = digest
                 .groups
                 .values()
-                .filter_map(|state| state.entries.last().map(|(entry, _)| entry.time))
+                .filter_map(|state| state.newest.last().map(|entry| entry.time))
                 .chain(candidates.iter().map(|(_, time)| *time))
                 .collect();
             if newest.len() > keep {
@@ -463,11 +553,11 @@ impl DigestGroups {
             if digest.held_from.is_some_and(|from| time < from) {
                 continue;
             }
-            let state = keys.load(group, u, fanout);
+            let state = keys.load(group, u, fanout, shown);
             let reaches = state
-                .entries
+                .newest
                 .last()
-                .is_some_and(|(newest, _)| digest.held_from.is_none_or(|from| newest.time >= from));
+                .is_some_and(|newest| digest.held_from.is_none_or(|from| newest.time >= from));
             if reaches {
                 digest.hold(keys, group, state);
             }
@@ -485,11 +575,7 @@ impl DigestGroups {
         let mut count = digest
             .groups
             .values()
-            .filter(|g| {
-                g.entries
-                    .last()
-                    .is_some_and(|(newest, _)| newest.time >= from)
-            })
+            .filter(|g| g.newest.last().is_some_and(|newest| newest.time >= from))
             .count();
         if count >= spec.sizes.digest_size {
             return;
@@ -516,16 +602,12 @@ impl DigestGroups {
                 match digest.groups.get(&group) {
                     // Met at its newest entry: a held group older than `from`.
                     Some(state) => {
-                        if state
-                            .entries
-                            .last()
-                            .is_some_and(|(newest, _)| *newest == entry)
-                        {
+                        if state.newest.last() == Some(&entry) {
                             count += 1;
                         }
                     }
                     None => {
-                        digest.hold(keys, group, keys.load(group, u, fanout));
+                        digest.hold(keys, group, keys.load(group, u, fanout, shown(spec)));
                         count += 1;
                     }
                 }
@@ -551,7 +633,7 @@ impl DigestGroups {
             let state = digest.groups.get_mut(&group).expect("touched group");
             state.touched = false;
             let after = state.place(keys.name(group));
-            if state.entries.is_empty() {
+            if state.count == 0 {
                 digest.groups.remove(&group);
             }
             if before != after {
@@ -582,7 +664,8 @@ impl DigestGroups {
         let mut changes: Vec<(Rc<str>, GroupChange)> = Vec::new();
         let put = |key: &Rc<str>, group: GroupId| {
             let state = &digest.groups[&group];
-            GroupChange::Put(Arc::new(state.view(key, spec, &fanout.slots)))
+            let members = || keys.members(group, u, fanout);
+            GroupChange::Put(Arc::new(state.view(key, spec, &fanout.slots, members)))
         };
         for group in changed {
             let key = keys.name(group);
@@ -674,7 +757,8 @@ impl DigestGroups {
                 for place in digest.order.head(spec.sizes.digest_size) {
                     let key = &place.key.0;
                     let state = &digest.groups[&keys.ids[key]];
-                    let group = state.view(key, spec, &fanout.slots);
+                    let members = || keys.members(keys.ids[key], *u, fanout);
+                    let group = state.view(key, spec, &fanout.slots, members);
                     out.push(change(user, GroupChange::Put(Arc::new(group))));
                 }
             }

@@ -182,6 +182,15 @@ impl Slots {
         sorted.binary_search_by(|probe| self.cmp(probe, entry))
     }
 
+    /// Where `entry` is, or would go, in the sorted slice `sorted`; the
+    /// newest place without a search.
+    pub fn search_slice(&self, sorted: &[Entry], entry: &Entry) -> Result<usize, usize> {
+        match sorted.last() {
+            Some(newest) if self.cmp(entry, newest).is_gt() => Err(sorted.len()),
+            _ => sorted.binary_search_by(|probe| self.cmp(probe, entry)),
+        }
+    }
+
     /// Makes the slots of the stories removed in this epoch reusable.
     pub fn end_epoch(&mut self) {
         self.free.append(&mut self.freed_this_epoch);
@@ -312,12 +321,16 @@ impl Fanout {
 
     /// `user` (owned here) now follows `interest`. Edges are a multiset:
     /// a user who follows themselves explicitly, with `follow_self`, holds
-    /// the edge twice, so one unfollow leaves it in place.
+    /// the edge twice, so one unfollow leaves it in place. Followers are a
+    /// set: each user is listed once per interest, however often it follows.
     pub fn follow(&mut self, user: Tid, interest: Tid) {
         let interests = self.interests.entry(user).or_default();
         let at = interests.partition_point(|i| *i < interest);
+        let already = interests.get(at) == Some(&interest);
         interests.insert(at, interest);
-        self.followers.entry(interest).or_default().push(user);
+        if !already {
+            self.followers.entry(interest).or_default().push(user);
+        }
     }
 
     /// `user` follows `interest` once less.
@@ -326,8 +339,12 @@ impl Fanout {
             if let Ok(at) = interests.binary_search(&interest) {
                 interests.remove(at);
             }
+            let still = interests.binary_search(&interest).is_ok();
             if interests.is_empty() {
                 self.interests.remove(&user);
+            }
+            if still {
+                return;
             }
         }
         if let Some(followers) = self.followers.get_mut(&interest) {
@@ -373,6 +390,24 @@ impl Fanout {
     /// Whether the retained story in `entry` is about one of `user`'s interests.
     pub fn in_feed_of(&self, user: Tid, entry: Entry) -> bool {
         self.paths(user, entry) > 0
+    }
+
+    /// Whether `user` follows any of `tids`.
+    pub fn follows_any(&self, user: Tid, tids: &[Tid]) -> bool {
+        let interests = self.interests(user);
+        tids.iter().any(|t| interests.binary_search(t).is_ok())
+    }
+
+    /// The users this story reaches, each once: the followers of each typed
+    /// id it is about, skipping those who follow one named before it.
+    pub fn reached(&self, entry: Entry) -> impl Iterator<Item = Tid> + '_ {
+        let about = self.slots.about(entry);
+        about.iter().enumerate().flat_map(move |(i, tid)| {
+            self.followers(*tid)
+                .iter()
+                .copied()
+                .filter(move |u| !self.follows_any(*u, &about[..i]))
+        })
     }
 
     /// The newest `limit` entries of `user`'s feed strictly older than

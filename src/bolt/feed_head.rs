@@ -417,10 +417,8 @@ impl Heads {
                 } else {
                     self.digests.remove_story(entry);
                 }
-                for tid in self.fanout.slots.about(entry) {
-                    for &u in self.fanout.followers(*tid) {
-                        self.digests.deliver(u, entry, diff, &self.fanout.slots);
-                    }
+                for u in self.fanout.reached(entry) {
+                    self.digests.deliver(u, entry, diff > 0, &self.fanout.slots);
                 }
             }
             changed.push((entry, diff));
