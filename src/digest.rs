@@ -96,7 +96,7 @@ impl DigestSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Group {
     /// The aggregation key.
-    pub key: String,
+    pub key: Arc<str>,
     /// Verb of the newest activity.
     pub verb: String,
     /// Object of the newest activity.
@@ -115,7 +115,7 @@ pub struct Group {
     #[serde(with = "rfc3339")]
     pub last_time: Millis,
     /// Activity ids in feed order, newest first, at most `max_activities`.
-    pub activity_ids: Vec<String>,
+    pub activity_ids: Vec<Arc<str>>,
 }
 
 impl Group {
@@ -123,17 +123,17 @@ impl Group {
     /// as far as the shown actors and ids need), its oldest activity, and
     /// its counts of distinct actors and of activities.
     pub fn from_newest<'a>(
-        key: &str,
+        key: &Arc<str>,
         spec: &DigestSpec,
         mut newest_first: impl Iterator<Item = &'a Activity> + Clone,
         oldest: &Activity,
         actor_count: usize,
         activity_count: usize,
     ) -> Group {
-        let ids: Vec<String> = newest_first
+        let ids: Vec<Arc<str>> = newest_first
             .clone()
             .take(spec.sizes.max_activities)
-            .map(|a| a.id.to_string())
+            .map(|a| a.id.clone())
             .collect();
         let newest = newest_first.clone().next().expect("non-empty group");
         // Distinct actors by their newest activity, as many as are shown.
@@ -148,7 +148,7 @@ impl Group {
             }
         }
         Group {
-            key: key.to_owned(),
+            key: key.clone(),
             verb: newest.verb.clone(),
             object: newest.object.clone(),
             actors,

@@ -149,7 +149,7 @@ pub fn digest_of(activities: Vec<&Activity>, spec: &DigestSpec) -> Vec<Group> {
             }
             let newest = members[0];
             Group {
-                key,
+                key: key.into(),
                 verb: newest.verb.clone(),
                 object: newest.object.clone(),
                 actor_count: actors.len(),
@@ -160,7 +160,7 @@ pub fn digest_of(activities: Vec<&Activity>, spec: &DigestSpec) -> Vec<Group> {
                 activity_ids: members
                     .iter()
                     .take(spec.sizes.max_activities)
-                    .map(|a| a.id.to_string())
+                    .map(|a| a.id.clone())
                     .collect(),
             }
         })

@@ -138,7 +138,7 @@ fn feeds_equal_the_reference(target: Target) {
                     let zset = format!("{prefix}:digest:{name}:{{{user}}}");
                     let keys: Vec<String> =
                         query(c, redis::cmd("ZRANGE").arg(&zset).arg(0).arg(-1));
-                    let want: Vec<String> = groups.iter().map(|g| g.key.clone()).collect();
+                    let want: Vec<String> = groups.iter().map(|g| g.key.to_string()).collect();
                     assert_eq!(keys, want, "{workers} workers: ZRANGE {zset}");
                     assert!(keys.len() <= size, "{zset} exceeds its head size");
                     let hash = format!("{prefix}:group:{name}:{{{user}}}");

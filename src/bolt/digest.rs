@@ -139,7 +139,7 @@ impl GroupState {
         let newest_first = self.activities.iter().rev().map(|(s, _)| &*s.0);
         let oldest = &self.activities.first().expect("non-empty group").0 .0;
         Group::from_newest(
-            key,
+            &Arc::from(key),
             spec,
             newest_first,
             oldest,
@@ -453,7 +453,7 @@ mod tests {
                 for change in digest.changes(&spec, touched) {
                     match change {
                         GroupChange::Put(g) => {
-                            shown.insert(g.key.clone(), g);
+                            shown.insert(g.key.to_string(), g);
                         }
                         GroupChange::Remove(k) => {
                             shown.remove(&k);

@@ -402,6 +402,7 @@ impl Heads {
         // Then stories, removals before additions.
         stories.sort_by_key(|(_, diff)| *diff);
         let mut changed = Vec::new();
+        let mut digest_changes = Vec::new();
         for (story, diff) in stories {
             let kept = if diff < 0 {
                 self.fanout.remove_story(&story)
@@ -417,12 +418,12 @@ impl Heads {
                 } else {
                     self.digests.remove_story(entry);
                 }
-                for u in self.fanout.reached(entry) {
-                    self.digests.deliver(u, entry, diff > 0, &self.fanout.slots);
-                }
+                digest_changes.extend(self.fanout.reached(entry).map(|u| (u, entry, diff > 0)));
             }
             changed.push((entry, diff));
         }
+        self.digests
+            .deliver_all(&mut digest_changes, &self.fanout.slots);
 
         // Heads: unfollows drop what no interest brings any more.
         unfollowed.sort_unstable();

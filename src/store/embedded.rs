@@ -65,7 +65,7 @@ pub struct EmbeddedStore {
 /// One user's digest head: groups by key and in digest order.
 #[derive(Default)]
 struct Digest {
-    by_key: HashMap<String, GroupOrder>,
+    by_key: HashMap<Arc<str>, GroupOrder>,
     ordered: BTreeMap<GroupOrder, Arc<Group>>,
 }
 
@@ -146,7 +146,7 @@ impl EmbeddedStore {
                 digest.ordered.insert(order, group.clone());
             }
             GroupChange::Remove(key) => {
-                if let Some(old) = digest.by_key.remove(key) {
+                if let Some(old) = digest.by_key.remove(key.as_str()) {
                     digest.ordered.remove(&old);
                 }
             }

@@ -231,9 +231,9 @@ pub trait Store: Send + Sync + 'static {
         let changed: Vec<(String, Marks)> = groups
             .iter()
             .filter_map(|group| {
-                let old = marks.get(&group.key).cloned().unwrap_or_default();
+                let old = marks.get(&*group.key).cloned().unwrap_or_default();
                 let new = request.apply(group, &old)?;
-                (new != old).then(|| (group.key.clone(), new))
+                (new != old).then(|| (group.key.to_string(), new))
             })
             .collect();
         if !changed.is_empty() {
@@ -268,7 +268,7 @@ fn flagged(groups: Vec<Arc<Group>>, marks: &BTreeMap<String, Marks>) -> Vec<Noti
         .into_iter()
         .map(|group| {
             let (seen, read) = marks
-                .get(&group.key)
+                .get(&*group.key)
                 .map_or((false, false), |m| m.flags(&group));
             Notification {
                 group: (*group).clone(),

@@ -220,8 +220,8 @@ impl Store for RedisStore {
             match &change.change {
                 GroupChange::Put(group) => {
                     let json = serde_json::to_string(group.as_ref()).expect("serializable");
-                    unit.push(command!("ZADD", &digest, &-group.last_time, &group.key));
-                    unit.push(command!("HSET", &groups, &group.key, &json));
+                    unit.push(command!("ZADD", &digest, &-group.last_time, &*group.key));
+                    unit.push(command!("HSET", &groups, &*group.key, &json));
                 }
                 GroupChange::Remove(key) => {
                     unit.push(command!("ZREM", &digest, key));
