@@ -113,7 +113,7 @@ impl Keys {
 
     /// `user`'s group `id`, from the stories with its key.
     fn load(&self, id: GroupId, user: Tid, fanout: &Fanout, shown: usize) -> GroupState {
-        let mut members = self.members(id, user, fanout);
+        let members = self.members(id, user, fanout);
         let mut actors: Vec<(Tid, u32)> = Vec::new();
         for entry in &members {
             let actor = fanout.slots.about(*entry)[0];
@@ -124,11 +124,11 @@ impl Keys {
         }
         let count = members.len() as u32;
         let oldest = members.first().copied();
-        members.drain(..members.len().saturating_sub(2 * shown));
+        let newest = members[members.len().saturating_sub(2 * shown)..].to_vec();
         GroupState {
             count,
             actors,
-            newest: members,
+            newest,
             oldest,
             touched: false,
         }
@@ -746,6 +746,10 @@ impl DigestGroups {
             "dropped groups were outside the head"
         );
         digest.held_from = Some(from);
+        // A burst of candidates may have grown the map far past the bound.
+        if digest.groups.capacity() > 4 * keep {
+            digest.groups.shrink_to(2 * keep);
+        }
         // Every group left has its newest entry at or after `from`.
         digest.oldest_bucket = spec.bucket(from);
     }
