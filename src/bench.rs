@@ -21,6 +21,8 @@ use crate::reference;
 use crate::runtime::{RunOptions, Running};
 use crate::spout::Generator;
 
+pub mod plot;
+
 /// What to measure.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -69,6 +71,12 @@ pub struct BenchReport {
     pub held_rss_growth: u64,
     /// Rebuild latency per probe user: (interests, p50 ms, p99 ms).
     pub rebuild_latency: Vec<(usize, f64, f64)>,
+    /// Every timed rebuild per probe user: (interests, milliseconds, sorted).
+    #[serde(default)]
+    pub rebuild_samples: Vec<(usize, Vec<f64>)>,
+    /// The run sampled every [`SAMPLE_EVERY`]: for `bench --plot`.
+    #[serde(default)]
+    pub timeline: Vec<Sample>,
     /// With Redis: `used_memory` growth of the server (INFO memory).
     pub redis_memory_growth: Option<u64>,
     /// With Redis: head changes written per second (ZADD/ZREM in pipelines).
@@ -83,6 +91,43 @@ pub struct BenchReport {
     pub top_followed_share: f64,
     /// Share of events whose time is older than the newest time before them.
     pub late_share: f64,
+}
+
+/// How often the topology run is sampled for the timeline.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// The run at one moment.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Sample {
+    /// Seconds since the topology started.
+    pub secs: f64,
+    /// Feed deliveries so far.
+    pub deliveries: u64,
+    /// Resident memory growth since the start, in bytes.
+    pub rss_growth: u64,
+}
+
+/// Samples `status` and the resident memory until `done` is set.
+fn sample_run(
+    status: std::sync::Arc<crate::status::Status>,
+    rss_before: u64,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Sample>> {
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        let mut samples = Vec::new();
+        loop {
+            samples.push(Sample {
+                secs: started.elapsed().as_secs_f64(),
+                deliveries: status.feed_deliveries(),
+                rss_growth: rss().0.saturating_sub(rss_before),
+            });
+            if done.load(std::sync::atomic::Ordering::Acquire) {
+                return samples;
+            }
+            std::thread::sleep(SAMPLE_EVERY);
+        }
+    })
 }
 
 /// Of the users, the share following the most followed typed id at the end
@@ -418,8 +463,12 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         .iter()
         .map(|u| running.drpc.submit(u.clone()))
         .collect();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_run(running.status.clone(), rss_before, done.clone());
     running.wait_finished();
     let topology_secs = started.elapsed().as_secs_f64();
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let timeline = sampler.join().unwrap_or_default();
     let (_, peak) = rss();
     let held = held_rss();
     let redis_memory_growth = match (&options.redis, redis_before) {
@@ -435,6 +484,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     }
 
     let mut rebuild_latency = Vec::new();
+    let mut rebuild_samples = Vec::new();
     let mut rebuilt = Vec::new();
     for n in PROBES {
         let user = TypedId::parse(&format!("user:probe{n}")).expect("valid");
@@ -450,6 +500,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         }
         millis.sort_by(f64::total_cmp);
         rebuild_latency.push((n, percentile(&millis, 0.5), percentile(&millis, 0.99)));
+        rebuild_samples.push((n, millis));
     }
     let (status, store) = (running.status.clone(), running.store.clone());
     let live_users = if active_mode {
@@ -507,6 +558,8 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         peak_rss_growth: peak.saturating_sub(rss_before),
         held_rss_growth: held.saturating_sub(rss_before),
         rebuild_latency,
+        rebuild_samples,
+        timeline,
         verified,
         workers: options.workers,
         top_followed_share,

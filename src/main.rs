@@ -136,6 +136,11 @@ enum Command {
         /// digest holds about `digest_size + slack` whole groups).
         #[arg(long)]
         digests: bool,
+        /// Draw deliveries/s and memory over the run, and the rebuild
+        /// latency distribution, to this SVG file (without --materialize:
+        /// of the `all` run).
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<std::path::PathBuf>,
     },
 }
 
@@ -351,10 +356,11 @@ fn main() -> anyhow::Result<()> {
             redis,
             no_verify,
             digests,
+            plot,
         } => {
             let Some(mode) = materialize else {
                 let settings = (active_fraction, latency_samples, no_verify, digests);
-                return compare_modes(&workload, workers, settings, redis.as_deref());
+                return compare_modes(&workload, workers, settings, redis.as_deref(), plot);
             };
             let report = feedstorm::bench::run(&feedstorm::bench::BenchOptions {
                 workload: workload.config(),
@@ -373,6 +379,9 @@ fn main() -> anyhow::Result<()> {
                 latency_samples,
                 redis,
             })?;
+            if let Some(path) = &plot {
+                feedstorm::bench::plot::draw(&report, path)?;
+            }
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -392,6 +401,7 @@ fn compare_modes(
     workers: usize,
     (active_fraction, latency_samples, no_verify, digests): (f64, usize, bool, bool),
     redis: Option<&str>,
+    plot: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
     // Three runs: every head live; a share of users live; no head live (the
     // state both modes share), so head memory = held(mode) - held(none).
@@ -416,6 +426,9 @@ fn compare_modes(
         }
         if let Some(url) = redis {
             child.args(["--redis", url]);
+        }
+        if let (Some(path), "all") = (&plot, mode) {
+            child.arg("--plot").arg(path);
         }
         let output = child.stderr(std::process::Stdio::inherit()).output()?;
         if !output.status.success() {
