@@ -224,8 +224,14 @@ impl Workload {
             ("--unfollow-share", self.unfollow_share.to_string()),
             ("--delete-share", self.delete_share.to_string()),
             ("--late-share", self.late_share.to_string()),
-            ("--late-by", humantime::format_duration(self.late_by).to_string()),
-            ("--retention", humantime::format_duration(self.retention).to_string()),
+            (
+                "--late-by",
+                humantime::format_duration(self.late_by).to_string(),
+            ),
+            (
+                "--retention",
+                humantime::format_duration(self.retention).to_string(),
+            ),
         ];
         flags
             .into_iter()

@@ -46,7 +46,9 @@ pub fn draw(report: &BenchReport, path: &Path) -> Result<()> {
 
     // Deliveries per second over the last half second: deliveries are
     // counted per epoch, so single samples are bursts and pauses.
-    let window = (0.5 / crate::bench::SAMPLE_EVERY.as_secs_f64()).round().max(1.0) as usize;
+    let window = (0.5 / crate::bench::SAMPLE_EVERY.as_secs_f64())
+        .round()
+        .max(1.0) as usize;
     let rates: Vec<(f64, f64)> = report
         .timeline
         .windows(window + 1)

@@ -198,7 +198,14 @@ impl GroupState {
     }
 
     /// `entry` (by `actor`) joins (`joins`) or leaves the user's feed.
-    fn update(&mut self, entry: Entry, actor: Tid, joins: bool, shown: usize, slots: &Slots) -> Updated {
+    fn update(
+        &mut self,
+        entry: Entry,
+        actor: Tid,
+        joins: bool,
+        shown: usize,
+        slots: &Slots,
+    ) -> Updated {
         let found = slots.search_slice(&self.newest, &entry);
         let above_known = self
             .newest
@@ -241,7 +248,10 @@ impl GroupState {
             self.actors.remove(at);
         }
         if self.oldest.is_some_and(|o| o.slot == entry.slot) {
-            self.oldest = self.is_complete().then(|| self.newest.first().copied()).flatten();
+            self.oldest = self
+                .is_complete()
+                .then(|| self.newest.first().copied())
+                .flatten();
         }
         let short = self.newest.len() < shown && !self.is_complete();
         if self.count > 0 && (short || self.oldest.is_none()) {
@@ -251,8 +261,16 @@ impl GroupState {
         }
     }
 
-    fn view(&self, key: &Arc<str>, spec: &DigestSpec, slots: &Slots, members: impl FnOnce() -> Vec<Entry>) -> Group {
-        let oldest = &slots.story(self.oldest.expect("a loaded group knows its oldest")).0;
+    fn view(
+        &self,
+        key: &Arc<str>,
+        spec: &DigestSpec,
+        slots: &Slots,
+        members: impl FnOnce() -> Vec<Entry>,
+    ) -> Group {
+        let oldest = &slots
+            .story(self.oldest.expect("a loaded group knows its oldest"))
+            .0;
         let wanted = spec.sizes.max_actors.min(self.actors.len());
         let mut seen: Vec<Tid> = Vec::with_capacity(wanted);
         for entry in self.newest.iter().rev() {
@@ -331,7 +349,15 @@ impl UserDigest {
     }
 
     /// `entry` of `group` joins (`joins`) or leaves the user's feed.
-    fn deliver(&mut self, keys: &Keys, group: GroupId, entry: Entry, joins: bool, shown: usize, slots: &Slots) {
+    fn deliver(
+        &mut self,
+        keys: &Keys,
+        group: GroupId,
+        entry: Entry,
+        joins: bool,
+        shown: usize,
+        slots: &Slots,
+    ) {
         let state = match self.groups.get_mut(&group) {
             Some(state) => state,
             None => {

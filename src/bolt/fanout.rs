@@ -163,7 +163,12 @@ impl Slots {
     fn find(&self, sorted: &VecDeque<Entry>, story: &Story) -> Result<usize, usize> {
         let (time, id) = (story.0.time, &*story.0.id);
         // Most lookups are of the newest or the oldest: no search for them.
-        let probe = |entry: &Entry| entry.time.cmp(&time).then_with(|| self.id(entry.slot).cmp(id));
+        let probe = |entry: &Entry| {
+            entry
+                .time
+                .cmp(&time)
+                .then_with(|| self.id(entry.slot).cmp(id))
+        };
         match (sorted.front(), sorted.back()) {
             (_, None) => Err(0),
             (_, Some(newest)) if probe(newest).is_lt() => Err(sorted.len()),

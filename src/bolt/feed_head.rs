@@ -156,7 +156,8 @@ impl UserHead {
         if self.entries.len() == self.entries.capacity() {
             // Grow to the trim point at most, not to the next power of two.
             let room = (cap + TRIM_BATCH + 1).saturating_sub(self.len());
-            self.entries.reserve_exact(self.len().max(8).min(room.max(1)));
+            self.entries
+                .reserve_exact(self.len().max(8).min(room.max(1)));
         }
         self.add_at(at, entry, size);
         if self.len() > cap + TRIM_BATCH {

@@ -172,11 +172,7 @@ impl EmbeddedStore {
 impl Store for EmbeddedStore {
     fn apply(&self, batch: &WriteBatch) -> Result<()> {
         for activity in &batch.puts {
-            let mut shard = self
-                .activities
-                .shard(&*activity.id)
-                .write()
-                .expect("lock");
+            let mut shard = self.activities.shard(&*activity.id).write().expect("lock");
             shard.insert(activity.id.clone(), activity.clone());
         }
         // A user's changes come in a run: one lock per run.
