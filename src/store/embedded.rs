@@ -50,7 +50,7 @@ impl<K: Hash + Eq, V> Sharded<K, V> {
 ///     ..WriteBatch::default()
 /// }).unwrap();
 /// let page = store.feed_page(&rob, &PageStart::Offset(0), 20).unwrap();
-/// assert_eq!(page.entries[0].id, "a1");
+/// assert_eq!(&*page.entries[0].id, "a1");
 /// ```
 pub struct EmbeddedStore {
     feeds: Sharded<TypedId, BTreeSet<FeedKey>>,
