@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::bench::BenchReport;
@@ -17,6 +18,33 @@ const PALETTE: [RGBColor; 4] = [
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
 ];
+
+fn fail(error: &dyn std::fmt::Display) -> Error {
+    Error::Io(std::io::Error::other(format!("plot: {error}")))
+}
+
+/// One panel's axes: x from 0 to `x.0`, y from 0 to `y.0`, each with its label.
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    x: (f64, &str),
+    y: (f64, &str),
+) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(32)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..x.0, 0.0..y.0)
+        .map_err(|e| fail(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x.1)
+        .y_desc(y.1)
+        .draw()
+        .map_err(|e| fail(&e))?;
+    Ok(chart)
+}
 
 /// Draws `report` to the SVG file `path`.
 ///
@@ -38,7 +66,6 @@ const PALETTE: [RGBColor; 4] = [
 /// assert!(std::fs::read_to_string(&path).unwrap().contains("rebuild latency"));
 /// ```
 pub fn draw(report: &BenchReport, path: &Path) -> Result<()> {
-    let fail = |e: &dyn std::fmt::Display| Error::Io(std::io::Error::other(format!("plot: {e}")));
     let root = SVGBackend::new(path, (WIDTH, 3 * PANEL)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(&e))?;
     let panels = root.split_evenly((3, 1));
@@ -66,19 +93,7 @@ pub fn draw(report: &BenchReport, path: &Path) -> Result<()> {
         report.materialize,
         report.deliveries as f64 / report.topology_secs.max(1e-9) / 1e6
     );
-    let mut chart = ChartBuilder::on(&panels[0])
-        .caption(caption, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(32)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.0..end, 0.0..top)
-        .map_err(|e| fail(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds")
-        .y_desc("millions/s")
-        .draw()
-        .map_err(|e| fail(&e))?;
+    let mut chart = panel(&panels[0], &caption, (end, "seconds"), (top, "millions/s"))?;
     chart
         .draw_series(LineSeries::new(rates, PALETTE[0].stroke_width(2)))
         .map_err(|e| fail(&e))?;
@@ -96,19 +111,7 @@ pub fn draw(report: &BenchReport, path: &Path) -> Result<()> {
         mib(report.held_rss_growth),
         mib(report.peak_rss_growth)
     );
-    let mut chart = ChartBuilder::on(&panels[1])
-        .caption(caption, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(32)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.0..end, 0.0..top)
-        .map_err(|e| fail(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds")
-        .y_desc("MiB")
-        .draw()
-        .map_err(|e| fail(&e))?;
+    let mut chart = panel(&panels[1], &caption, (end, "seconds"), (top, "MiB"))?;
     chart
         .draw_series(LineSeries::new(memory, PALETTE[1].stroke_width(2)))
         .map_err(|e| fail(&e))?;
@@ -120,22 +123,13 @@ pub fn draw(report: &BenchReport, path: &Path) -> Result<()> {
         .flat_map(|(_, millis)| millis.iter().copied())
         .fold(0.1, f64::max)
         * 1.1;
-    let mut chart = ChartBuilder::on(&panels[2])
-        .caption(
-            "rebuild latency distribution (after catch-up)",
-            ("sans-serif", 18),
-        )
-        .margin(12)
-        .x_label_area_size(32)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.0..slowest, 0.0..1.0)
-        .map_err(|e| fail(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("milliseconds")
-        .y_desc("share of rebuilds")
-        .draw()
-        .map_err(|e| fail(&e))?;
+    let caption = "rebuild latency distribution (after catch-up)";
+    let mut chart = panel(
+        &panels[2],
+        caption,
+        (slowest, "milliseconds"),
+        (1.0, "share of rebuilds"),
+    )?;
     for (index, (interests, millis)) in report.rebuild_samples.iter().enumerate() {
         let mut sorted = millis.clone();
         sorted.sort_by(f64::total_cmp);
