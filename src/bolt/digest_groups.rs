@@ -3,13 +3,16 @@
 //!
 //! The bolt already has every story and its users' interests on the worker
 //! ([`Fanout`]), so a delivery updates the user's group in place: no
-//! delivery leaves the worker. Per user and digest the state holds whole
-//! groups (every entry, with its paths) and a time `held_from`: every group
-//! whose newest entry is at or after it is held. The head (the newest
-//! `digest_size` groups) is therefore always among the held groups.
+//! delivery leaves the worker. Per user and digest the state holds groups
+//! and a time `held_from`: every group whose newest entry is at or after it
+//! is held. The head (the newest `digest_size` groups) is therefore always
+//! among the held groups. A held group keeps exact counts (entries, and
+//! entries per actor), its oldest entry and only its newest entries; a
+//! retraction that leaves it short, or takes its oldest, has it loaded again
+//! from its key's stories at the end of the epoch.
 //!
 //! - A delivery to a held group updates it. A new entry at or after
-//!   `held_from` for a group not held makes it a candidate, loaded whole at
+//!   `held_from` for a group not held makes it a candidate, loaded at
 //!   the end of the epoch from the worker's stories of that group key
 //!   (unless its bucket starts at or after `held_from`: then it had no
 //!   entries, and starts empty at once).
@@ -19,8 +22,10 @@
 //!   walked down from `held_from` (the rebuild path's merge) and the groups
 //!   met are loaded, in the same epoch.
 //!
-//! Each entry is counted once per interest that brings it (its paths), so
-//! an unfollow or delete removes exactly what it brought.
+//! A delivery is a membership change: an entry's paths into the user's feed
+//! (one per interest that brings it) went from none to some, or back. So an
+//! entry leaves a group with its last path, and an unfollow or delete
+//! removes exactly what it brought.
 
 use std::cmp::Reverse;
 use std::sync::Arc;
@@ -116,11 +121,7 @@ impl Keys {
         let members = self.members(id, user, fanout);
         let mut actors: Vec<(Tid, u32)> = Vec::new();
         for entry in &members {
-            let actor = fanout.slots.about(*entry)[0];
-            match actors.binary_search_by_key(&actor, |(a, _)| *a) {
-                Ok(at) => actors[at].1 += 1,
-                Err(at) => actors.insert(at, (actor, 1)),
-            }
+            count_actor(&mut actors, fanout.slots.about(*entry)[0]);
         }
         let count = members.len() as u32;
         let oldest = members.first().copied();
@@ -147,6 +148,14 @@ impl Keys {
     }
 }
 
+/// Counts one more entry by `actor` in `actors` (sorted by actor).
+fn count_actor(actors: &mut Vec<(Tid, u32)>, actor: Tid) {
+    match actors.binary_search_by_key(&actor, |(a, _)| *a) {
+        Ok(at) => actors[at].1 += 1,
+        Err(at) => actors.insert(at, (actor, 1)),
+    }
+}
+
 /// One group of one user: exact counts, and its newest entries only. A
 /// retraction that leaves fewer than the view shows (or takes the oldest)
 /// has the group loaded again from its key's stories.
@@ -165,7 +174,6 @@ struct GroupState {
 }
 
 /// What a change did to a held group.
-#[derive(PartialEq, Eq)]
 enum Updated {
     Done,
     /// Its newest entries or its oldest are no longer known: load it again.
@@ -211,7 +219,6 @@ impl GroupState {
             .newest
             .first()
             .is_some_and(|first| slots.cmp(&entry, first).is_gt());
-        let who = self.actors.binary_search_by_key(&actor, |(a, _)| *a);
         if joins {
             if found.is_ok() {
                 return Updated::OutOfStep;
@@ -226,12 +233,10 @@ impl GroupState {
                 self.oldest = Some(entry);
             }
             self.count += 1;
-            match who {
-                Ok(at) => self.actors[at].1 += 1,
-                Err(at) => self.actors.insert(at, (actor, 1)),
-            }
+            count_actor(&mut self.actors, actor);
             return Updated::Done;
         }
+        let who = self.actors.binary_search_by_key(&actor, |(a, _)| *a);
         let (Ok(at), true) = (who, self.count > 0) else {
             return Updated::OutOfStep;
         };
@@ -311,7 +316,7 @@ struct UserDigest {
     /// below `held_from` may stay held until trimmed), so a follow need not
     /// read the interest's older stories.
     oldest_bucket: Millis,
-    /// The held groups, each whole; none is empty at the end of an epoch.
+    /// The held groups; none is empty at the end of an epoch.
     groups: FastMap<GroupId, GroupState>,
     order: TopK<Place>,
     /// Groups changed this epoch, with their place when it began.
@@ -340,7 +345,7 @@ impl Default for UserDigest {
 }
 
 impl UserDigest {
-    /// Holds a group loaded whole (it was not held: no place before).
+    /// Holds a freshly loaded group (it was not held: no place before).
     fn hold(&mut self, keys: &Keys, group: GroupId, mut state: GroupState) {
         self.oldest_bucket = self.oldest_bucket.min(keys.bucket(group));
         state.touched = true;
@@ -366,7 +371,7 @@ impl UserDigest {
                     return;
                 }
                 if self.held_from.is_some_and(|from| keys.bucket(group) < from) {
-                    // It may have older entries: loaded whole at the end of the epoch.
+                    // It may have older entries: loaded at the end of the epoch.
                     self.candidates.push((group, entry.time));
                     return;
                 }
@@ -549,7 +554,7 @@ impl DigestGroups {
         self.keys.iter_mut().for_each(Keys::end_epoch);
     }
 
-    /// Loads whole the candidates that reach the held range. A candidate's
+    /// Loads the candidates that reach the held range. A candidate's
     /// newest entry is at most the newest delivered to it (its older ones
     /// are older than `held_from`), so when more groups than the bound
     /// compete, `held_from` moves up to the newest `digest_size + slack`

@@ -90,8 +90,8 @@ impl TypedIds {
     }
 }
 
-/// A retained story as this worker keeps it.
-/// 24 bytes: its id and every other field stay in the shared activity.
+/// A retained story as this worker keeps it: 24 bytes, its id and every
+/// other field stay in the shared activity.
 struct Kept {
     story: Story,
     /// The typed ids it is about: actor, object and target, each once.
@@ -99,6 +99,12 @@ struct Kept {
     about_len: u8,
     /// Removed in this epoch: its slot is freed when the epoch ends.
     removed: bool,
+}
+
+impl Kept {
+    fn about(&self) -> &[Tid] {
+        &self.about[..self.about_len as usize]
+    }
 }
 
 /// The retained stories of one worker, each in a slot. A removed story's
@@ -155,8 +161,7 @@ impl Slots {
 
     /// The typed ids the story in `entry` is about.
     pub fn about(&self, entry: Entry) -> &[Tid] {
-        let kept = self.kept(entry.slot);
-        &kept.about[..kept.about_len as usize]
+        self.kept(entry.slot).about()
     }
 
     /// Where `story` is, or would go, in `sorted` (oldest first).
@@ -382,7 +387,7 @@ impl Fanout {
         if kept.removed {
             return 0;
         }
-        kept.about[..kept.about_len as usize]
+        kept.about()
             .iter()
             .map(|t| {
                 let start = interests.partition_point(|i| i < t);
