@@ -162,7 +162,10 @@ impl Group {
 
     /// The group's place in its digest.
     pub fn order(&self) -> GroupOrder {
-        GroupOrder::new(self.last_time, &self.key)
+        GroupOrder {
+            last_time: self.last_time,
+            key: Reverse(self.key.clone()),
+        }
     }
 
     /// The group's newest activity, the mark that seen/read compare against.
@@ -176,10 +179,10 @@ impl Group {
 
 /// Where a group sits in a digest. The derived order is ascending and a
 /// digest reads from the largest down: newest `last_time` first, then key
-/// ascending (SPEC section 3). The key is owned (`String`) where groups are
-/// stored and served, and interned where the digest bolt keeps them.
+/// ascending (SPEC section 3). The key is shared with the group it places
+/// (`Arc<str>`), or interned where the notification bolt keeps groups.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GroupOrder<K = String> {
+pub struct GroupOrder<K = Arc<str>> {
     /// The group's newest activity time.
     pub last_time: Millis,
     /// The group's key, reversed so that smaller keys come first.
@@ -191,7 +194,7 @@ impl GroupOrder {
     pub fn new(last_time: Millis, key: &str) -> GroupOrder {
         GroupOrder {
             last_time,
-            key: Reverse(key.to_owned()),
+            key: Reverse(Arc::from(key)),
         }
     }
 
@@ -202,7 +205,10 @@ impl GroupOrder {
 
     /// The place a cursor (as carried by [`crate::store::PageStart::After`]) names.
     pub fn from_key(key: &FeedKey) -> GroupOrder {
-        GroupOrder::new(key.time, &key.id)
+        GroupOrder {
+            last_time: key.time,
+            key: Reverse(key.id.clone()),
+        }
     }
 }
 

@@ -270,7 +270,9 @@ fn drive(
             records.clear();
             let requests = drpc.take_requests();
             let mut ready = false;
-            let share = input.epoch_events.div_ceil(spouts.len().max(1));
+            // Shared among the spouts still reading (a finished one leaves its share).
+            let reading = exhausted.iter().filter(|done| !**done).count();
+            let share = input.epoch_events.div_ceil(reading.max(1));
             for (spout, done) in spouts
                 .iter_mut()
                 .zip(exhausted.iter_mut())

@@ -463,9 +463,10 @@ impl DigestGroups {
 
     /// Delivers membership changes `(user, entry, joins)`, sorting them by
     /// user first: each user's groups are then looked up while they are in
-    /// cache, which is most of a delivery's cost. Empties `changes`.
+    /// cache, which is most of a delivery's cost. A user's leaves come
+    /// before their joins. Empties `changes`.
     pub fn deliver_all(&mut self, changes: &mut Vec<(Tid, Entry, bool)>, slots: &Slots) {
-        changes.sort_by_key(|(user, _, _)| *user);
+        changes.sort_unstable_by_key(|(user, _, joins)| (*user, *joins));
         for run in changes.chunk_by(|a, b| a.0 == b.0) {
             self.deliver_run(run[0].0, run, slots);
         }
