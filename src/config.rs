@@ -596,7 +596,7 @@ impl RedisSinkConfig {
 }
 
 fn default_pipeline() -> usize {
-    40_000
+    10_000
 }
 
 fn default_redis_prefix() -> String {
