@@ -162,10 +162,7 @@ impl Group {
 
     /// The group's place in its digest.
     pub fn order(&self) -> GroupOrder {
-        GroupOrder {
-            last_time: self.last_time,
-            key: Reverse(self.key.clone()),
-        }
+        GroupOrder::new(self.last_time, self.key.clone())
     }
 
     /// The group's newest activity, the mark that seen/read compare against.
@@ -180,7 +177,8 @@ impl Group {
 /// Where a group sits in a digest. The derived order is ascending and a
 /// digest reads from the largest down: newest `last_time` first, then key
 /// ascending (SPEC section 3). The key is shared with the group it places
-/// (`Arc<str>`), or interned where the notification bolt keeps groups.
+/// (`Arc<str>`), or interned where the notification bolt keeps groups
+/// (`GroupOrder<Key>`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GroupOrder<K = Arc<str>> {
     /// The group's newest activity time.
@@ -191,10 +189,10 @@ pub struct GroupOrder<K = Arc<str>> {
 
 impl GroupOrder {
     /// The place of group `key` whose newest activity is at `last_time`.
-    pub fn new(last_time: Millis, key: &str) -> GroupOrder {
+    pub fn new(last_time: Millis, key: Arc<str>) -> GroupOrder {
         GroupOrder {
             last_time,
-            key: Reverse(Arc::from(key)),
+            key: Reverse(key),
         }
     }
 
@@ -205,10 +203,7 @@ impl GroupOrder {
 
     /// The place a cursor (as carried by [`crate::store::PageStart::After`]) names.
     pub fn from_key(key: &FeedKey) -> GroupOrder {
-        GroupOrder {
-            last_time: key.time,
-            key: Reverse(key.id.clone()),
-        }
+        GroupOrder::new(key.time, key.id.clone())
     }
 }
 

@@ -43,7 +43,7 @@ use crate::store::Store;
 type GroupId = u32;
 
 /// A group's place in its digest.
-type Place = GroupOrder<Arc<str>>;
+type Place = GroupOrder;
 
 /// One spec's group keys on this worker, each with the retained stories
 /// that have it (so a group is loaded without reading other stories).
