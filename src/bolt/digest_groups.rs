@@ -31,7 +31,7 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 
 use crate::bolt::digest::{DigestChange, GroupChange};
-use crate::bolt::fanout::{Entry, Fanout, FastMap, Slots, Tid};
+use crate::bolt::fanout::{Entry, Fanout, FastMap, FastSet, Slots, Tid};
 use crate::bolt::recovery::stale_users;
 use crate::bolt::top_k::TopK;
 use crate::digest::{DigestSpec, Group, GroupOrder};
@@ -393,6 +393,43 @@ impl UserDigest {
     }
 }
 
+/// The distinct groups one run's joins reached so far (newest first), to
+/// know when the older joins can no longer reach the head.
+#[derive(Default)]
+struct JoinedGroups {
+    groups: FastSet<GroupId>,
+    /// The time of the last join counted.
+    last: Option<Millis>,
+    /// `held_from` has moved up in this run: nothing more to count.
+    done: bool,
+}
+
+impl JoinedGroups {
+    fn clear(&mut self) {
+        self.groups.clear();
+        self.last = None;
+        self.done = false;
+    }
+
+    /// Before a join at `time`: the time every group with a newer join is
+    /// held from, once at least `keep` of them are (then once per run).
+    fn raise(&mut self, time: Millis, keep: usize) -> Option<Millis> {
+        let last = self.last.filter(|last| !self.done && time < *last)?;
+        if self.groups.len() < keep {
+            return None;
+        }
+        self.done = true;
+        Some(last)
+    }
+
+    fn add(&mut self, group: GroupId, time: Millis) {
+        if !self.done {
+            self.groups.insert(group);
+            self.last = Some(time);
+        }
+    }
+}
+
 /// How many of a group's newest entries its view can show: the kept
 /// newest are twice this, so a few retractions need no reload.
 fn shown(spec: &DigestSpec) -> usize {
@@ -409,6 +446,8 @@ pub struct DigestGroups {
     users: FastMap<Tid, Vec<UserDigest>>,
     /// Users with a digest changed this epoch.
     touched: Vec<Tid>,
+    /// Per spec, scratch for [`DigestGroups::deliver_run`].
+    joined: Vec<JoinedGroups>,
 }
 
 impl DigestGroups {
@@ -421,6 +460,7 @@ impl DigestGroups {
             story_groups: Vec::new(),
             users: FastMap::default(),
             touched: Vec::new(),
+            joined: Vec::new(),
         }
     }
 
@@ -464,16 +504,23 @@ impl DigestGroups {
     /// Delivers membership changes `(user, entry, joins)`, sorting them by
     /// user first: each user's groups are then looked up while they are in
     /// cache, which is most of a delivery's cost. A user's leaves come
-    /// before their joins. Empties `changes`.
+    /// before their joins, and the joins come newest first (see
+    /// [`DigestGroups::deliver_run`]). Empties `changes`.
     pub fn deliver_all(&mut self, changes: &mut Vec<(Tid, Entry, bool)>, slots: &Slots) {
-        changes.sort_unstable_by_key(|(user, _, joins)| (*user, *joins));
+        changes.sort_unstable_by_key(|(user, entry, joins)| (*user, *joins, Reverse(entry.time)));
         for run in changes.chunk_by(|a, b| a.0 == b.0) {
             self.deliver_run(run[0].0, run, slots);
         }
         changes.clear();
     }
 
-    /// Changes `run`, all to `user`'s feed.
+    /// Changes `run`, all to `user`'s feed: its leaves, then its joins
+    /// newest first. Once the joins so far reach `digest_size + slack`
+    /// distinct groups, every group with an entry at or after the last
+    /// join's time is held (or a candidate), so `held_from` moves up to it
+    /// and the older joins to groups not held are dropped at once: a
+    /// catch-up epoch brings each user thousands of groups, and only the
+    /// newest ones can reach the head.
     fn deliver_run(&mut self, user: Tid, run: &[(Tid, Entry, bool)], slots: &Slots) {
         if self.specs.is_empty() {
             return;
@@ -486,11 +533,25 @@ impl DigestGroups {
         let untouched = digests
             .iter()
             .all(|d| d.touched.is_empty() && d.candidates.is_empty());
+        self.joined.resize_with(n, JoinedGroups::default);
+        self.joined.iter_mut().for_each(JoinedGroups::clear);
         for &(_, entry, joins) in run {
             for (spec, digest) in digests.iter_mut().enumerate() {
                 let group = self.story_groups[entry.slot as usize * n + spec];
+                let sizes = &self.specs[spec].sizes;
+                if joins {
+                    let joined = &mut self.joined[spec];
+                    if let Some(from) = joined.raise(entry.time, sizes.digest_size + self.slack) {
+                        if digest.held_from.is_none_or(|held| held < from) {
+                            digest.held_from = Some(from);
+                        }
+                    }
+                }
                 let shown = shown(&self.specs[spec]);
                 digest.deliver(&self.keys[spec], group, entry, joins, shown, slots);
+                if joins {
+                    self.joined[spec].add(group, entry.time);
+                }
             }
         }
         if untouched {

@@ -48,6 +48,9 @@ pub type Slot = u32;
 /// keys come from this process, not from an attacker choosing collisions.
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
+/// The set kind of [`FastMap`].
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::FixedState>;
+
 /// A feed entry as the fan-out keeps it: the story's time and slot. Entries
 /// order as their [`FeedKey`]s do (time, then activity id), which needs the
 /// ids: compare them with [`Slots::cmp`].
