@@ -31,7 +31,7 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 
 use crate::bolt::digest::{DigestChange, GroupChange};
-use crate::bolt::fanout::{Entry, Fanout, FastMap, FastSet, Slots, Tid};
+use crate::bolt::fanout::{Entry, Fanout, FastMap, FastSet, Reach, Slots, Tid};
 use crate::bolt::recovery::stale_users;
 use crate::bolt::top_k::TopK;
 use crate::digest::{DigestSpec, Group, GroupOrder};
@@ -448,6 +448,8 @@ pub struct DigestGroups {
     touched: Vec<Tid>,
     /// Per spec, scratch for [`DigestGroups::deliver_run`].
     joined: Vec<JoinedGroups>,
+    /// Scratch for [`DigestGroups::deliver_all`].
+    reach: Reach,
 }
 
 impl DigestGroups {
@@ -461,6 +463,7 @@ impl DigestGroups {
             users: FastMap::default(),
             touched: Vec::new(),
             joined: Vec::new(),
+            reach: Reach::default(),
         }
     }
 
@@ -498,20 +501,51 @@ impl DigestGroups {
     /// `entry` joins (`joins`) or leaves `user`'s feed: its paths there
     /// went from none to some, or back. Call once per change, not per path.
     pub fn deliver(&mut self, user: Tid, entry: Entry, joins: bool, slots: &Slots) {
-        self.deliver_run(user, &[(user, entry, joins)], slots);
+        self.deliver_run(user, [(entry, joins)], slots);
     }
 
-    /// Delivers membership changes `(user, entry, joins)`, sorting them by
-    /// user first: each user's groups are then looked up while they are in
-    /// cache, which is most of a delivery's cost. A user's leaves come
-    /// before their joins, and the joins come newest first (see
-    /// [`DigestGroups::deliver_run`]). Empties `changes`.
-    pub fn deliver_all(&mut self, changes: &mut Vec<(Tid, Entry, bool)>, slots: &Slots) {
-        changes.sort_unstable_by_key(|(user, entry, joins)| (*user, *joins, Reverse(entry.time)));
-        for run in changes.chunk_by(|a, b| a.0 == b.0) {
-            self.deliver_run(run[0].0, run, slots);
+    /// Delivers this epoch's kept stories (`changed`: each entry with its
+    /// diff, removals first, each sign oldest first) to the users they
+    /// reach. The changes are grouped by user (a stable counting sort), so
+    /// each user's groups are looked up while they are in cache, which is
+    /// most of a delivery's cost; a user's leaves come before their joins,
+    /// and the joins newest first (see [`DigestGroups::deliver_run`]).
+    pub fn deliver_all(&mut self, changed: &[(Entry, isize)], fanout: &Fanout) {
+        if self.specs.is_empty() {
+            return;
         }
-        changes.clear();
+        let leaves = changed.iter().filter(|(_, diff)| *diff < 0);
+        let joins = changed.iter().rev().filter(|(_, diff)| *diff > 0);
+        let order: Vec<(Entry, bool)> = leaves
+            .chain(joins)
+            .map(|(entry, diff)| (*entry, *diff > 0))
+            .collect();
+        let mut reached: Vec<(Tid, u32)> = Vec::new();
+        for (at, (entry, _)) in order.iter().enumerate() {
+            let at = u32::try_from(at).expect("fewer than 2^32 stories an epoch");
+            self.reach
+                .each(fanout, *entry, |user| reached.push((user, at)));
+        }
+        let users = fanout.typed_ids.len();
+        let mut starts = vec![0usize; users + 1];
+        for (user, _) in &reached {
+            starts[*user as usize + 1] += 1;
+        }
+        for user in 0..users {
+            starts[user + 1] += starts[user];
+        }
+        let mut next = starts.clone();
+        let mut by_user = vec![0u32; reached.len()];
+        for (user, at) in reached {
+            by_user[next[user as usize]] = at;
+            next[user as usize] += 1;
+        }
+        for (user, run) in starts.windows(2).enumerate() {
+            if run[0] < run[1] {
+                let run = by_user[run[0]..run[1]].iter().map(|at| order[*at as usize]);
+                self.deliver_run(user as Tid, run, &fanout.slots);
+            }
+        }
     }
 
     /// Changes `run`, all to `user`'s feed: its leaves, then its joins
@@ -521,7 +555,12 @@ impl DigestGroups {
     /// and the older joins to groups not held are dropped at once: a
     /// catch-up epoch brings each user thousands of groups, and only the
     /// newest ones can reach the head.
-    fn deliver_run(&mut self, user: Tid, run: &[(Tid, Entry, bool)], slots: &Slots) {
+    fn deliver_run(
+        &mut self,
+        user: Tid,
+        run: impl IntoIterator<Item = (Entry, bool)>,
+        slots: &Slots,
+    ) {
         if self.specs.is_empty() {
             return;
         }
@@ -535,7 +574,7 @@ impl DigestGroups {
             .all(|d| d.touched.is_empty() && d.candidates.is_empty());
         self.joined.resize_with(n, JoinedGroups::default);
         self.joined.iter_mut().for_each(JoinedGroups::clear);
-        for &(_, entry, joins) in run {
+        for (entry, joins) in run {
             for (spec, digest) in digests.iter_mut().enumerate() {
                 let group = self.story_groups[entry.slot as usize * n + spec];
                 let sizes = &self.specs[spec].sizes;

@@ -71,6 +71,16 @@ pub struct TypedIds {
 }
 
 impl TypedIds {
+    /// How many typed ids were interned: every [`Tid`] is below this.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
     /// The integer of `typed`, assigned on first sight.
     pub fn intern(&mut self, typed: &TypedId) -> Tid {
         if let Some(&tid) = self.ids.get(typed) {
@@ -405,24 +415,6 @@ impl Fanout {
         self.paths(user, entry) > 0
     }
 
-    /// Whether `user` follows any of `tids`.
-    pub fn follows_any(&self, user: Tid, tids: &[Tid]) -> bool {
-        let interests = self.interests(user);
-        tids.iter().any(|t| interests.binary_search(t).is_ok())
-    }
-
-    /// The users this story reaches, each once: the followers of each typed
-    /// id it is about, skipping those who follow one named before it.
-    pub fn reached(&self, entry: Entry) -> impl Iterator<Item = Tid> + '_ {
-        let about = self.slots.about(entry);
-        about.iter().enumerate().flat_map(move |(i, tid)| {
-            self.followers(*tid)
-                .iter()
-                .copied()
-                .filter(move |u| !self.follows_any(*u, &about[..i]))
-        })
-    }
-
     /// The newest `limit` entries of `user`'s feed strictly older than
     /// `below` (`None`: from the top), newest first: a k-way merge of the
     /// newest stories of each interest, stopping once `limit` are found.
@@ -495,5 +487,43 @@ impl Ord for Newest<'_> {
         self.slots
             .cmp(&self.entry, &other.entry)
             .then_with(|| other.index.cmp(&self.index))
+    }
+}
+
+/// Lists the users a story reaches, each once however many of the typed
+/// ids it is about they follow: a mark per typed id (the story it was last
+/// reached by), so a story costs one pass over its followers and no lookup
+/// in their interests.
+#[derive(Default)]
+pub struct Reach {
+    marks: Vec<u32>,
+    story: u32,
+}
+
+impl Reach {
+    /// Calls `f` once for each user the retained story in `entry` reaches.
+    pub fn each(&mut self, fanout: &Fanout, entry: Entry, mut f: impl FnMut(Tid)) {
+        let about = fanout.slots.about(entry);
+        if let [only] = about {
+            fanout.followers(*only).iter().for_each(|u| f(*u));
+            return;
+        }
+        self.story = self.story.wrapping_add(1);
+        if self.story == 0 {
+            self.marks.fill(0);
+            self.story = 1;
+        }
+        if self.marks.len() < fanout.typed_ids.len() {
+            self.marks.resize(fanout.typed_ids.len(), 0);
+        }
+        for tid in about {
+            for &u in fanout.followers(*tid) {
+                let mark = &mut self.marks[u as usize];
+                if *mark != self.story {
+                    *mark = self.story;
+                    f(u);
+                }
+            }
+        }
     }
 }

@@ -403,7 +403,6 @@ impl Heads {
         // Then stories, removals before additions.
         stories.sort_by_key(|(_, diff)| *diff);
         let mut changed = Vec::new();
-        let mut digest_changes = Vec::new();
         for (story, diff) in stories {
             let kept = if diff < 0 {
                 self.fanout.remove_story(&story)
@@ -419,12 +418,10 @@ impl Heads {
                 } else {
                     self.digests.remove_story(entry);
                 }
-                digest_changes.extend(self.fanout.reached(entry).map(|u| (u, entry, diff > 0)));
             }
             changed.push((entry, diff));
         }
-        self.digests
-            .deliver_all(&mut digest_changes, &self.fanout.slots);
+        self.digests.deliver_all(&changed, &self.fanout);
 
         // Heads: unfollows drop what no interest brings any more.
         unfollowed.sort_unstable();
