@@ -214,19 +214,22 @@ impl GroupState {
         shown: usize,
         slots: &Slots,
     ) -> Updated {
-        let found = slots.search_slice(&self.newest, &entry);
         let above_known = self
             .newest
             .first()
             .is_some_and(|first| slots.cmp(&entry, first).is_gt());
         if joins {
-            if found.is_ok() {
-                return Updated::OutOfStep;
-            }
             if self.is_complete() || above_known {
-                self.newest.insert(found.unwrap_err(), entry);
-                if self.newest.len() > 2 * shown {
-                    self.newest.remove(0);
+                match slots.search_slice(&self.newest, &entry) {
+                    Ok(_) => return Updated::OutOfStep,
+                    // The oldest of a full list: it would go at once.
+                    Err(0) if self.newest.len() >= 2 * shown => {}
+                    Err(at) => {
+                        self.newest.insert(at, entry);
+                        if self.newest.len() > 2 * shown {
+                            self.newest.remove(0);
+                        }
+                    }
                 }
             }
             if self.count == 0 || self.oldest.is_some_and(|o| slots.cmp(&entry, &o).is_lt()) {
@@ -240,7 +243,7 @@ impl GroupState {
         let (Ok(at), true) = (who, self.count > 0) else {
             return Updated::OutOfStep;
         };
-        match found {
+        match slots.search_slice(&self.newest, &entry) {
             Ok(index) => {
                 self.newest.remove(index);
             }
@@ -353,30 +356,39 @@ impl UserDigest {
         self.touched.push((group, None));
     }
 
-    /// `entry` of `group` joins (`joins`) or leaves the user's feed.
+    /// `entry` of `group` (whose bucket starts at `bucket`) joins (`joins`)
+    /// or leaves the user's feed.
+    #[allow(clippy::too_many_arguments)]
     fn deliver(
         &mut self,
         keys: &Keys,
         group: GroupId,
+        bucket: Millis,
         entry: Entry,
         joins: bool,
         shown: usize,
         slots: &Slots,
     ) {
+        let older = self.held_from.is_some_and(|from| entry.time < from);
+        if bucket < self.oldest_bucket && (older || !joins) {
+            // Not held (no held group's bucket starts this early), and
+            // stays older than every group that must be: no lookup needed.
+            return;
+        }
         let state = match self.groups.get_mut(&group) {
             Some(state) => state,
             None => {
-                if !joins || self.held_from.is_some_and(|from| entry.time < from) {
+                if !joins || older {
                     // Not held, and stays older than every group that must be.
                     return;
                 }
-                if self.held_from.is_some_and(|from| keys.bucket(group) < from) {
+                if self.held_from.is_some_and(|from| bucket < from) {
                     // It may have older entries: loaded at the end of the epoch.
                     self.candidates.push((group, entry.time));
                     return;
                 }
                 // Its bucket starts in the held range: it has no other entries.
-                self.oldest_bucket = self.oldest_bucket.min(keys.bucket(group));
+                self.oldest_bucket = self.oldest_bucket.min(bucket);
                 self.touched.push((group, None));
                 self.groups.entry(group).or_insert_with(GroupState::empty)
             }
@@ -586,8 +598,11 @@ impl DigestGroups {
                         }
                     }
                 }
-                let shown = shown(&self.specs[spec]);
-                digest.deliver(&self.keys[spec], group, entry, joins, shown, slots);
+                let digest_spec = &self.specs[spec];
+                let bucket = digest_spec.bucket(entry.time);
+                debug_assert_eq!(bucket, self.keys[spec].bucket(group));
+                let shown = shown(digest_spec);
+                digest.deliver(&self.keys[spec], group, bucket, entry, joins, shown, slots);
                 if joins {
                     self.joined[spec].add(group, entry.time);
                 }
