@@ -461,7 +461,17 @@ pub struct DigestGroups {
     /// Per spec, scratch for [`DigestGroups::deliver_run`].
     joined: Vec<JoinedGroups>,
     /// Scratch for [`DigestGroups::deliver_all`].
+    scratch: Scratch,
+}
+
+/// [`DigestGroups::deliver_all`]'s buffers, kept between epochs.
+#[derive(Default)]
+struct Scratch {
     reach: Reach,
+    /// Per user, where their changes start in `by_user`.
+    starts: Vec<usize>,
+    /// The changes (indexes into the epoch's stories), grouped by user.
+    by_user: Vec<u32>,
 }
 
 impl DigestGroups {
@@ -475,7 +485,7 @@ impl DigestGroups {
             users: FastMap::default(),
             touched: Vec::new(),
             joined: Vec::new(),
-            reach: Reach::default(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -532,32 +542,41 @@ impl DigestGroups {
             .chain(joins)
             .map(|(entry, diff)| (*entry, *diff > 0))
             .collect();
-        let mut reached: Vec<(Tid, u32)> = Vec::new();
-        for (at, (entry, _)) in order.iter().enumerate() {
-            let at = u32::try_from(at).expect("fewer than 2^32 stories an epoch");
-            self.reach
-                .each(fanout, *entry, |user| reached.push((user, at)));
-        }
+        // Two passes over the users reached: count per user, then place.
+        let Scratch {
+            reach,
+            starts,
+            by_user,
+        } = &mut self.scratch;
         let users = fanout.typed_ids.len();
-        let mut starts = vec![0usize; users + 1];
-        for (user, _) in &reached {
-            starts[*user as usize + 1] += 1;
+        starts.clear();
+        starts.resize(users + 1, 0);
+        for (entry, _) in &order {
+            reach.each(fanout, *entry, |user| starts[user as usize + 1] += 1);
         }
         for user in 0..users {
             starts[user + 1] += starts[user];
         }
+        by_user.clear();
+        by_user.resize(starts[users], 0);
         let mut next = starts.clone();
-        let mut by_user = vec![0u32; reached.len()];
-        for (user, at) in reached {
-            by_user[next[user as usize]] = at;
-            next[user as usize] += 1;
+        for (at, (entry, _)) in order.iter().enumerate() {
+            let at = u32::try_from(at).expect("fewer than 2^32 stories an epoch");
+            reach.each(fanout, *entry, |user| {
+                by_user[next[user as usize]] = at;
+                next[user as usize] += 1;
+            });
         }
+        let (starts, by_user) = (std::mem::take(starts), std::mem::take(by_user));
         for (user, run) in starts.windows(2).enumerate() {
             if run[0] < run[1] {
                 let run = by_user[run[0]..run[1]].iter().map(|at| order[*at as usize]);
                 self.deliver_run(user as Tid, run, &fanout.slots);
             }
         }
+        // Kept for the next epoch: a catch-up's are large, and fresh
+        // pages each epoch cost more than the changes themselves.
+        (self.scratch.starts, self.scratch.by_user) = (starts, by_user);
     }
 
     /// Changes `run`, all to `user`'s feed: its leaves, then its joins
