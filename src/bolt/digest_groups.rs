@@ -608,16 +608,15 @@ impl DigestGroups {
         for (entry, joins) in run {
             for (spec, digest) in digests.iter_mut().enumerate() {
                 let group = self.story_groups[entry.slot as usize * n + spec];
-                let sizes = &self.specs[spec].sizes;
+                let digest_spec = &self.specs[spec];
                 if joins {
-                    let joined = &mut self.joined[spec];
-                    if let Some(from) = joined.raise(entry.time, sizes.digest_size + self.slack) {
+                    let keep = digest_spec.sizes.digest_size + self.slack;
+                    if let Some(from) = self.joined[spec].raise(entry.time, keep) {
                         if digest.held_from.is_none_or(|held| held < from) {
                             digest.held_from = Some(from);
                         }
                     }
                 }
-                let digest_spec = &self.specs[spec];
                 let bucket = digest_spec.bucket(entry.time);
                 debug_assert_eq!(bucket, self.keys[spec].bucket(group));
                 let shown = shown(digest_spec);
