@@ -438,6 +438,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
             brokers: None,
         },
         drpc: Default::default(),
+        checkpoint: crate::config::CheckpointConfig::off(),
     };
     let events = Generator::total(&options.workload).unwrap_or(0) + probes.len() as u64;
     let redis_before = match &options.redis {

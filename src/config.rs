@@ -59,6 +59,72 @@ pub struct TopologyConfig {
     /// Rebuild-feed queries.
     #[serde(default)]
     pub drpc: DrpcConfig,
+    /// Checkpoints: where and how often the state is saved, so that a
+    /// restart resumes from it instead of replaying every source.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+}
+
+/// `[checkpoint]`: each worker saves, at an epoch boundary, what its bolts
+/// need to resume (interests with their times, retained stories, deleted
+/// ids, the retention horizon) and each spout's position; a start loads the
+/// newest complete checkpoint and reads each source from there. Kafka
+/// offsets are committed only once the checkpoint that holds them is on disk.
+///
+/// ```
+/// let topology: feedstorm::config::TopologyConfig = toml::from_str(r#"
+///     [checkpoint]
+///     dir = "/var/lib/feedstorm"
+///     interval = "30s"
+/// "#).unwrap();
+/// assert_eq!(topology.checkpoint.interval.as_secs(), 30);
+/// assert_eq!(topology.checkpoint.keep, 3);
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Directory (local, or shared by the cluster's processes) that holds
+    /// the checkpoints, under a subdirectory named after the topology.
+    #[serde(default = "default_checkpoint_dir")]
+    pub dir: PathBuf,
+    /// How often a checkpoint is taken (in epoch time); `"0s"` turns
+    /// checkpoints off, and every start replays its sources from the start.
+    #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Complete checkpoints kept; older ones are deleted.
+    #[serde(default = "default_checkpoint_keep")]
+    pub keep: usize,
+}
+
+fn default_checkpoint_dir() -> PathBuf {
+    "checkpoints".into()
+}
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_checkpoint_keep() -> usize {
+    3
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+impl CheckpointConfig {
+    /// Checkpoints off: every start replays the sources.
+    pub fn off() -> CheckpointConfig {
+        CheckpointConfig {
+            interval: Duration::ZERO,
+            ..CheckpointConfig::default()
+        }
+    }
+
+    /// Whether checkpoints are taken.
+    pub fn enabled(&self) -> bool {
+        !self.interval.is_zero()
+    }
 }
 
 /// `[drpc]`: rebuild-feed queries (SPEC section 5).
@@ -125,6 +191,12 @@ impl TopologyConfig {
         if self.notifications.enabled {
             self.notifications.sizes().validate()?;
         }
+        if self.checkpoint.enabled() && self.checkpoint.keep == 0 {
+            return Err(Error::Setting {
+                setting: "checkpoint.keep",
+                message: "must be at least 1 (turn checkpoints off with interval = \"0s\")".into(),
+            });
+        }
         if self.input.epoch_events == 0 {
             return Err(Error::Setting {
                 setting: "input.epoch_events",
@@ -145,6 +217,17 @@ pub enum SpoutConfig {
     Generator(GeneratorConfig),
     /// Kafka topics (needs the `kafka` cargo feature).
     Kafka(KafkaSpoutConfig),
+}
+
+impl SpoutConfig {
+    /// The name a spout goes by in logs and checkpoints.
+    pub fn name(&self) -> String {
+        match self {
+            SpoutConfig::File(file) => format!("file:{}", file.path.display()),
+            SpoutConfig::Generator(_) => "generator".into(),
+            SpoutConfig::Kafka(kafka) => format!("kafka:{}", kafka.topics.join(",")),
+        }
+    }
 }
 
 /// `type = "kafka"`: events from Kafka topics. Every partition of every topic

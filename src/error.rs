@@ -49,6 +49,9 @@ pub enum Error {
         /// What is wrong, as the TOML parser says it.
         message: String,
     },
+    /// A checkpoint could not be written or does not fit this topology.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// A setting has a value out of its range.
     #[error("invalid setting `{setting}`: {message}")]
     Setting {

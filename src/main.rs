@@ -102,6 +102,11 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Look at checkpoints.
+    Checkpoint {
+        #[command(subcommand)]
+        command: CheckpointCommand,
+    },
     /// Measure throughput, memory and rebuild latency on a generated workload.
     ///
     /// Without --materialize, runs `all` and `active` each in a child process
@@ -141,6 +146,17 @@ enum Command {
         /// of the `all` run).
         #[arg(long, value_name = "FILE.svg")]
         plot: Option<std::path::PathBuf>,
+    },
+}
+
+/// `feedstorm checkpoint ...`
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// List the checkpoints in DIR (a `[checkpoint] dir`, or one topology's
+    /// directory under it): epoch, time, spout positions and part sizes.
+    Inspect {
+        /// The directory.
+        dir: std::path::PathBuf,
     },
 }
 
@@ -350,6 +366,12 @@ fn main() -> anyhow::Result<()> {
                     String::new()
                 }
             );
+            Ok(())
+        }
+        Command::Checkpoint {
+            command: CheckpointCommand::Inspect { dir },
+        } => {
+            print!("{}", feedstorm::checkpoint::inspect(&dir)?);
             Ok(())
         }
         Command::Bench {

@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use timely::WorkerConfig;
 
+use crate::checkpoint::{read_part, Checkpoints, RESTORE_EPOCHS};
 use crate::config::{SinkConfig, SpoutConfig, TopologyConfig};
 use crate::dead_letter::DeadLetters;
 use crate::drpc::Drpc;
 use crate::error::{Error, Result};
-use crate::spout::{FileSpout, Generator, Spout, SpoutState};
+use crate::spout::{FileSpout, Generator, SourcePosition, Spout, SpoutState};
 use crate::status::Status;
 use crate::store::{EmbeddedStore, RedisStore, Store};
 use crate::topology;
@@ -56,8 +57,20 @@ impl Running {
             },
             SinkConfig::Redis(redis) => Arc::new(RedisStore::open(redis)?),
         };
+        let names = topology.spouts.iter().map(SpoutConfig::name).collect();
+        let checkpoints = Checkpoints::open(topology, workers, names)?.map(Arc::new);
         if store.persistent() {
             status.expect_recovery(crate::topology::recovering_operators(topology));
+        }
+        if let Some(checkpoints) = &checkpoints {
+            status.attach_checkpoints(checkpoints.clone());
+            if let Some(resumed) = checkpoints.resumed() {
+                tracing::info!(
+                    epoch = resumed.manifest.epoch,
+                    workers = resumed.manifest.workers,
+                    "resuming from a checkpoint"
+                );
+            }
         }
         let dead_letters = Arc::new(DeadLetters::open(&topology.dead_letter)?);
         let stop = Arc::new(AtomicBool::new(false));
@@ -83,6 +96,7 @@ impl Running {
                 stop.clone(),
                 drpc.clone(),
             );
+            let checkpoints = checkpoints.clone();
             timely::execute(config, move |worker| {
                 let shared = Shared {
                     store: &store,
@@ -90,6 +104,7 @@ impl Running {
                     dead_letters: &dead_letters,
                     drpc: &drpc,
                     stop: &stop,
+                    checkpoints: checkpoints.as_ref(),
                 };
                 if let Err(error) = drive(worker, &topology, shared) {
                     tracing::error!(%error, worker = worker.index(), "worker stopped");
@@ -181,7 +196,6 @@ fn open_spouts(
         .collect()
 }
 
-/// One worker's driver loop.
 /// What the workers of a process share.
 #[derive(Clone, Copy)]
 struct Shared<'a> {
@@ -190,8 +204,149 @@ struct Shared<'a> {
     dead_letters: &'a DeadLetters,
     drpc: &'a Arc<Drpc>,
     stop: &'a AtomicBool,
+    checkpoints: Option<&'a Arc<Checkpoints>>,
 }
 
+/// The spouts' positions after each epoch sent and not yet in a durable
+/// checkpoint: a checkpoint at boundary `b` takes those after the last
+/// epoch before `b`.
+struct PositionLog {
+    /// Positions before the oldest epoch listed.
+    base: Vec<SourcePosition>,
+    sent: VecDeque<(u64, Vec<SourcePosition>)>,
+    /// The last boundary this worker gave its positions for.
+    reported: u64,
+    /// The last durable boundary acked to the spouts.
+    acked: u64,
+}
+
+impl PositionLog {
+    fn new(spouts: &[Box<dyn Spout>]) -> PositionLog {
+        PositionLog {
+            base: spouts.iter().map(|s| s.position()).collect(),
+            sent: VecDeque::new(),
+            reported: 0,
+            acked: 0,
+        }
+    }
+
+    fn sent(&mut self, epoch: u64, spouts: &[Box<dyn Spout>]) {
+        self.sent
+            .push_back((epoch, spouts.iter().map(|s| s.position()).collect()));
+    }
+
+    /// Positions after every epoch before `boundary`.
+    fn at(&self, boundary: u64) -> Vec<SourcePosition> {
+        self.sent
+            .iter()
+            .rev()
+            .find(|(epoch, _)| *epoch < boundary)
+            .map_or(&self.base, |(_, positions)| positions)
+            .clone()
+    }
+
+    /// Forgets what a durable checkpoint at `boundary` holds; returns the
+    /// last epoch before it, to ack.
+    fn durable(&mut self, boundary: u64) -> Option<u64> {
+        let mut last = None;
+        while self
+            .sent
+            .front()
+            .is_some_and(|(epoch, _)| *epoch < boundary)
+        {
+            let (epoch, positions) = self.sent.pop_front().expect("checked");
+            self.base = positions;
+            last = Some(epoch);
+        }
+        last
+    }
+}
+
+/// Checkpoint duties of a driver, each pass of its loop: give its positions
+/// for each boundary the sink has passed, and ack what durable checkpoints
+/// hold.
+struct CheckpointStep {
+    /// The probe's frontier: every epoch before it is written.
+    written_before: Option<u64>,
+    /// Checkpoints after this epoch may be acked (`None`: none may yet).
+    ack_after: Option<u64>,
+    /// This worker.
+    index: usize,
+}
+
+fn checkpoint_step(
+    checkpoints: &Checkpoints,
+    log: &mut PositionLog,
+    step: CheckpointStep,
+    spouts: &mut [Box<dyn Spout>],
+) -> Result<()> {
+    if let Some(written_before) = step.written_before {
+        // Every boundary passed, as the operators save every one they pass.
+        for boundary in checkpoints.passed(log.reported, written_before) {
+            log.reported = boundary;
+            checkpoints.add_positions(boundary, step.index, log.at(boundary))?;
+        }
+    }
+    let Some(ack_after) = step.ack_after else {
+        return Ok(());
+    };
+    if let Some(durable) = checkpoints
+        .durable()
+        .filter(|d| *d > log.acked && *d > ack_after)
+    {
+        log.acked = durable;
+        if let Some(epoch) = log.durable(durable) {
+            for spout in spouts.iter_mut() {
+                spout.acked(epoch);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends the checkpoint a start resumes from into the first two epochs
+/// (stories, then interests), and moves the spouts to its positions.
+/// Returns the epochs used.
+fn resume(
+    checkpoints: &Checkpoints,
+    inputs: &mut topology::Inputs,
+    spouts: &mut [Box<dyn Spout>],
+    index: usize,
+    peers: usize,
+) -> Result<Vec<u64>> {
+    let Some(resumed) = checkpoints.resumed() else {
+        return Ok(Vec::new());
+    };
+    for (at, spout) in spouts.iter_mut().enumerate() {
+        if let Some(position) = resumed.position(at) {
+            spout.resume(position)?;
+        }
+    }
+    let started = Instant::now();
+    let (mut stories, mut users) = (0, 0);
+    for path in resumed.parts("stories", index, peers) {
+        let part: crate::bolt::stories::StoriesPart = read_part(&path)?;
+        stories += part.records();
+        inputs.restore_stories(part);
+    }
+    inputs.advance_to(1);
+    for path in resumed.parts("interests", index, peers) {
+        let part: crate::bolt::interests::InterestsPart = read_part(&path)?;
+        users += part.users.len();
+        inputs.restore_interests(part);
+    }
+    inputs.advance_to(RESTORE_EPOCHS);
+    tracing::info!(
+        worker = index,
+        stories,
+        users,
+        read_ms = started.elapsed().as_millis() as u64,
+        "checkpoint read"
+    );
+    Ok((0..RESTORE_EPOCHS).collect())
+}
+
+/// One worker's driver loop.
 fn drive(
     worker: &mut timely::worker::Worker,
     topology: &TopologyConfig,
@@ -203,6 +358,7 @@ fn drive(
         dead_letters,
         drpc,
         stop,
+        checkpoints,
     } = shared;
     let (index, peers) = (worker.index(), worker.peers());
     let progress_slot = index; // this process's workers are numbered from its first
@@ -213,6 +369,7 @@ fn drive(
         store.clone(),
         status.clone(),
         drpc.clone(),
+        checkpoints.cloned(),
     );
     let probe = built.probe;
     drpc.register_worker();
@@ -223,6 +380,16 @@ fn drive(
     let mut records = Vec::new();
     let mut exhausted = vec![false; spouts.len()];
     let input = &topology.input;
+    if let (Some(checkpoints), Some(open)) = (checkpoints, inputs.as_mut()) {
+        for epoch in resume(checkpoints, open, &mut spouts, index, peers)? {
+            progress.begin_epoch();
+            inflight.push_back(epoch);
+        }
+    }
+    let mut positions = PositionLog::new(&spouts);
+    // The last epoch sent with the spouts drained: once it is written, the
+    // worker has caught up once.
+    let mut drained_epoch: Option<u64> = None;
 
     loop {
         while inflight
@@ -235,12 +402,20 @@ fn drive(
                 return Ok(());
             }
             let epoch = inflight.pop_front().expect("checked");
-            for spout in spouts.iter_mut() {
-                spout.acked(epoch);
+            // With checkpoints, offsets are acked once a durable checkpoint
+            // holds them; without, once written, but never while recovery
+            // withholds the output.
+            if checkpoints.is_none() && status.recovery_written() {
+                for spout in spouts.iter_mut() {
+                    spout.acked(epoch);
+                }
+            }
+            if drained_epoch == Some(epoch) {
+                progress.set_caught_up_once();
             }
             progress.end_epoch();
         }
-        if !status.recovered() && status.workers_caught_up() {
+        if !status.recovered() && status.workers_caught_up_once() {
             status.set_recovered();
         }
         if !status.recovery_written() {
@@ -249,6 +424,20 @@ fn drive(
                     status.set_recovery_written();
                 }
             }
+        }
+        if let Some(checkpoints) = checkpoints {
+            let written_before = probe.with_frontier(|f| f.first().copied());
+            // Nothing is acked while recovery withholds the output, nor
+            // from a checkpoint whose epochs' output was withheld.
+            let ack_after = status
+                .recovery_written()
+                .then(|| status.recovery_epoch().unwrap_or(0));
+            let step = CheckpointStep {
+                written_before,
+                ack_after,
+                index,
+            };
+            checkpoint_step(checkpoints, &mut positions, step, &mut spouts)?;
         }
         // Rebuild answers wait for their epoch to be written.
         probe.with_frontier(|frontier| drpc.release_written(frontier.first().copied()));
@@ -270,6 +459,7 @@ fn drive(
             records.clear();
             let requests = drpc.take_requests();
             let mut ready = false;
+            let mut sent_epoch = None;
             // Shared among the spouts still reading (a finished one leaves its share).
             let reading = exhausted.iter().filter(|done| !**done).count();
             let share = input.epoch_events.div_ceil(reading.max(1));
@@ -317,11 +507,18 @@ fn drive(
                 for spout in spouts.iter_mut() {
                     spout.sent(open.epoch());
                 }
+                if checkpoints.is_some() {
+                    positions.sent(open.epoch(), &spouts);
+                }
+                sent_epoch = Some(open.epoch());
                 inflight.push_back(open.epoch());
                 open.advance_to(now.max(open.epoch() + 1));
                 busy = true;
             }
             progress.set_drained(!ready);
+            if !ready && sent_epoch.is_some() {
+                drained_epoch = sent_epoch;
+            }
             if exhausted.iter().all(|e| *e) {
                 progress.set_finished();
             }

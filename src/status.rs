@@ -16,6 +16,10 @@ pub struct WorkerProgress {
     drained: AtomicBool,
     /// Every spout of the worker is exhausted (finite sources only).
     finished: AtomicBool,
+    /// An epoch after which the spouts had nothing more is written: the
+    /// worker has caught up once, though a steady stream may keep an epoch
+    /// in flight at every moment since.
+    caught_up_once: AtomicBool,
 }
 
 impl WorkerProgress {
@@ -37,9 +41,22 @@ impl WorkerProgress {
     pub fn set_finished(&self) {
         self.finished.store(true, SeqCst);
     }
+    /// An epoch read up to everything then available is written.
+    pub fn set_caught_up_once(&self) {
+        self.caught_up_once.store(true, SeqCst);
+    }
     fn caught_up(&self) -> bool {
         self.drained.load(SeqCst) && self.pending.load(SeqCst) == 0
     }
+    fn was_caught_up(&self) -> bool {
+        self.caught_up_once.load(SeqCst) || self.caught_up()
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Process-wide status.
@@ -63,6 +80,7 @@ pub struct Status {
     recovery_emitted: std::sync::Mutex<(usize, u64)>,
     recovery_written: AtomicBool,
     workers: Vec<WorkerProgress>,
+    checkpoints: std::sync::OnceLock<std::sync::Arc<crate::checkpoint::Checkpoints>>,
 }
 
 impl Status {
@@ -85,6 +103,44 @@ impl Status {
             recovery_emitted: std::sync::Mutex::new((0, 0)),
             recovery_written: AtomicBool::new(true),
             workers: (0..workers).map(|_| WorkerProgress::default()).collect(),
+            checkpoints: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Time since the topology started (epochs count milliseconds from
+    /// about then: a worker's clock starts a little later).
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// Shows `checkpoints` in `/status` and `/metrics`.
+    pub fn attach_checkpoints(&self, checkpoints: std::sync::Arc<crate::checkpoint::Checkpoints>) {
+        let _ = self.checkpoints.set(checkpoints);
+    }
+
+    /// The newest durable checkpoint, if checkpoints are on and one was taken.
+    pub fn last_checkpoint(&self) -> Option<crate::checkpoint::Summary> {
+        self.checkpoints.get()?.summary()
+    }
+
+    /// The `checkpoint` object of `/status`.
+    fn checkpoint_json(&self) -> Value {
+        let Some(checkpoints) = self.checkpoints.get() else {
+            return json!({"enabled": false});
+        };
+        let resumed = checkpoints.resumed().map(|r| r.manifest.epoch);
+        match checkpoints.summary() {
+            None => json!({"enabled": true, "resumed_from_epoch": resumed, "last": null}),
+            Some(last) => json!({
+                "enabled": true,
+                "resumed_from_epoch": resumed,
+                "last": {
+                    "epoch": last.epoch,
+                    "age_seconds": unix_ms().saturating_sub(last.written_at_ms) as f64 / 1000.0,
+                    "duration_ms": last.duration_ms,
+                    "bytes": last.bytes,
+                },
+            }),
         }
     }
 
@@ -185,6 +241,12 @@ impl Status {
         self.workers.iter().all(WorkerProgress::caught_up)
     }
 
+    /// Whether every worker has, at some moment, written everything its
+    /// spouts had then (a restart's backlog is behind it).
+    pub fn workers_caught_up_once(&self) -> bool {
+        self.workers.iter().all(WorkerProgress::was_caught_up)
+    }
+
     /// The store outlives the process: `caught_up` waits until each of the
     /// `per_worker` recovering operators of every worker has written its
     /// recovered state.
@@ -255,6 +317,7 @@ impl Status {
             "workers": self.workers.len(),
             "uptime_seconds": self.started.elapsed().as_secs_f64(),
             "store": {"feeds": store.feeds, "entries": store.entries, "activities": store.activities},
+            "checkpoint": self.checkpoint_json(),
         })
     }
 
@@ -322,8 +385,36 @@ impl Status {
                 store.activities,
             ),
         ];
+        let last = self.last_checkpoint();
+        let checkpoint: [(&str, &str, &str, u64); 4] = [
+            (
+                "feedstorm_checkpoint_epoch",
+                "gauge",
+                "Boundary epoch of the newest durable checkpoint (0: none).",
+                last.as_ref().map_or(0, |c| c.epoch),
+            ),
+            (
+                "feedstorm_checkpoint_age_seconds",
+                "gauge",
+                "Seconds since the newest durable checkpoint was written (0: none).",
+                last.as_ref()
+                    .map_or(0, |c| unix_ms().saturating_sub(c.written_at_ms) / 1000),
+            ),
+            (
+                "feedstorm_checkpoint_duration_milliseconds",
+                "gauge",
+                "Time from its first part written to its manifest.",
+                last.as_ref().map_or(0, |c| c.duration_ms),
+            ),
+            (
+                "feedstorm_checkpoint_bytes",
+                "gauge",
+                "Bytes of the newest durable checkpoint's parts.",
+                last.as_ref().map_or(0, |c| c.bytes),
+            ),
+        ];
         let mut text = String::new();
-        for (name, kind, help, value) in metrics {
+        for (name, kind, help, value) in metrics.into_iter().chain(checkpoint) {
             text.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
             ));

@@ -20,7 +20,10 @@ use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
 use crate::bolt::feed_head::HeadSettings;
+use crate::bolt::interests::InterestsPart;
+use crate::bolt::stories::StoriesPart;
 use crate::bolt::{Digest, InterestEvent, KeepStories, MaintainHead, ResolveInterests, StoryEvent};
+use crate::checkpoint::Checkpoints;
 use crate::config::TopologyConfig;
 use crate::digest::DigestSpec;
 use crate::drpc::{Drpc, Request};
@@ -73,6 +76,32 @@ impl Inputs {
         }
     }
 
+    /// Sends a checkpoint's stories part into the current epoch (a resume's
+    /// first): its activities, deleted ids and retention horizon.
+    pub fn restore_stories(&mut self, part: StoriesPart) {
+        if let Some(newest) = part.newest {
+            self.newest_in_epoch = Some(self.newest_in_epoch.map_or(newest, |n| n.max(newest)));
+        }
+        for id in part.deleted {
+            self.stories.send(StoryEvent::Delete(id));
+        }
+        // Oldest first: the bolts' time indexes then only append.
+        let mut activities = part.activities;
+        activities.sort_unstable_by_key(|a| a.time);
+        for activity in activities {
+            let activity = Arc::try_unwrap(activity).unwrap_or_else(|shared| (*shared).clone());
+            self.stories.send(StoryEvent::Activity(activity));
+        }
+    }
+
+    /// Sends a checkpoint's interests part into the current epoch (a
+    /// resume's second, after the stories).
+    pub fn restore_interests(&mut self, part: InterestsPart) {
+        for event in part.events() {
+            self.interests.send(event);
+        }
+    }
+
     /// Puts a rebuild request into the current epoch: present for this
     /// epoch only, so its answer is a consistent view as of this epoch.
     pub fn request(&mut self, request: Request) {
@@ -117,6 +146,7 @@ pub fn build(
     store: Arc<dyn Store>,
     status: Arc<Status>,
     drpc: Arc<Drpc>,
+    checkpoints: Option<Arc<Checkpoints>>,
 ) -> Built {
     let feed = topology.feed.clone();
     let digest_specs: Vec<DigestSpec> = topology.digests.iter().map(DigestSpec::new).collect();
@@ -135,8 +165,9 @@ pub fn build(
         let newest = scope.input_from(&mut newest_in).broadcast();
         let requests = scope.input_from(&mut requests_in);
 
-        let edges = interest_events.resolve_interests(feed.follow_self);
-        let (stories, activity_writes) = story_events.keep_stories(newest, feed.retention);
+        let edges = interest_events.resolve_interests(feed.follow_self, checkpoints.clone());
+        let (stories, activity_writes) =
+            story_events.keep_stories(newest, feed.retention, checkpoints);
         let recover_into = store.persistent().then(|| store.clone());
         let mut writes = vec![activity_writes.map(Write::Activity)];
         if let Some(spec) = notifications {

@@ -639,6 +639,22 @@ impl DigestGroups {
         if self.specs.is_empty() {
             return;
         }
+        if !self.users.contains_key(&user) {
+            // No digest yet (a new user, or a resume from a checkpoint): it
+            // is built whole at the end of the epoch by walking the feed
+            // from the top, not by a delivery per story of each interest.
+            let digests = self
+                .specs
+                .iter()
+                .map(|_| UserDigest {
+                    held_from: Some(Millis::MAX),
+                    ..UserDigest::default()
+                })
+                .collect();
+            self.users.insert(user, digests);
+            self.touched.push(user);
+            return;
+        }
         // Stories older than every held group's bucket reach no held group.
         let oldest = self.users.get(&user).map_or(Millis::MIN, |digests| {
             digests

@@ -32,7 +32,7 @@ use crate::bolt::EpochStash;
 use crate::config::Materialize;
 use crate::digest::DigestSpec;
 use crate::drpc::{Drpc, Request};
-use crate::event::TypedId;
+use crate::event::{Millis, TypedId};
 use crate::feed::{FeedKey, Story};
 use crate::grouping::route;
 use crate::status::Status;
@@ -400,8 +400,9 @@ impl Heads {
             }
         }
 
-        // Then stories, removals before additions.
-        stories.sort_by_key(|(_, diff)| *diff);
+        // Then stories, removals before additions, each oldest first (a
+        // story newer than all about its ids is appended to their index).
+        stories.sort_by_key(|(story, diff)| (*diff, story.0.time));
         let mut changed = Vec::new();
         for (story, diff) in stories {
             let kept = if diff < 0 {
@@ -469,7 +470,15 @@ impl Heads {
         }
         // Follows backfill from the interest's newest stories down to the bound.
         for (u, i) in follows {
-            if self.head_mut(u).is_none() {
+            let Some(head) = self.head_mut(u) else {
+                continue;
+            };
+            if head.len() == 0 {
+                // An empty head (a new user, or a resume from a checkpoint)
+                // is filled by one merge of all its interests below, not
+                // by a backfill per interest.
+                head.unknown_below = Some(FeedKey::new(Millis::MAX, ""));
+                touched.push(u);
                 continue;
             }
             let head = self.heads.get_mut(&u).expect("present");

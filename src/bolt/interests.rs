@@ -9,7 +9,10 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
+use std::sync::Arc;
+
 use crate::bolt::EpochStash;
+use crate::checkpoint::{Checkpoints, Snapshots};
 use crate::event::{InterestOp, Millis, TypedId};
 use crate::grouping::route;
 
@@ -45,28 +48,85 @@ pub trait ResolveInterests<'scope> {
     /// pair the event with the largest `(time, op)` wins, where unfollow
     /// beats follow at equal times, so neither delivery order nor replays
     /// change the result. With `follow_self`, each user seen also follows
-    /// themselves.
+    /// themselves. With `checkpoints`, the state is saved at each
+    /// checkpoint boundary as an [`InterestsPart`].
     fn resolve_interests(
         self,
         follow_self: bool,
+        checkpoints: Option<Arc<Checkpoints>>,
     ) -> VecCollection<'scope, u64, (TypedId, TypedId), isize>;
+}
+
+/// The interests bolt's part of a checkpoint on one worker: each user it
+/// has seen, with the winning `(time, op)` of each of their pairs.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct InterestsPart {
+    /// Per user, `(interest, time, op)` of every pair ever followed or unfollowed.
+    pub users: Vec<(TypedId, Vec<SavedPair>)>,
+}
+
+/// One (user, interest) pair's winning event: `(interest, time, op)`.
+pub type SavedPair = (TypedId, Millis, InterestOp);
+
+impl InterestsPart {
+    /// The events that rebuild this state: each user seen, then each pair's
+    /// winning follow or unfollow.
+    pub fn events(self) -> impl Iterator<Item = InterestEvent> {
+        self.users.into_iter().flat_map(|(user, pairs)| {
+            let seen = InterestEvent::Seen(user.clone());
+            std::iter::once(seen).chain(pairs.into_iter().map(move |(interest, time, op)| {
+                InterestEvent::Change {
+                    time,
+                    user: user.clone(),
+                    interest,
+                    op,
+                }
+            }))
+        })
+    }
+}
+
+type Users = HashMap<TypedId, HashMap<TypedId, (Millis, InterestOp)>>;
+
+fn save(snapshots: &Snapshots, boundaries: &[u64], users: &Users) {
+    if !boundaries.is_empty() {
+        snapshots.save(boundaries, users.len() as u64, &part(users));
+    }
+}
+
+fn part(users: &Users) -> InterestsPart {
+    InterestsPart {
+        users: users
+            .iter()
+            .map(|(user, pairs)| {
+                let pairs = pairs
+                    .iter()
+                    .map(|(i, (t, op))| (i.clone(), *t, *op))
+                    .collect();
+                (user.clone(), pairs)
+            })
+            .collect(),
+    }
 }
 
 impl<'scope> ResolveInterests<'scope> for StreamVec<'scope, u64, InterestEvent> {
     fn resolve_interests(
         self,
         follow_self: bool,
+        checkpoints: Option<Arc<Checkpoints>>,
     ) -> VecCollection<'scope, u64, (TypedId, TypedId), isize> {
+        let mut snapshots = Snapshots::new(checkpoints, "interests", self.scope().index());
         let pact = Exchange::new(|e: &InterestEvent| route(e.user()));
         self.unary_frontier(pact, "ResolveInterests", move |_cap, _info| {
             let mut stash = EpochStash::new(1);
             // user -> interest -> the winning (time, op) so far
-            let mut users: HashMap<TypedId, HashMap<TypedId, (Millis, InterestOp)>> =
-                HashMap::new();
+            let mut users: Users = HashMap::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| stash.stash(&cap, data.drain(..)));
                 for (caps, events) in stash.take_ready(&[frontier]) {
                     let time = *caps[0].time();
+                    let due = snapshots.due(time);
+                    save(&snapshots, &due, &users);
                     let mut session = output.session(&caps[0]);
                     for event in events {
                         let user = event.user().clone();
@@ -99,6 +159,11 @@ impl<'scope> ResolveInterests<'scope> for StreamVec<'scope, u64, InterestEvent> 
                             }
                         }
                     }
+                }
+                let frontier = frontier.frontier().first().copied();
+                if let Some(frontier) = frontier {
+                    let due = snapshots.due(frontier);
+                    save(&snapshots, &due, &users);
                 }
             }
         })

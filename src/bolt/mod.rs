@@ -46,6 +46,15 @@ pub(crate) fn release_burst<T>(buffer: &mut Vec<T>) {
     }
 }
 
+/// The least time the `frontiers` can still bring, if any input is open: an
+/// operator has seen every epoch before it.
+pub(crate) fn passed(frontiers: &[MutableAntichain<u64>]) -> Option<u64> {
+    frontiers
+        .iter()
+        .filter_map(|f| f.frontier().first().copied())
+        .min()
+}
+
 /// Data stashed by epoch until no input can add to the epoch any more; then
 /// handed back oldest first, with a capability per output port to answer it.
 pub struct EpochStash<D> {

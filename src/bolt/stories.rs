@@ -14,6 +14,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
 use crate::bolt::EpochStash;
+use crate::checkpoint::{Checkpoints, Snapshots};
 use crate::event::{Activity, Millis, TypedId};
 use crate::feed::Story;
 use crate::grouping::route;
@@ -50,11 +51,14 @@ pub trait KeepStories<'scope> {
     /// Returns the stories, `+1` when an activity becomes retained and `-1`
     /// when it is deleted or expires, and the activity writes for the sink. `horizon` carries each
     /// worker's newest event time per epoch, broadcast to all workers; a story
-    /// older than the newest time seen minus `retention` is dropped.
+    /// older than the newest time seen minus `retention` is dropped. With
+    /// `checkpoints`, the state is saved at each checkpoint boundary as a
+    /// [`StoriesPart`].
     fn keep_stories(
         self,
         horizon: StreamVec<'scope, u64, Millis>,
         retention: Duration,
+        checkpoints: Option<Arc<Checkpoints>>,
     ) -> (Stories<'scope>, StreamVec<'scope, u64, ActivityChange>);
 }
 
@@ -117,7 +121,34 @@ impl TypedIdPool {
 
 type StoryUpdate = (Story, u64, isize);
 
+/// The stories bolt's part of a checkpoint on one worker: what it needs to
+/// resume, as events a resume sends it again.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StoriesPart {
+    /// The newest event time seen (the retention horizon's base).
+    pub newest: Option<Millis>,
+    /// The retained activities.
+    pub activities: Vec<Arc<Activity>>,
+    /// Deleted ids, so that a late or replayed copy never shows.
+    pub deleted: Vec<Arc<str>>,
+}
+
+impl StoriesPart {
+    /// Activities and deleted ids in it.
+    pub fn records(&self) -> u64 {
+        (self.activities.len() + self.deleted.len()) as u64
+    }
+}
+
 impl Retained {
+    fn part(&self) -> StoriesPart {
+        StoriesPart {
+            newest: self.newest,
+            activities: self.present.values().cloned().collect(),
+            deleted: self.deleted.iter().cloned().collect(),
+        }
+    }
+
     fn stories(activity: &Arc<Activity>, time: u64, diff: isize, out: &mut Vec<StoryUpdate>) {
         out.push((Story(activity.clone()), time, diff));
     }
@@ -190,7 +221,9 @@ impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
         self,
         horizon: StreamVec<'scope, u64, Millis>,
         retention: Duration,
+        checkpoints: Option<Arc<Checkpoints>>,
     ) -> (Stories<'scope>, StreamVec<'scope, u64, ActivityChange>) {
+        let mut snapshots = Snapshots::new(checkpoints, "stories", self.scope().index());
         let retention = Millis::try_from(retention.as_millis()).unwrap_or(Millis::MAX);
         let mut builder = OperatorBuilder::new("KeepStories".to_owned(), self.scope());
         let mut events = builder.new_input(self, Exchange::new(|e: &StoryEvent| route(e.id())));
@@ -214,6 +247,11 @@ impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
                 let mut writes_out = writes_out.activate();
                 for (caps, inputs) in stash.take_ready(&[&frontiers[0], &frontiers[1]]) {
                     let time = *caps[0].time();
+                    let due = snapshots.due(time);
+                    if !due.is_empty() {
+                        let part = state.part();
+                        snapshots.save(&due, part.records(), &part);
+                    }
                     state.epoch(inputs, time, retention, &mut story_buf, &mut write_buf);
                     stories_out
                         .session(&caps[0])
@@ -221,6 +259,13 @@ impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
                     writes_out
                         .session(&caps[1])
                         .give_iterator(write_buf.drain(..));
+                }
+                if let Some(frontier) = crate::bolt::passed(frontiers) {
+                    let due = snapshots.due(frontier);
+                    if !due.is_empty() {
+                        let part = state.part();
+                        snapshots.save(&due, part.records(), &part);
+                    }
                 }
                 crate::bolt::release_burst(&mut story_buf);
                 crate::bolt::release_burst(&mut write_buf);

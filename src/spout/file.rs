@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::event::{decode, Event};
-use crate::spout::{BadEvent, Position, Spout, SpoutState};
+use crate::spout::{BadEvent, Position, SourcePosition, Spout, SpoutState};
 
 /// Reads events from a JSONL file, optionally following appended lines.
 pub struct FileSpout {
@@ -23,6 +23,10 @@ pub struct FileSpout {
     lines: u64,
     /// A line read up to end-of-file without its newline, while following.
     partial: Vec<u8>,
+    /// The index (from 0) after the last line of this worker's turn passed.
+    turn_next: u64,
+    /// Lines read before a checkpoint: passed over, not decoded again.
+    resumed: Option<SourcePosition>,
 }
 
 impl FileSpout {
@@ -48,12 +52,19 @@ impl FileSpout {
             peers: peers as u64,
             lines: 0,
             partial: Vec::new(),
+            turn_next: 0,
+            resumed: None,
         })
     }
 
     fn take_line(&mut self, line: &[u8], out: &mut Vec<Result<Event, BadEvent>>) {
         self.lines += 1;
-        if (self.lines - 1) % self.peers != self.index {
+        let i = self.lines - 1;
+        if i % self.peers != self.index {
+            return;
+        }
+        self.turn_next = self.turn_next.max(i + 1);
+        if self.resumed.as_ref().is_some_and(|at| at.was_read(i)) {
             return;
         }
         let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -115,5 +126,28 @@ impl Spout for FileSpout {
             budget -= 1;
         };
         Ok(state)
+    }
+
+    fn position(&self) -> SourcePosition {
+        SourcePosition::turn(self.index as usize, self.peers as usize, self.turn_next)
+    }
+
+    fn resume(&mut self, from: &SourcePosition) -> Result<()> {
+        match from {
+            SourcePosition::Turns { .. } => {
+                // The first line of this worker's turn not read before.
+                let mut i = self.index;
+                while from.was_read(i) {
+                    i += self.peers;
+                }
+                self.turn_next = i;
+                self.resumed = Some(from.clone());
+                Ok(())
+            }
+            other => Err(Error::Checkpoint(format!(
+                "{}: a file spout cannot resume from {other:?}",
+                self.name
+            ))),
+        }
     }
 }

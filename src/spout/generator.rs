@@ -21,9 +21,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::GeneratorConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::{Activity, Event, InterestOp, TypedId};
-use crate::spout::{BadEvent, Spout, SpoutState};
+use crate::spout::{BadEvent, SourcePosition, Spout, SpoutState};
 
 const VERBS: [&str; 4] = ["love", "post", "comment", "share"];
 
@@ -31,8 +31,11 @@ const VERBS: [&str; 4] = ["love", "post", "comment", "share"];
 pub struct Generator {
     config: GeneratorConfig,
     next: u64,
+    index: u64,
     peers: u64,
     started: Instant,
+    /// Events generated before a checkpoint: passed over.
+    resumed: Option<SourcePosition>,
 }
 
 impl Generator {
@@ -41,8 +44,10 @@ impl Generator {
         Generator {
             config,
             next: index as u64,
+            index: index as u64,
             peers: peers as u64,
             started: Instant::now(),
+            resumed: None,
         }
     }
 
@@ -85,9 +90,15 @@ impl Spout for Generator {
         let available = self.available();
         let mut produced = 0;
         while self.next < available && produced < max {
-            out.push(Ok(event(&self.config, self.next)));
+            if !self
+                .resumed
+                .as_ref()
+                .is_some_and(|at| at.was_read(self.next))
+            {
+                out.push(Ok(event(&self.config, self.next)));
+                produced += 1;
+            }
             self.next += self.peers;
-            produced += 1;
         }
         Ok(
             if Generator::total(&self.config).is_some_and(|t| self.next >= t) {
@@ -98,6 +109,32 @@ impl Spout for Generator {
                 SpoutState::Idle
             },
         )
+    }
+
+    fn position(&self) -> SourcePosition {
+        SourcePosition::turn(self.index as usize, self.peers as usize, self.next)
+    }
+
+    fn resume(&mut self, from: &SourcePosition) -> Result<()> {
+        let SourcePosition::Turns { next, .. } = from else {
+            return Err(Error::Checkpoint(format!(
+                "the generator cannot resume from {from:?}"
+            )));
+        };
+        // A paced generator goes on at its rate from where it was, not
+        // from its start.
+        if let Some(rate) = self.config.rate.filter(|r| *r > 0) {
+            let done = next.values().copied().min().unwrap_or(0);
+            let ahead = done.saturating_sub(self.config.follows) as f64 / rate as f64;
+            self.started = Instant::now()
+                .checked_sub(std::time::Duration::from_secs_f64(ahead))
+                .unwrap_or(self.started);
+        }
+        while from.was_read(self.next) {
+            self.next += self.peers;
+        }
+        self.resumed = Some(from.clone());
+        Ok(())
     }
 }
 

@@ -27,7 +27,7 @@ use crate::config::KafkaSpoutConfig;
 use crate::error::{DecodeError, Error, Result};
 use crate::event::{decode, Event};
 use crate::kafka::client_config;
-use crate::spout::{BadEvent, Position, Spout, SpoutState};
+use crate::spout::{BadEvent, Position, SourcePosition, Spout, SpoutState};
 
 /// How long a metadata, offset or watermark request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -335,6 +335,60 @@ impl Spout for KafkaSpout {
         if !read.is_empty() {
             self.unacked.push_back((epoch, read));
         }
+    }
+
+    fn position(&self) -> SourcePosition {
+        SourcePosition::Kafka {
+            next: self
+                .partitions
+                .iter()
+                .map(|p| (format!("{}/{}", p.topic, p.partition), p.next))
+                .collect(),
+        }
+    }
+
+    fn resume(&mut self, from: &SourcePosition) -> Result<()> {
+        let SourcePosition::Kafka { next } = from else {
+            return Err(Error::Checkpoint(format!(
+                "{}: a kafka spout cannot resume from {from:?}",
+                self.name
+            )));
+        };
+        if self.partitions.is_empty() {
+            return Ok(());
+        }
+        let mut assignment = TopicPartitionList::new();
+        for p in self.partitions.iter_mut() {
+            let key = format!("{}/{}", p.topic, p.partition);
+            let low = p.next; // the low watermark, as opened
+            match next.get(&key) {
+                Some(&at) if at >= low => p.next = at,
+                Some(&at) => {
+                    // The broker deleted records the checkpoint had not
+                    // read: they are lost to this topology.
+                    tracing::error!(
+                        partition = %key,
+                        checkpoint = at,
+                        low,
+                        "records after the checkpoint expired from kafka; resuming from the oldest kept"
+                    );
+                }
+                None => {} // a partition added since: from its start
+            }
+            assignment
+                .add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next))
+                .map_err(|e| spout_error(&self.name, e))?;
+            tracing::info!(
+                topic = %p.topic,
+                partition = p.partition,
+                next = p.next,
+                committed = p.committed,
+                "kafka partition resumed from the checkpoint"
+            );
+        }
+        self.consumer
+            .assign(&assignment)
+            .map_err(|e| spout_error(&self.name, e))
     }
 
     fn acked(&mut self, epoch: u64) {

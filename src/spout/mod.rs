@@ -8,7 +8,9 @@ pub mod generator;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, Result};
 use crate::event::Event;
@@ -65,6 +67,80 @@ pub enum SpoutState {
     Exhausted,
 }
 
+/// How far a spout has read, as a checkpoint records it: every record
+/// before it has entered the dataflow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourcePosition {
+    /// Kafka: the next offset to read of each partition, keyed
+    /// `topic/partition`.
+    Kafka {
+        /// Next offset per partition.
+        next: BTreeMap<String, i64>,
+    },
+    /// A sequence shared out in turns (file lines, generated events):
+    /// record `i` (from 0) falls to worker `i % peers`, and every record of
+    /// worker `w`'s turn before `next[w]` has been read.
+    Turns {
+        /// Workers the sequence was shared among.
+        peers: u64,
+        /// Per worker, the index after the last record of its turn read.
+        next: BTreeMap<u64, u64>,
+    },
+}
+
+impl SourcePosition {
+    /// The position of a sequence's worker `index` of `peers`.
+    pub fn turn(index: usize, peers: usize, next: u64) -> SourcePosition {
+        SourcePosition::Turns {
+            peers: peers as u64,
+            next: BTreeMap::from([(index as u64, next)]),
+        }
+    }
+
+    /// Adds the position of another worker's share of the same source.
+    pub fn merge(&mut self, other: &SourcePosition) -> Result<()> {
+        match (self, other) {
+            (SourcePosition::Kafka { next }, SourcePosition::Kafka { next: more }) => {
+                next.extend(more.iter().map(|(k, v)| (k.clone(), *v)));
+                Ok(())
+            }
+            (
+                SourcePosition::Turns { peers, next },
+                SourcePosition::Turns {
+                    peers: theirs,
+                    next: more,
+                },
+            ) if peers == theirs => {
+                next.extend(more.iter().map(|(k, v)| (*k, *v)));
+                Ok(())
+            }
+            (mine, other) => Err(crate::error::Error::Checkpoint(format!(
+                "positions of different kinds for one spout: {mine:?} and {other:?}"
+            ))),
+        }
+    }
+
+    /// For a sequence: whether record `i` was read before this position.
+    /// A worker whose share is missing read nothing.
+    ///
+    /// ```
+    /// use feedstorm::spout::SourcePosition;
+    /// let mut at = SourcePosition::turn(0, 2, 4);
+    /// at.merge(&SourcePosition::turn(1, 2, 1)).unwrap();
+    /// let read: Vec<u64> = (0..6).filter(|i| at.was_read(*i)).collect();
+    /// assert_eq!(read, [0, 2]);
+    /// ```
+    pub fn was_read(&self, i: u64) -> bool {
+        match self {
+            SourcePosition::Turns { peers, next } => {
+                next.get(&(i % (*peers).max(1))).is_some_and(|n| i < *n)
+            }
+            SourcePosition::Kafka { .. } => false,
+        }
+    }
+}
+
 /// A source of events, polled by its worker.
 pub trait Spout {
     /// A name for logs.
@@ -77,4 +153,10 @@ pub trait Spout {
     /// Every epoch up to and including `epoch` is fully processed and
     /// written: the spout may acknowledge its records to the source.
     fn acked(&mut self, _epoch: u64) {}
+    /// How far this spout has read (everything returned by its polls).
+    fn position(&self) -> SourcePosition;
+    /// Continues after `from` (merged from every worker's share, perhaps
+    /// of a different number of workers) instead of the source's start.
+    /// Called before the first poll.
+    fn resume(&mut self, from: &SourcePosition) -> Result<()>;
 }

@@ -207,6 +207,9 @@ pub fn file_topology(path: &Path, follow: bool, feed: FeedConfig, dir: &Path) ->
     topology.feed = feed;
     topology.input.epoch_events = 97; // many small epochs: more interleavings
     topology.dead_letter.path = dir.join("dead-letters.jsonl");
+    // Each run starts from its sources; tests of checkpoints turn them on.
+    topology.checkpoint = feedstorm::config::CheckpointConfig::off();
+    topology.checkpoint.dir = dir.join("checkpoints");
     topology
 }
 

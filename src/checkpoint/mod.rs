@@ -1,0 +1,454 @@
+//! Checkpoints, after Trident's state and Flink's and Arroyo's checkpoints:
+//! at an epoch boundary each worker saves what its bolts need to resume,
+//! with every spout's position at that boundary, and a start resumes from
+//! the newest complete checkpoint instead of replaying the sources.
+//!
+//! - **What is saved.** The bolts whose state is the topology's input, as
+//!   a compacted log: the interests bolt's last-writer-wins state (each
+//!   pair with its time, unfollows included) and the stories bolt's
+//!   retained activities, deleted ids and retention horizon. Heads,
+//!   digests and notification groups are functions of these, so a resume
+//!   rebuilds them from the saved state in two epochs (stories, then
+//!   interests: each user's head is backfilled from its interests' newest
+//!   stories, without replaying one delivery of history). Notification
+//!   marks live in the store already.
+//! - **When.** Boundaries are multiples of `[checkpoint] interval` in epoch
+//!   time. An operator writes its part when its input passes a boundary,
+//!   before it applies any later epoch, so every part holds exactly the
+//!   epochs before the boundary; each driver adds its spouts' positions
+//!   after the last epoch it sent before the boundary, once the sink has
+//!   written everything before it.
+//! - **Atomic.** Parts are written to temporary files, synced and renamed;
+//!   the manifest, written the same way once every part and position is
+//!   in, names a complete set. A checkpoint without a manifest, or whose
+//!   parts do not match it, is ignored in favour of the one before.
+//! - **Acking.** A Kafka offset is committed once the checkpoint holding
+//!   it is durable and the sink wrote every epoch before its boundary.
+//!   While a restart on a persistent store withholds its output, the
+//!   checkpoints are still taken (the state they hold is whole), but
+//!   nothing is acked until the recovered state is written.
+//! - **Other worker counts.** Every part is a set of keyed events: a start
+//!   on another number of workers reads them all and routes each by its
+//!   key, and spout positions are per partition (Kafka) or per record
+//!   (files, the generator), so a checkpoint resumes on any worker count.
+//!
+//! Layout: `DIR/TOPOLOGY/RUN-BOUNDARY/` holds `PART-wWORKER.bin`
+//! (bincode) and `MANIFEST.json`; `RUN` is the start time of the process in
+//! Unix milliseconds and `BOUNDARY` the epoch, both zero-padded, so names
+//! sort oldest first.
+
+mod manifest;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::config::TopologyConfig;
+use crate::error::{Error, Result};
+use crate::spout::SourcePosition;
+
+pub use manifest::{inspect, Manifest, PartInfo, SourceEntry};
+
+/// The bolts that write a part of each checkpoint, on every worker.
+pub const PARTS: [&str; 2] = ["stories", "interests"];
+
+/// Epochs a resume uses for the saved state before the spouts' first:
+/// stories in epoch 0, interests in epoch 1.
+pub const RESTORE_EPOCHS: u64 = 2;
+
+/// Boundaries passed at once that a participant still saves (the newest).
+pub const CATCH_UP: usize = 4;
+
+/// What `/status` shows of the newest durable checkpoint.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Its boundary (epoch).
+    pub epoch: u64,
+    /// When it became durable (Unix milliseconds).
+    pub written_at_ms: u64,
+    /// From the first part written to the manifest, in milliseconds.
+    pub duration_ms: u64,
+    /// Bytes of all its parts.
+    pub bytes: u64,
+}
+
+/// The checkpoints of one process's workers: where parts go, which
+/// boundaries are complete, and the checkpoint this run resumed from.
+pub struct Checkpoints {
+    root: PathBuf,
+    topology: String,
+    run: u64,
+    interval: u64,
+    keep: usize,
+    peers: usize,
+    spouts: Vec<String>,
+    state: Mutex<State>,
+    resumed: Option<Resumed>,
+}
+
+impl std::fmt::Debug for Checkpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoints")
+            .field("root", &self.root)
+            .field("run", &self.run)
+            .field("interval_ms", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    pending: BTreeMap<u64, Pending>,
+    durable: Option<u64>,
+    summary: Option<Summary>,
+}
+
+struct Pending {
+    parts: Vec<PartInfo>,
+    positions: BTreeMap<usize, Vec<SourcePosition>>,
+    started: Instant,
+}
+
+/// The checkpoint a start resumed from.
+pub struct Resumed {
+    dir: PathBuf,
+    /// Its manifest.
+    pub manifest: Manifest,
+}
+
+impl Resumed {
+    /// The files of part `component` that worker `index` of `peers` reads:
+    /// those the checkpoint's workers `j` wrote with `j % peers == index`.
+    pub fn parts(&self, component: &str, index: usize, peers: usize) -> Vec<PathBuf> {
+        self.manifest
+            .parts
+            .iter()
+            .filter(|p| p.component == component && p.worker % peers == index)
+            .map(|p| self.dir.join(&p.file))
+            .collect()
+    }
+
+    /// The saved position of spout number `spout`.
+    pub fn position(&self, spout: usize) -> Option<&SourcePosition> {
+        self.manifest.sources.get(spout).map(|s| &s.position)
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn io_error(path: &Path, error: impl std::fmt::Display) -> Error {
+    Error::Checkpoint(format!("{}: {error}", path.display()))
+}
+
+/// Writes `value` to `path` atomically: a temporary file, synced, renamed.
+/// Returns the bytes written.
+fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
+) -> Result<u64> {
+    let tmp = path.with_extension("tmp");
+    let file = File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    write(&mut out)?;
+    let file = out.into_inner().map_err(|e| io_error(&tmp, e.error()))?;
+    file.sync_all().map_err(|e| io_error(&tmp, e))?;
+    let bytes = file.metadata().map_err(|e| io_error(&tmp, e))?.len();
+    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
+    Ok(bytes)
+}
+
+/// Makes renames in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(dir, e))
+}
+
+/// Reads a part written by [`Checkpoints::write_part`].
+pub fn read_part<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    bincode::deserialize_from(BufReader::with_capacity(1 << 20, file))
+        .map_err(|e| io_error(path, e))
+}
+
+impl Checkpoints {
+    /// The checkpoints of `topology` for a process of `peers` workers, with
+    /// the newest complete checkpoint loaded for resuming; `None` when
+    /// checkpoints are off. A checkpoint of other spouts is an error that
+    /// says what to do.
+    pub fn open(
+        topology: &TopologyConfig,
+        peers: usize,
+        spouts: Vec<String>,
+    ) -> Result<Option<Checkpoints>> {
+        let config = &topology.checkpoint;
+        if !config.enabled() {
+            return Ok(None);
+        }
+        let root = config.dir.join(&topology.name);
+        std::fs::create_dir_all(&root).map_err(|e| io_error(&root, e))?;
+        let resumed = manifest::newest_complete(&root)?
+            .map(|(dir, manifest)| {
+                manifest.check_fits(&topology.name, &spouts, &dir)?;
+                Ok::<_, Error>(Resumed { dir, manifest })
+            })
+            .transpose()?;
+        // A run named after the last one's, even if the clock went back.
+        let run = unix_ms().max(resumed.as_ref().map_or(0, |r| r.manifest.run + 1));
+        Ok(Some(Checkpoints {
+            root,
+            topology: topology.name.clone(),
+            run,
+            interval: (config.interval.as_millis() as u64).max(1),
+            keep: config.keep.max(1),
+            peers,
+            spouts,
+            state: Mutex::new(State::default()),
+            resumed,
+        }))
+    }
+
+    /// The checkpoint this run resumed from.
+    pub fn resumed(&self) -> Option<&Resumed> {
+        self.resumed.as_ref()
+    }
+
+    /// The boundaries after `after` up to `upto`, at most the newest
+    /// [`CATCH_UP`], that a checkpoint may be taken at (after the restore
+    /// epochs), oldest first.
+    pub fn passed(&self, after: u64, upto: u64) -> Vec<u64> {
+        let newest = upto / self.interval * self.interval;
+        let oldest = (after / self.interval + 1) * self.interval;
+        let oldest = oldest
+            .max(newest.saturating_sub((CATCH_UP as u64 - 1) * self.interval))
+            .max(RESTORE_EPOCHS.div_ceil(self.interval) * self.interval);
+        (oldest..=newest)
+            .step_by(self.interval as usize)
+            .filter(|b| *b > after)
+            .collect()
+    }
+
+    /// The boundary of the newest durable checkpoint of this run.
+    pub fn durable(&self) -> Option<u64> {
+        self.state.lock().expect("checkpoint lock").durable
+    }
+
+    /// What `/status` shows of the newest durable checkpoint.
+    pub fn summary(&self) -> Option<Summary> {
+        self.state.lock().expect("checkpoint lock").summary.clone()
+    }
+
+    fn dir_of(&self, boundary: u64) -> PathBuf {
+        self.root.join(format!("{:013}-{:012}", self.run, boundary))
+    }
+
+    /// Writes worker `worker`'s part `component` of the checkpoints at
+    /// `boundaries` (one file, linked into each checkpoint's directory;
+    /// `records` counted for `inspect`).
+    pub fn write_part<T: Serialize>(
+        &self,
+        boundaries: &[u64],
+        component: &str,
+        worker: usize,
+        records: u64,
+        value: &T,
+    ) -> Result<()> {
+        let Some((&newest, older)) = boundaries.split_last() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let file = format!("{component}-w{worker}.bin");
+        let dir = self.dir_of(newest);
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+        let path = dir.join(&file);
+        let bytes = write_atomic(&path, |out| {
+            bincode::serialize_into(out, value).map_err(|e| io_error(&path, e))
+        })?;
+        tracing::debug!(
+            ?boundaries,
+            component,
+            worker,
+            bytes,
+            records,
+            "checkpoint part written"
+        );
+        for &boundary in older {
+            let other = self.dir_of(boundary);
+            std::fs::create_dir_all(&other).map_err(|e| io_error(&other, e))?;
+            let link = other.join(&file);
+            let _ = std::fs::remove_file(&link);
+            std::fs::hard_link(&path, &link).map_err(|e| io_error(&link, e))?;
+        }
+        let mut state = self.state.lock().expect("checkpoint lock");
+        for &boundary in boundaries {
+            if state.durable.is_some_and(|d| d >= boundary) {
+                continue;
+            }
+            let pending = state.pending.entry(boundary).or_insert_with(|| Pending {
+                parts: Vec::new(),
+                positions: BTreeMap::new(),
+                started,
+            });
+            pending.parts.push(PartInfo {
+                component: component.to_owned(),
+                worker,
+                file: file.clone(),
+                bytes,
+                records,
+            });
+            self.complete_if_ready(&mut state, boundary)?;
+        }
+        Ok(())
+    }
+
+    /// Worker `worker`'s spout positions after the last epoch it sent
+    /// before `boundary`, once the sink has written every such epoch.
+    pub fn add_positions(
+        &self,
+        boundary: u64,
+        worker: usize,
+        positions: Vec<SourcePosition>,
+    ) -> Result<()> {
+        let mut state = self.state.lock().expect("checkpoint lock");
+        if state.durable.is_some_and(|d| d >= boundary) {
+            return Ok(());
+        }
+        let pending = state.pending.entry(boundary).or_insert_with(|| Pending {
+            parts: Vec::new(),
+            positions: BTreeMap::new(),
+            started: Instant::now(),
+        });
+        pending.positions.insert(worker, positions);
+        self.complete_if_ready(&mut state, boundary)
+    }
+
+    fn complete_if_ready(&self, state: &mut State, boundary: u64) -> Result<()> {
+        let ready = state.pending.get(&boundary).is_some_and(|p| {
+            p.parts.len() == PARTS.len() * self.peers && p.positions.len() == self.peers
+        });
+        if !ready {
+            return Ok(());
+        }
+        let pending = state.pending.remove(&boundary).expect("checked");
+        let mut sources: Vec<Option<SourcePosition>> = vec![None; self.spouts.len()];
+        for positions in pending.positions.values() {
+            for (at, position) in positions.iter().enumerate() {
+                match &mut sources[at] {
+                    Some(merged) => merged.merge(position)?,
+                    slot @ None => *slot = Some(position.clone()),
+                }
+            }
+        }
+        let manifest = Manifest {
+            format: manifest::FORMAT,
+            topology: self.topology.clone(),
+            run: self.run,
+            epoch: boundary,
+            created_ms: unix_ms(),
+            workers: self.peers,
+            processes: 1,
+            parts: pending.parts,
+            sources: self
+                .spouts
+                .iter()
+                .zip(sources)
+                .filter_map(|(spout, position)| {
+                    Some(SourceEntry {
+                        spout: spout.clone(),
+                        position: position?,
+                    })
+                })
+                .collect(),
+        };
+        let dir = self.dir_of(boundary);
+        sync_dir(&dir)?;
+        let path = dir.join(manifest::FILE);
+        write_atomic(&path, |out| {
+            serde_json::to_writer_pretty(&mut *out, &manifest).map_err(|e| io_error(&path, e))?;
+            out.write_all(b"\n").map_err(|e| io_error(&path, e))
+        })?;
+        sync_dir(&dir)?;
+        let bytes = manifest.parts.iter().map(|p| p.bytes).sum();
+        let duration_ms = pending.started.elapsed().as_millis() as u64;
+        tracing::info!(epoch = boundary, bytes, duration_ms, dir = %dir.display(), "checkpoint durable");
+        state.durable = Some(boundary);
+        state.summary = Some(Summary {
+            epoch: boundary,
+            written_at_ms: manifest.created_ms,
+            duration_ms,
+            bytes,
+        });
+        // Boundaries some worker skipped can never complete now.
+        let stale: Vec<u64> = state.pending.range(..boundary).map(|(b, _)| *b).collect();
+        for b in stale {
+            state.pending.remove(&b);
+        }
+        manifest::prune(&self.root, self.keep, &dir);
+        Ok(())
+    }
+}
+
+/// Writes checkpoint parts for one operator on one worker: tells it which
+/// boundary, if any, to save before it applies an epoch.
+pub struct Snapshots {
+    checkpoints: Option<Arc<Checkpoints>>,
+    component: &'static str,
+    worker: usize,
+    done: u64,
+}
+
+impl Snapshots {
+    /// For part `component` of worker `worker`.
+    pub fn new(
+        checkpoints: Option<Arc<Checkpoints>>,
+        component: &'static str,
+        worker: usize,
+    ) -> Self {
+        Snapshots {
+            checkpoints,
+            component,
+            worker,
+            done: 0,
+        }
+    }
+
+    /// Before applying epoch `next`, or when the input frontier is at
+    /// `next`: the boundaries passed since the last call, to save now
+    /// (they all hold the same epochs). Workers may pass several at once
+    /// and each at another moment, so each saves every boundary it passed
+    /// (the newest [`CATCH_UP`]) and a checkpoint completes wherever all meet.
+    pub fn due(&mut self, next: u64) -> Vec<u64> {
+        let Some(checkpoints) = self.checkpoints.as_ref() else {
+            return Vec::new();
+        };
+        let passed = checkpoints.passed(self.done, next);
+        if let Some(&newest) = passed.last() {
+            self.done = newest;
+        }
+        passed
+    }
+
+    /// Saves `value` (`records` of it) as this operator's part at each of
+    /// `boundaries`. A failure is logged: that checkpoint is then
+    /// incomplete and ignored.
+    pub fn save<T: Serialize>(&self, boundaries: &[u64], records: u64, value: &T) {
+        let Some(checkpoints) = &self.checkpoints else {
+            return;
+        };
+        if let Err(error) =
+            checkpoints.write_part(boundaries, self.component, self.worker, records, value)
+        {
+            tracing::error!(%error, ?boundaries, part = self.component, "checkpoint part not written");
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Checkpoints: a restart resumes from the newest complete checkpoint, on
+//! any number of workers, reads only what came after it, and ends with
+//! exactly the feeds, digests and notification feeds of the reference model.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use feedstorm::config::{CheckpointConfig, FeedConfig, TopologyConfig, NOTIFICATIONS};
+use feedstorm::digest::DigestSpec;
+use feedstorm::reference;
+use feedstorm::runtime::{RunOptions, Running};
+
+fn checkpointed(events: &Path, dir: &Path) -> TopologyConfig {
+    let mut topology = file_topology(events, true, FeedConfig::default(), dir);
+    topology.checkpoint = CheckpointConfig {
+        dir: dir.join("checkpoints"),
+        interval: Duration::from_millis(5),
+        keep: 2,
+    };
+    topology
+}
+
+/// Waits until the topology has caught up, and asserts that it read
+/// exactly `events` events: a resume that replayed what its checkpoint
+/// holds reads more.
+fn wait_caught_up_reading(running: &Running, events: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(running.status.caught_up() && running.status.events_in() >= events) {
+        assert!(
+            Instant::now() < deadline,
+            "not caught up: {} of {events} events in",
+            running.status.events_in()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(
+        running.status.events_in(),
+        events,
+        "events read: only those after the checkpoint"
+    );
+}
+
+/// Waits for a durable checkpoint taken after the topology caught up, so
+/// that it holds everything read so far.
+fn wait_for_a_checkpoint_of_everything(running: &Running) {
+    let caught_up_at = running.status.uptime().as_millis() as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running
+        .status
+        .last_checkpoint()
+        .is_none_or(|c| c.epoch <= caught_up_at)
+    {
+        assert!(Instant::now() < deadline, "no checkpoint after catching up");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn assert_exact(running: &Running, topology: &TopologyConfig, lines: &[String], run: &str) {
+    let events = decode_all(lines);
+    let store = running.store.as_ref();
+    let expected = reference::feeds(&events, &topology.feed);
+    assert_same(&format!("{run}: feeds"), &expected, &store_feeds(store));
+    for digest in &topology.digests {
+        let spec = DigestSpec::new(digest);
+        let expected = reference::digests(&events, &topology.feed, &spec);
+        assert_same(
+            &format!("{run}: digest {}", spec.name),
+            &expected,
+            &store_digests(store, &spec.name),
+        );
+    }
+    let spec = DigestSpec::notifications(&topology.notifications);
+    let expected = reference::notifications(&events, &topology.feed, &spec);
+    assert_same(
+        &format!("{run}: notifications"),
+        &expected,
+        &store_digests(store, NOTIFICATIONS),
+    );
+}
+
+/// Three runs over a growing file, on 2, then 3, then 1 workers, each
+/// dropped without a clean stop once a checkpoint holds what it read.
+#[test]
+fn restarts_resume_from_the_checkpoint_on_other_worker_counts_and_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let lines = random_lines(
+        91,
+        Shape {
+            events: 6_000,
+            users: 40,
+            things: 25,
+            ids: 2_500,
+            times: 800,
+            spacing: 60_000,
+        },
+    );
+    write_lines(&path, &[]);
+    let topology = checkpointed(&path, dir.path());
+    let mut read = 0;
+    for (workers, upto) in [(2, 3_000), (3, 4_500), (1, 6_000)] {
+        append_lines(&path, &lines[read..upto]);
+        let running = Running::start(&topology, &RunOptions { workers }).unwrap();
+        let run = format!("{workers} workers, lines {read}..{upto}");
+        wait_caught_up_reading(&running, (upto - read) as u64);
+        assert_exact(&running, &topology, &lines[..upto], &run);
+        wait_for_a_checkpoint_of_everything(&running);
+        drop(running); // no clean stop: what is not in a checkpoint is lost
+        read = upto;
+    }
+}
+
+/// A checkpoint directory with a torn part (or no manifest) is passed
+/// over for the one before it.
+#[test]
+fn a_torn_checkpoint_is_ignored_for_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let lines = random_lines(
+        92,
+        Shape {
+            events: 2_000,
+            users: 20,
+            things: 10,
+            ids: 900,
+            times: 300,
+            spacing: 60_000,
+        },
+    );
+    write_lines(&path, &lines[..1_000]);
+    let topology = checkpointed(&path, dir.path());
+    let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
+    wait_caught_up_reading(&running, 1_000);
+    wait_for_a_checkpoint_of_everything(&running);
+    drop(running);
+    // Cut the newest checkpoint's largest part short, as a crash mid-write
+    // of a filesystem without ordered writes might.
+    let root = dir.path().join("checkpoints").join(&topology.name);
+    let mut checkpoints: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("MANIFEST.json").exists())
+        .collect();
+    checkpoints.sort();
+    assert!(checkpoints.len() >= 2, "keep = 2: two complete checkpoints");
+    let newest = checkpoints.last().unwrap();
+    let part = std::fs::read_dir(newest)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let bytes = std::fs::read(&part).unwrap();
+    // A hard link may share it with an older checkpoint: replace, don't truncate in place.
+    std::fs::remove_file(&part).unwrap();
+    std::fs::write(&part, &bytes[..bytes.len() / 2]).unwrap();
+
+    append_lines(&path, &lines[1_000..]);
+    let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(running.status.caught_up() && running.status.events_in() >= 1_000) {
+        assert!(
+            Instant::now() < deadline,
+            "not caught up after a torn checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_exact(&running, &topology, &lines, "after a torn checkpoint");
+}
