@@ -22,6 +22,7 @@ use crate::runtime::{RunOptions, Running};
 use crate::spout::Generator;
 
 pub mod plot;
+pub mod restart;
 
 /// What to measure.
 #[derive(Clone, Debug)]

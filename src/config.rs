@@ -233,12 +233,13 @@ impl SpoutConfig {
 /// `type = "kafka"`: events from Kafka topics. Every partition of every topic
 /// goes to one worker (partition p of a topic to worker p mod all workers of
 /// all processes), assigned directly, without consumer-group rebalances.
-/// Offsets are committed under `group_id` only once everything read before
-/// them is written to the sink. At start each partition is read from its
-/// beginning: what lies before the committed offset rebuilds the interests
-/// and stories (the store writes nothing until caught up), what lies after
-/// it is new. So give activity topics a retention of at least
-/// `[feed] retention`, and never expire follows.
+/// Offsets are committed under `group_id` only once a durable checkpoint
+/// holds them and the sink wrote everything before it. At start each
+/// partition is read from the newest complete checkpoint's offset (see
+/// `[checkpoint]`), or from its beginning without one. So a topic needs to
+/// keep what the kept checkpoints have not read; without checkpoints, give
+/// activity topics a retention of at least `[feed] retention`, and never
+/// expire follows.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSpoutConfig {

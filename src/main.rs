@@ -146,6 +146,11 @@ enum Command {
         /// of the `all` run).
         #[arg(long, value_name = "FILE.svg")]
         plot: Option<std::path::PathBuf>,
+        /// Instead: time a restart from a checkpoint after the workload,
+        /// with this many new events, against a full replay of the same
+        /// events (both from process start to caught up).
+        #[arg(long, value_name = "NEW_EVENTS")]
+        restart: Option<u64>,
     },
 }
 
@@ -385,7 +390,30 @@ fn main() -> anyhow::Result<()> {
             no_verify,
             digests,
             plot,
+            restart,
         } => {
+            if let Some(new) = restart {
+                let options = feedstorm::bench::BenchOptions {
+                    workload: workload.config(),
+                    workers,
+                    feed: FeedConfig {
+                        retention: workload.retention,
+                        ..FeedConfig::default()
+                    },
+                    digests,
+                    verify: false,
+                    active_fraction,
+                    latency_samples: 0,
+                    redis: None,
+                };
+                let report = feedstorm::bench::restart::run(&options, new)?;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    print!("{report}");
+                }
+                return Ok(());
+            }
             let Some(mode) = materialize else {
                 let settings = (active_fraction, latency_samples, no_verify, digests);
                 return compare_modes(&workload, workers, settings, redis.as_deref(), plot);

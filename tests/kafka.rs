@@ -350,6 +350,14 @@ struct Topology {
     addr: String,
 }
 
+impl Drop for Topology {
+    /// A failing test must not leave its child running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start_child(topology: &Path, dir: &Path, run: usize) -> Topology {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

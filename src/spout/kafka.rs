@@ -6,13 +6,14 @@
 //!   move a partition under a running dataflow;
 //! - the worker is woken by the consumer (librdkafka's queue callback
 //!   unparks the worker thread), not by busy polling;
-//! - acking: the offsets read for an epoch are committed once the probe shows
-//!   the epoch written ([`Spout::acked`]), never before;
-//! - restart: each partition is read from its beginning; what lies before the
-//!   committed offset rebuilds interests and stories (a persistent store
-//!   writes nothing until the topology has caught up), what lies after it is
-//!   new. Events re-read past the committed offset are harmless: processing
-//!   is idempotent (SPEC section 1).
+//! - acking: an offset is committed once a durable checkpoint holds it and
+//!   the sink wrote every epoch before it (without checkpoints: once its
+//!   epoch is written), never before ([`Spout::acked`]);
+//! - restart: each partition is read from the newest complete checkpoint's
+//!   offset ([`Spout::resume`]), or from its beginning without one (what lies
+//!   before the committed offset then rebuilds interests and stories). A
+//!   persistent store writes nothing until the topology has caught up once.
+//!   Events read again are harmless: processing is idempotent (SPEC section 1).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
