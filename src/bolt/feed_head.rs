@@ -402,7 +402,9 @@ impl Heads {
 
         // Then stories, removals before additions, each oldest first (a
         // story newer than all about its ids is appended to their index).
-        stories.sort_by_key(|(story, diff)| (*diff, story.0.time));
+        // The key is read once per story, not once per comparison: a
+        // catch-up or resume epoch holds hundreds of thousands.
+        stories.sort_by_cached_key(|(story, diff)| (*diff, story.0.time));
         let mut changed = Vec::new();
         for (story, diff) in stories {
             let kept = if diff < 0 {
