@@ -253,6 +253,65 @@ fn feeds_from_kafka_equal_the_reference_on_1_and_8_partitions_and_1_and_3_worker
     }
 }
 
+/// A checkpoint written by 2 workers reading 4 partitions resumes on 3: the
+/// partitions move to other workers, the new run reads exactly the events
+/// produced after the checkpoint, and the feeds and digests stay exact.
+#[test]
+fn a_checkpoint_of_2_workers_resumes_on_3_reading_only_what_came_after() {
+    let lines = random_lines(
+        74,
+        Shape {
+            events: 4_000,
+            users: 40,
+            things: 25,
+            ids: 1_500,
+            times: 500,
+            spacing: 1_000,
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let topic = topic("resume", 4);
+    let mut topology = kafka_topology(&topic, &topic, dir.path());
+    topology.checkpoint = feedstorm::config::CheckpointConfig {
+        dir: dir.path().join("checkpoints"),
+        interval: Duration::from_millis(20),
+        keep: 2,
+    };
+    let (first, second) = lines.split_at(2_500);
+    produce_plain(&topic, first, dir.path());
+    let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
+    wait_caught_up_to_high_watermarks(&running, first.len() as u64);
+    // A checkpoint taken after catching up holds everything read.
+    let caught_up_at = running.status.uptime().as_millis() as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running
+        .status
+        .last_checkpoint()
+        .is_none_or(|c| c.epoch <= caught_up_at)
+    {
+        assert!(Instant::now() < deadline, "no checkpoint after catching up");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(running); // no clean stop
+    produce_plain(&topic, second, dir.path());
+    let running = Running::start(&topology, &RunOptions { workers: 3 }).unwrap();
+    wait_caught_up_to_high_watermarks(&running, second.len() as u64);
+    let events = decode_all(&lines);
+    let feed = FeedConfig::default();
+    assert_same(
+        "resumed on 3 workers",
+        &feedstorm::reference::feeds(&events, &feed),
+        &store_feeds(running.store.as_ref()),
+    );
+    let spec = feedstorm::digest::DigestSpec::new(&topology.digests[0]);
+    assert_same(
+        "resumed on 3 workers: digests",
+        &feedstorm::reference::digests(&events, &feed, &spec),
+        &store_digests(running.store.as_ref(), &spec.name),
+    );
+    running.stop().unwrap();
+}
+
 /// Creates `name` with `partitions` (rdkafka's admin client).
 fn topic_with(name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> =
