@@ -43,21 +43,6 @@ fn wait_caught_up_reading(running: &Running, events: u64) {
     );
 }
 
-/// Waits for a durable checkpoint taken after the topology caught up, so
-/// that it holds everything read so far.
-fn wait_for_a_checkpoint_of_everything(running: &Running) {
-    let caught_up_at = running.status.uptime().as_millis() as u64;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while running
-        .status
-        .last_checkpoint()
-        .is_none_or(|c| c.epoch <= caught_up_at)
-    {
-        assert!(Instant::now() < deadline, "no checkpoint after catching up");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 fn assert_exact(running: &Running, topology: &TopologyConfig, lines: &[String], run: &str) {
     let events = decode_all(lines);
     let store = running.store.as_ref();

@@ -282,16 +282,7 @@ fn a_checkpoint_of_2_workers_resumes_on_3_reading_only_what_came_after() {
     let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
     wait_caught_up_to_high_watermarks(&running, first.len() as u64);
     // A checkpoint taken after catching up holds everything read.
-    let caught_up_at = running.status.uptime().as_millis() as u64;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while running
-        .status
-        .last_checkpoint()
-        .is_none_or(|c| c.epoch <= caught_up_at)
-    {
-        assert!(Instant::now() < deadline, "no checkpoint after catching up");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_for_a_checkpoint_of_everything(&running);
     drop(running); // no clean stop
     produce_plain(&topic, second, dir.path());
     let running = Running::start(&topology, &RunOptions { workers: 3 }).unwrap();

@@ -302,6 +302,24 @@ pub fn wait_caught_up(running: &Running, events: u64) {
     }
 }
 
+/// Waits for a durable checkpoint taken after the topology caught up, so
+/// that it holds everything read so far.
+pub fn wait_for_a_checkpoint_of_everything(running: &Running) {
+    let caught_up_at = running.status.uptime().as_millis() as u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while running
+        .status
+        .last_checkpoint()
+        .is_none_or(|c| c.epoch <= caught_up_at)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after catching up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// The HTTP API of `running` on a free loopback port.
 pub fn serve(running: &Running, topology: &TopologyConfig, max_limit: usize) -> Server {
     Server::start(
