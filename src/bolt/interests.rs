@@ -90,7 +90,7 @@ type Users = HashMap<TypedId, HashMap<TypedId, (Millis, InterestOp)>>;
 
 fn save(snapshots: &Snapshots, boundaries: &[u64], users: &Users) {
     if !boundaries.is_empty() {
-        snapshots.save(boundaries, users.len() as u64, &part(users));
+        snapshots.save(boundaries, users.len() as u64, part(users));
     }
 }
 

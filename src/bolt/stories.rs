@@ -250,7 +250,7 @@ impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
                     let due = snapshots.due(time);
                     if !due.is_empty() {
                         let part = state.part();
-                        snapshots.save(&due, part.records(), &part);
+                        snapshots.save(&due, part.records(), part);
                     }
                     state.epoch(inputs, time, retention, &mut story_buf, &mut write_buf);
                     stories_out
@@ -264,7 +264,7 @@ impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
                     let due = snapshots.due(frontier);
                     if !due.is_empty() {
                         let part = state.part();
-                        snapshots.save(&due, part.records(), &part);
+                        snapshots.save(&due, part.records(), part);
                     }
                 }
                 crate::bolt::release_burst(&mut story_buf);

@@ -439,16 +439,26 @@ impl Snapshots {
     }
 
     /// Saves `value` (`records` of it) as this operator's part at each of
-    /// `boundaries`. A failure is logged: that checkpoint is then
-    /// incomplete and ignored.
-    pub fn save<T: Serialize>(&self, boundaries: &[u64], records: u64, value: &T) {
-        let Some(checkpoints) = &self.checkpoints else {
+    /// `boundaries`, on a thread of its own so that the worker goes on with
+    /// its epochs while the part is serialized and synced. A failure is
+    /// logged: that checkpoint is then incomplete and ignored.
+    pub fn save<T: Serialize + Send + 'static>(&self, boundaries: &[u64], records: u64, value: T) {
+        let Some(checkpoints) = self.checkpoints.clone() else {
             return;
         };
-        if let Err(error) =
-            checkpoints.write_part(boundaries, self.component, self.worker, records, value)
+        let (boundaries, component, worker) = (boundaries.to_vec(), self.component, self.worker);
+        let write = move || {
+            if let Err(error) =
+                checkpoints.write_part(&boundaries, component, worker, records, &value)
+            {
+                tracing::error!(%error, ?boundaries, part = component, "checkpoint part not written");
+            }
+        };
+        if let Err(error) = std::thread::Builder::new()
+            .name(format!("checkpoint-{component}-{worker}"))
+            .spawn(write)
         {
-            tracing::error!(%error, ?boundaries, part = self.component, "checkpoint part not written");
+            tracing::error!(%error, "cannot start a checkpoint writer");
         }
     }
 }
