@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use crate::checkpoint::unix_ms;
 use crate::store::StoreStats;
 
 /// One worker's spout progress, for `caught_up`.
@@ -51,12 +52,6 @@ impl WorkerProgress {
     fn was_caught_up(&self) -> bool {
         self.caught_up_once.load(SeqCst) || self.caught_up()
     }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Process-wide status.

@@ -22,6 +22,16 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+/// The workload of the tests that read one topic to its end.
+const SMALL: Shape = Shape {
+    events: 4_000,
+    users: 40,
+    things: 25,
+    ids: 1_500,
+    times: 500,
+    spacing: 1_000,
+};
+
 fn brokers() -> String {
     std::env::var("FEEDSTORM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
@@ -184,17 +194,7 @@ fn dead_letters(topic: &str) -> Vec<Fetched> {
 /// partition and offset, and processing goes on.
 #[test]
 fn feeds_from_kafka_equal_the_reference_on_1_and_8_partitions_and_1_and_3_workers() {
-    let mut lines = random_lines(
-        71,
-        Shape {
-            events: 4_000,
-            users: 40,
-            things: 25,
-            ids: 1_500,
-            times: 500,
-            spacing: 1_000,
-        },
-    );
+    let mut lines = random_lines(71, SMALL);
     let bad = vec![
         "{not json".to_owned(),
         r#"{"type":"activity","id":"x"}"#.to_owned(),
@@ -258,17 +258,7 @@ fn feeds_from_kafka_equal_the_reference_on_1_and_8_partitions_and_1_and_3_worker
 /// produced after the checkpoint, and the feeds and digests stay exact.
 #[test]
 fn a_checkpoint_of_2_workers_resumes_on_3_reading_only_what_came_after() {
-    let lines = random_lines(
-        74,
-        Shape {
-            events: 4_000,
-            users: 40,
-            things: 25,
-            ids: 1_500,
-            times: 500,
-            spacing: 1_000,
-        },
-    );
+    let lines = random_lines(74, SMALL);
     let dir = tempfile::tempdir().unwrap();
     let topic = topic("resume", 4);
     let mut topology = kafka_topology(&topic, &topic, dir.path());

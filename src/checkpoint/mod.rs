@@ -115,6 +115,16 @@ struct Pending {
     started: Instant,
 }
 
+impl Pending {
+    fn new(started: Instant) -> Pending {
+        Pending {
+            parts: Vec::new(),
+            positions: BTreeMap::new(),
+            started,
+        }
+    }
+}
+
 /// The checkpoint a start resumed from.
 pub struct Resumed {
     dir: PathBuf,
@@ -140,7 +150,8 @@ impl Resumed {
     }
 }
 
-fn unix_ms() -> u64 {
+/// Now, in Unix milliseconds.
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -294,11 +305,10 @@ impl Checkpoints {
             if state.durable.is_some_and(|d| d >= boundary) {
                 continue;
             }
-            let pending = state.pending.entry(boundary).or_insert_with(|| Pending {
-                parts: Vec::new(),
-                positions: BTreeMap::new(),
-                started,
-            });
+            let pending = state
+                .pending
+                .entry(boundary)
+                .or_insert_with(|| Pending::new(started));
             pending.parts.push(PartInfo {
                 component: component.to_owned(),
                 worker,
@@ -323,11 +333,10 @@ impl Checkpoints {
         if state.durable.is_some_and(|d| d >= boundary) {
             return Ok(());
         }
-        let pending = state.pending.entry(boundary).or_insert_with(|| Pending {
-            parts: Vec::new(),
-            positions: BTreeMap::new(),
-            started: Instant::now(),
-        });
+        let pending = state
+            .pending
+            .entry(boundary)
+            .or_insert_with(|| Pending::new(Instant::now()));
         pending.positions.insert(worker, positions);
         self.complete_if_ready(&mut state, boundary)
     }

@@ -136,11 +136,7 @@ impl Spout for FileSpout {
         match from {
             SourcePosition::Turns { .. } => {
                 // The first line of this worker's turn not read before.
-                let mut i = self.index;
-                while from.was_read(i) {
-                    i += self.peers;
-                }
-                self.turn_next = i;
+                self.turn_next = from.first_unread(self.index, self.peers);
                 self.resumed = Some(from.clone());
                 Ok(())
             }

@@ -130,9 +130,7 @@ impl Spout for Generator {
                 .checked_sub(std::time::Duration::from_secs_f64(ahead))
                 .unwrap_or(self.started);
         }
-        while from.was_read(self.next) {
-            self.next += self.peers;
-        }
+        self.next = from.first_unread(self.next, self.peers);
         self.resumed = Some(from.clone());
         Ok(())
     }

@@ -121,6 +121,23 @@ impl SourcePosition {
         }
     }
 
+    /// For a sequence: the first record at or after `from` of the turn
+    /// that `from` falls in (every `peers`-th) not read before this position.
+    ///
+    /// ```
+    /// use feedstorm::spout::SourcePosition;
+    /// let at = SourcePosition::turn(0, 1, 5); // records 0..5 read, one worker
+    /// assert_eq!(at.first_unread(1, 2), 5); // the odd turn of two workers
+    /// assert_eq!(at.first_unread(0, 2), 6);
+    /// ```
+    pub fn first_unread(&self, from: u64, peers: u64) -> u64 {
+        let mut i = from;
+        while self.was_read(i) {
+            i += peers.max(1);
+        }
+        i
+    }
+
     /// For a sequence: whether record `i` was read before this position.
     /// A worker whose share is missing read nothing.
     ///
