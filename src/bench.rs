@@ -448,12 +448,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     };
     let rss_before = held_rss();
     let started = Instant::now();
-    let running = Running::start(
-        &topology,
-        &RunOptions {
-            workers: options.workers,
-        },
-    )?;
+    let running = Running::start(&topology, &RunOptions::threads(options.workers))?;
     // In active mode, a share of the users read their feed at the start.
     let active_mode = options.feed.materialize == Materialize::Active;
     let every = (1.0 / options.active_fraction.max(1e-9)).round().max(1.0) as u64;

@@ -731,6 +731,36 @@ pub struct ProcessConfig {
     /// Largest `limit` a feed request may ask for.
     #[serde(default = "default_max_limit")]
     pub max_page_limit: usize,
+    /// Run as one process of a worker cluster (`--processes`, `--process`
+    /// and `--hosts` override it). Absent: a cluster of one.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: this process's place in a worker cluster (timely's own
+/// multi-process mode). Every process runs the same topology with the same
+/// `workers`; Kafka partitions spread over all `processes x workers`.
+///
+/// ```
+/// let config: feedstorm::config::ProcessConfig = toml::from_str(r#"
+///     workers = 2
+///     [cluster]
+///     processes = 2
+///     process = 1
+///     hosts = "config/hosts.txt"
+/// "#).unwrap();
+/// assert_eq!(config.cluster.unwrap().process, 1);
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Processes in the cluster.
+    pub processes: usize,
+    /// This process, from 0; it listens on line `process` of `hosts`.
+    pub process: usize,
+    /// Timely's hosts file: one `host:port` a line, process 0 first. The
+    /// ports carry the dataflow's own traffic (not the HTTP API).
+    pub hosts: PathBuf,
 }
 
 fn default_listen() -> SocketAddr {

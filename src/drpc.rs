@@ -16,8 +16,16 @@ use std::time::{Duration, Instant};
 use crate::event::TypedId;
 use crate::feed::FeedKey;
 
-/// A rebuild request as it travels: `(user, request id)`.
+/// A rebuild request as it travels: `(user, request id)`. The id names the
+/// worker whose process asked, in its high bits ([`Drpc::origin_worker`]).
 pub type Request = (TypedId, u64);
+
+/// A rebuild answer as it travels back: `(request id, the head)`.
+pub type Answer = (u64, Vec<FeedKey>);
+
+/// Request ids count in the low bits; the asking process's first worker is
+/// above them.
+const ORIGIN_SHIFT: u32 = 40;
 
 /// Why a rebuild produced no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +42,8 @@ pub enum DrpcError {
 /// and which users have a live (materialized) feed in `active` mode.
 #[derive(Default)]
 pub struct Drpc {
+    /// The first request id: this process's first worker, shifted.
+    first_id: u64,
     next_id: AtomicU64,
     queue: Mutex<Vec<Request>>,
     waiting: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<Vec<FeedKey>>>>,
@@ -51,9 +61,29 @@ enum Release {
 }
 
 impl Drpc {
+    /// The desk of the process whose first worker is `first_worker`.
+    ///
+    /// ```
+    /// use feedstorm::drpc::Drpc;
+    /// let desk = Drpc::new(4);
+    /// let (id, _answer) = desk.submit(feedstorm::event::TypedId::parse("user:rob").unwrap());
+    /// assert_eq!(Drpc::origin_worker(id), 4);
+    /// ```
+    pub fn new(first_worker: usize) -> Drpc {
+        Drpc {
+            first_id: (first_worker as u64) << ORIGIN_SHIFT,
+            ..Drpc::default()
+        }
+    }
+
+    /// The worker (of the asking process) that request `id` is answered to.
+    pub fn origin_worker(id: u64) -> u64 {
+        id >> ORIGIN_SHIFT
+    }
+
     /// Queues a rebuild of `user`; the receiver gets the head once answered.
     pub fn submit(&self, user: TypedId) -> (u64, tokio::sync::oneshot::Receiver<Vec<FeedKey>>) {
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let id = self.first_id + self.next_id.fetch_add(1, Ordering::SeqCst);
         let (answer, receiver) = tokio::sync::oneshot::channel();
         self.waiting.lock().expect("drpc lock").insert(id, answer);
         self.queue.lock().expect("drpc lock").push((user, id));

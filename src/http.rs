@@ -28,6 +28,10 @@ use crate::runtime::Running;
 use crate::status::Status;
 use crate::store::{page_of, FeedPage, PageStart, Store};
 
+mod forward;
+
+pub use forward::Forwarding;
+
 /// What the handlers share.
 pub struct Api {
     /// The store feeds are read from.
@@ -46,6 +50,9 @@ pub struct Api {
     pub digests: Vec<String>,
     /// Whether the topology keeps notification feeds.
     pub notifications: bool,
+    /// In a cluster, where reads of other processes' users go (`None`:
+    /// every read is served here).
+    pub forwarding: Option<Forwarding>,
 }
 
 impl Api {
@@ -60,6 +67,15 @@ impl Api {
             drpc_timeout: topology.drpc.timeout,
             digests: topology.digests.iter().map(|d| d.name.clone()).collect(),
             notifications: topology.notifications.enabled,
+            // Forward when this process cannot answer for every user: its
+            // store is its own, or live heads are known only where owned.
+            forwarding: (running.cluster.is_distributed()
+                && (!running.store.persistent()
+                    || topology.feed.materialize == Materialize::Active))
+                .then(|| Forwarding {
+                    cluster: running.cluster.clone(),
+                    agreement: running.agreement.clone(),
+                }),
         }
     }
 
@@ -134,6 +150,10 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            forward::forward_to_owner,
+        ))
         .with_state(api)
 }
 
@@ -374,7 +394,11 @@ pub struct Server {
 impl Server {
     /// Binds `addr` and serves `api` until dropped.
     pub fn start(addr: SocketAddr, api: Api) -> Result<Server> {
-        let listener = std::net::TcpListener::bind(addr)?;
+        Server::serve(std::net::TcpListener::bind(addr)?, api)
+    }
+
+    /// Serves `api` on a bound `listener` until dropped.
+    pub fn serve(listener: std::net::TcpListener, api: Api) -> Result<Server> {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();

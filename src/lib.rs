@@ -23,6 +23,7 @@
 //! | [`grouping`] | fields grouping | which worker owns a user, a typed id, an activity |
 //! | [`store`] | sink | the store trait, the embedded store, the sink bolt |
 //! | [`runtime`] | worker / acking | timely workers, epochs, back-pressure, progress |
+//! | [`cluster`] | worker cluster (supervisor) | processes, their handshake, cluster-wide durability and stop, lost peers |
 //! | [`checkpoint`] | (Trident state) | snapshots of the bolts' state with the spouts' positions; resume and acking |
 //! | [`http`] | — | the HTTP API of SPEC section 6 |
 //! | [`reference`] | — | the from-scratch oracle the tests compare against |
@@ -34,6 +35,7 @@
 pub mod bench;
 pub mod bolt;
 pub mod checkpoint;
+pub mod cluster;
 pub mod config;
 pub mod dead_letter;
 pub mod digest;

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use tokio::signal::unix::SignalKind;
 
+use feedstorm::cluster::Cluster;
 use feedstorm::config::{
-    FeedConfig, FileSpoutConfig, GeneratorConfig, Materialize, ProcessConfig, SpoutConfig,
-    TopologyConfig,
+    ClusterConfig, FeedConfig, FileSpoutConfig, GeneratorConfig, Materialize, ProcessConfig,
+    SpoutConfig, TopologyConfig,
 };
 use feedstorm::http::{Api, Server};
 use feedstorm::runtime::{RunOptions, Running};
@@ -40,6 +42,8 @@ enum Command {
         /// Worker threads (default from the config file).
         #[arg(long)]
         workers: Option<usize>,
+        #[command(flatten)]
+        cluster: ClusterFlags,
     },
     /// Print a user's feed from a running topology.
     Feed {
@@ -165,6 +169,40 @@ enum CheckpointCommand {
     },
 }
 
+/// This process's place in a worker cluster (default: `[cluster]` in the
+/// config file, else a cluster of one). Every process runs the same topology
+/// with the same `--workers`.
+#[derive(clap::Args)]
+struct ClusterFlags {
+    /// Processes in the cluster.
+    #[arg(long, requires_all = ["process", "hosts"])]
+    processes: Option<usize>,
+    /// This process, from 0 (it listens on line I of HOSTS).
+    #[arg(long, value_name = "I", requires = "processes")]
+    process: Option<usize>,
+    /// Timely's hosts file: one `host:port` a line, for the dataflow's traffic.
+    #[arg(long, value_name = "HOSTS", requires = "processes")]
+    hosts: Option<PathBuf>,
+}
+
+impl ClusterFlags {
+    /// The flags over the config file's `[cluster]`.
+    fn resolve(self, process: &ProcessConfig, workers: usize) -> anyhow::Result<Cluster> {
+        let config = match (self.processes, self.process, self.hosts) {
+            (Some(processes), Some(process), Some(hosts)) => Some(ClusterConfig {
+                processes,
+                process,
+                hosts,
+            }),
+            _ => process.cluster.clone(),
+        };
+        Ok(match config {
+            Some(config) => Cluster::from_config(&config, workers)?,
+            None => Cluster::single(workers),
+        })
+    }
+}
+
 /// Materialization mode for `bench`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum Mode {
@@ -280,7 +318,11 @@ fn main() -> anyhow::Result<()> {
             input,
             listen,
             workers,
-        } => run(&process, &topology, input, listen, workers),
+            cluster,
+        } => {
+            let cluster = cluster.resolve(&process, workers.unwrap_or(process.workers))?;
+            run(&process, &topology, input, listen, cluster)
+        }
         Command::Feed {
             user,
             server,
@@ -542,7 +584,7 @@ fn run(
     topology_path: &std::path::Path,
     input: Option<PathBuf>,
     listen: Option<SocketAddr>,
-    workers: Option<usize>,
+    cluster: Cluster,
 ) -> anyhow::Result<()> {
     let mut topology = TopologyConfig::load(topology_path)?;
     if let Some(path) = input {
@@ -551,14 +593,20 @@ fn run(
             follow: false,
         })];
     }
+    // Bound first: the other processes are told where to forward reads.
+    let listen = listen.unwrap_or(process.listen);
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let http = advertised(listener.local_addr()?, &cluster);
     let running = Running::start(
         &topology,
         &RunOptions {
-            workers: workers.unwrap_or(process.workers),
+            cluster: cluster.clone(),
+            http: Some(http),
         },
     )?;
-    let server = Server::start(
-        listen.unwrap_or(process.listen),
+    let server = Server::serve(
+        listener,
         Api::new(&running, &topology, process.max_page_limit),
     )?;
     println!(
@@ -570,12 +618,21 @@ fn run(
         .enable_all()
         .build()?;
     let status = running.status.clone();
-    runtime.block_on(async move {
+    let mut terminate =
+        runtime.block_on(async { tokio::signal::unix::signal(SignalKind::terminate()) })?;
+    let ended = runtime.block_on(async {
         let mut announced = false;
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                _ = tokio::signal::ctrl_c() => return Ended::Asked("SIGINT"),
+                _ = terminate.recv() => return Ended::Asked("SIGTERM"),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if let Some(lost) = feedstorm::cluster::lost_peer() {
+                        return Ended::LostPeer(lost);
+                    }
+                    if running.workers_returned() {
+                        return Ended::ByPeer;
+                    }
                     if status.caught_up() && !announced {
                         announced = true;
                         tracing::info!(events_in = status.events_in(), events_bad = status.events_bad(), "caught up");
@@ -584,7 +641,58 @@ fn run(
             }
         }
     });
+    match ended {
+        Ended::LostPeer(lost) => {
+            // Timely's cluster cannot go on without the peer: exit now,
+            // committing nothing past the checkpoint durable everywhere.
+            eprintln!("feedstorm: {lost}");
+            std::process::exit(2);
+        }
+        Ended::Asked(signal) => {
+            tracing::info!(
+                signal,
+                "stopping: every process halts at one epoch and checkpoints there"
+            );
+        }
+        Ended::ByPeer => tracing::info!("stopping: another process of the cluster asked"),
+    }
+    running.ask_to_stop();
+    // The workers drain; the API keeps answering meanwhile.
+    while !running.workers_returned() {
+        if let Some(lost) = feedstorm::cluster::lost_peer() {
+            eprintln!("feedstorm: {lost}");
+            std::process::exit(2);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(server);
     running.stop()?;
+    if !status.healthy() {
+        bail!("a worker failed; see the log above");
+    }
     Ok(())
+}
+
+/// Why `run` ends.
+enum Ended {
+    /// A signal asked this process to stop the cluster.
+    Asked(&'static str),
+    /// Another process stopped the cluster.
+    ByPeer,
+    /// A peer process was lost.
+    LostPeer(&'static str),
+}
+
+/// The HTTP address other processes reach this one at: the bound address,
+/// or for an unspecified one (`0.0.0.0`) this process's host in the hosts file.
+fn advertised(bound: SocketAddr, cluster: &Cluster) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let host = cluster
+        .addresses
+        .get(cluster.process)
+        .and_then(|address| address.rsplit_once(':'))
+        .map_or("127.0.0.1", |(host, _)| host);
+    format!("{host}:{}", bound.port())
 }

@@ -9,13 +9,16 @@
 //! epoch the worker knows it is written (the hook for Kafka acking).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use timely::WorkerConfig;
 
 use crate::checkpoint::{read_part, Checkpoints, RESTORE_EPOCHS};
+use crate::cluster::control::Control;
+use crate::cluster::hello::{self, Agreement, Hello};
+use crate::cluster::Cluster;
 use crate::config::{SinkConfig, SpoutConfig, TopologyConfig};
 use crate::dead_letter::DeadLetters;
 use crate::drpc::Drpc;
@@ -33,23 +36,42 @@ pub struct Running {
     pub store: Arc<dyn Store>,
     /// The rebuild-feed desk.
     pub drpc: Arc<Drpc>,
+    /// This process's place in the cluster.
+    pub cluster: Cluster,
+    /// What the processes agreed at start (set once the workers met).
+    pub agreement: Arc<OnceLock<Agreement>>,
     stop: Arc<AtomicBool>,
+    /// Workers whose driver returned (the cluster stopped, or they failed).
+    returned: Arc<AtomicUsize>,
     guards: Option<timely::communication::WorkerGuards<()>>,
 }
 
 /// How to run.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Worker threads in this process.
-    pub workers: usize,
+    /// This process's place in the cluster (its worker threads included).
+    pub cluster: Cluster,
+    /// Where this process's HTTP API answers, told to the other processes
+    /// (which forward reads of the users this process owns to it).
+    pub http: Option<String>,
+}
+
+impl RunOptions {
+    /// One process with `workers` threads.
+    pub fn threads(workers: usize) -> RunOptions {
+        RunOptions {
+            cluster: Cluster::single(workers),
+            http: None,
+        }
+    }
 }
 
 impl Running {
     /// Starts `topology` on worker threads; returns at once.
     pub fn start(topology: &TopologyConfig, options: &RunOptions) -> Result<Running> {
         topology.validate()?;
-        let workers = options.workers.max(1);
-        let status = Arc::new(Status::new(&topology.name, workers));
+        let cluster = options.cluster.clone();
+        let status = Arc::new(Status::new(&topology.name, cluster.workers));
         let store: Arc<dyn Store> = match &topology.sink {
             SinkConfig::Embedded(embedded) => match &embedded.marks_path {
                 Some(path) => Arc::new(EmbeddedStore::with_marks_file(path)?),
@@ -58,23 +80,18 @@ impl Running {
             SinkConfig::Redis(redis) => Arc::new(RedisStore::open(redis)?),
         };
         let names = topology.spouts.iter().map(SpoutConfig::name).collect();
-        let checkpoints = Checkpoints::open(topology, workers, names)?.map(Arc::new);
+        let checkpoints = Checkpoints::open(topology, &cluster, names)?.map(Arc::new);
         if store.persistent() {
             status.expect_recovery(crate::topology::recovering_operators(topology));
         }
         if let Some(checkpoints) = &checkpoints {
             status.attach_checkpoints(checkpoints.clone());
-            if let Some(resumed) = checkpoints.resumed() {
-                tracing::info!(
-                    epoch = resumed.manifest.epoch,
-                    workers = resumed.manifest.workers,
-                    "resuming from a checkpoint"
-                );
-            }
         }
         let dead_letters = Arc::new(DeadLetters::open(&topology.dead_letter)?);
         let stop = Arc::new(AtomicBool::new(false));
-        let drpc = Arc::new(Drpc::default());
+        let returned = Arc::new(AtomicUsize::new(0));
+        let agreement = Arc::new(OnceLock::new());
+        let drpc = Arc::new(Drpc::new(cluster.first_worker()));
         // Fail early on a spout that cannot open; workers open their own copies.
         for spout in &topology.spouts {
             if let SpoutConfig::File(file) = spout {
@@ -85,9 +102,17 @@ impl Running {
             }
         }
         let config = timely::Config {
-            communication: timely::CommunicationConfig::Process(workers),
+            communication: cluster.communication(),
             worker: WorkerConfig::default(),
         };
+        crate::cluster::watch_for_lost_peers(&cluster);
+        if cluster.is_distributed() {
+            tracing::info!(
+                process = cluster.process,
+                processes = cluster.processes,
+                "connecting to the other processes"
+            );
+        }
         let guards = {
             let (topology, status, store, stop, drpc) = (
                 topology.clone(),
@@ -96,7 +121,13 @@ impl Running {
                 stop.clone(),
                 drpc.clone(),
             );
-            let checkpoints = checkpoints.clone();
+            let (checkpoints, cluster, agreement, returned) = (
+                checkpoints.clone(),
+                cluster.clone(),
+                agreement.clone(),
+                returned.clone(),
+            );
+            let http = options.http.clone();
             timely::execute(config, move |worker| {
                 let shared = Shared {
                     store: &store,
@@ -105,11 +136,18 @@ impl Running {
                     drpc: &drpc,
                     stop: &stop,
                     checkpoints: checkpoints.as_ref(),
+                    cluster: &cluster,
                 };
-                if let Err(error) = drive(worker, &topology, shared) {
+                let met = meet(worker, &cluster, http.clone(), checkpoints.as_deref());
+                let result = met.and_then(|agreed| {
+                    agreement.get_or_init(|| agreed);
+                    drive(worker, &topology, shared)
+                });
+                if let Err(error) = result {
                     tracing::error!(%error, worker = worker.index(), "worker stopped");
                     status.set_failed();
                 }
+                returned.fetch_add(1, Ordering::SeqCst);
             })
             .map_err(Error::Timely)?
         };
@@ -117,7 +155,10 @@ impl Running {
             status,
             store,
             drpc,
+            cluster,
+            agreement,
             stop,
+            returned,
             guards: Some(guards),
         })
     }
@@ -126,6 +167,18 @@ impl Running {
     pub fn stop(mut self) -> Result<()> {
         self.stop.store(true, Ordering::SeqCst);
         self.join_workers()
+    }
+
+    /// Asks every process of the cluster to stop at one epoch (with a
+    /// checkpoint there); returns at once.
+    pub fn ask_to_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether every worker's driver returned: the cluster stopped (asked
+    /// here or by another process), or the workers failed.
+    pub fn workers_returned(&self) -> bool {
+        self.returned.load(Ordering::SeqCst) >= self.cluster.workers
     }
 
     /// Waits until every spout is finished and everything is written (or a
@@ -205,6 +258,33 @@ struct Shared<'a> {
     drpc: &'a Arc<Drpc>,
     stop: &'a AtomicBool,
     checkpoints: Option<&'a Arc<Checkpoints>>,
+    cluster: &'a Cluster,
+}
+
+/// The processes' handshake (see [`hello`]): agrees on the run and the
+/// checkpoint to resume from, and settles this process's checkpoints on it.
+fn meet(
+    worker: &mut timely::worker::Worker,
+    cluster: &Cluster,
+    http: Option<String>,
+    checkpoints: Option<&Checkpoints>,
+) -> Result<Agreement> {
+    let first = worker.index() == cluster.first_worker();
+    let (run, candidates) = checkpoints.map_or_else(
+        || (crate::checkpoint::unix_ms(), Vec::new()),
+        Checkpoints::proposal,
+    );
+    let mine = first.then(|| Hello {
+        process: cluster.process,
+        http,
+        run,
+        checkpoints: candidates,
+    });
+    let agreed = hello::exchange(worker, mine);
+    if let Some(checkpoints) = checkpoints {
+        checkpoints.settle(agreed.run, agreed.resume.as_deref())?;
+    }
+    Ok(agreed)
 }
 
 /// The spouts' positions after each epoch sent and not yet in a durable
@@ -278,6 +358,7 @@ fn checkpoint_step(
     checkpoints: &Checkpoints,
     log: &mut PositionLog,
     step: CheckpointStep,
+    control: &mut Control,
     spouts: &mut [Box<dyn Spout>],
 ) -> Result<()> {
     if let Some(written_before) = step.written_before {
@@ -287,11 +368,16 @@ fn checkpoint_step(
             checkpoints.add_positions(boundary, step.index, log.at(boundary))?;
         }
     }
+    if let Some(durable) = checkpoints.durable() {
+        control.durable_here(durable);
+    }
     let Some(ack_after) = step.ack_after else {
         return Ok(());
     };
-    if let Some(durable) = checkpoints
-        .durable()
+    // Only what every process holds durably: a restart resumes the whole
+    // cluster from the newest checkpoint complete everywhere.
+    if let Some(durable) = control
+        .durable_everywhere()
         .filter(|d| *d > log.acked && *d > ack_after)
     {
         log.acked = durable;
@@ -359,9 +445,10 @@ fn drive(
         drpc,
         stop,
         checkpoints,
+        cluster,
     } = shared;
     let (index, peers) = (worker.index(), worker.peers());
-    let progress_slot = index; // this process's workers are numbered from its first
+    let progress_slot = index - cluster.first_worker();
     let mut spouts = open_spouts(topology, index, peers)?;
     let built = topology::build(
         worker,
@@ -370,8 +457,10 @@ fn drive(
         status.clone(),
         drpc.clone(),
         checkpoints.cloned(),
+        cluster,
     );
     let probe = built.probe;
+    let mut control = Control::build(worker);
     drpc.register_worker();
     let mut inputs = Some(built.inputs);
     let progress = status.worker(progress_slot);
@@ -437,7 +526,7 @@ fn drive(
                 ack_after,
                 index,
             };
-            checkpoint_step(checkpoints, &mut positions, step, &mut spouts)?;
+            checkpoint_step(checkpoints, &mut positions, step, &mut control, &mut spouts)?;
         }
         // Rebuild answers wait for their epoch to be written.
         probe.with_frontier(|frontier| drpc.release_written(frontier.first().copied()));
@@ -449,9 +538,34 @@ fn drive(
             continue;
         };
         // Finished spouts do not end the dataflow: it stays up for queries.
-        if stop.load(Ordering::SeqCst) {
+        // A stop asked here or anywhere in the cluster halts every worker at
+        // one epoch, checkpointed there when checkpoints are on.
+        if status.abandoned() {
+            inputs = None;
+            continue;
+        }
+        if stop.load(Ordering::SeqCst) || control.stop_heard() {
             progress.set_drained(true);
-            inputs = None; // closing the inputs lets the dataflow drain and finish
+            control.halt(index, open.epoch());
+            match control.stop_epoch() {
+                Some(last) => {
+                    if let Some(checkpoints) = checkpoints {
+                        checkpoints.stop_at(last);
+                    }
+                    if open.epoch() < last {
+                        open.advance_to(last);
+                    }
+                    let checkpointed = checkpoints.is_none()
+                        || control.durable_everywhere().is_some_and(|d| d >= last);
+                    if checkpointed && !probe.less_than(&last) {
+                        tracing::info!(worker = index, epoch = last, "stopped");
+                        inputs = None; // closing the inputs lets the dataflow drain and finish
+                        continue;
+                    }
+                }
+                None => stop.store(true, Ordering::SeqCst),
+            }
+            worker.step_or_park(Some(Duration::from_millis(5)));
             continue;
         }
         let mut busy = false;

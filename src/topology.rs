@@ -16,6 +16,7 @@ use std::sync::Arc;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concatenate, Input, Probe};
+use timely::dataflow::operators::{Exchange, Inspect};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
@@ -24,9 +25,10 @@ use crate::bolt::interests::InterestsPart;
 use crate::bolt::stories::StoriesPart;
 use crate::bolt::{Digest, InterestEvent, KeepStories, MaintainHead, ResolveInterests, StoryEvent};
 use crate::checkpoint::Checkpoints;
+use crate::cluster::Cluster;
 use crate::config::TopologyConfig;
 use crate::digest::DigestSpec;
-use crate::drpc::{Drpc, Request};
+use crate::drpc::{Answer, Drpc, Request};
 use crate::event::{Event, Millis, TypedId};
 use crate::status::Status;
 use crate::store::{Store, Write, WriteTo};
@@ -147,6 +149,7 @@ pub fn build(
     status: Arc<Status>,
     drpc: Arc<Drpc>,
     checkpoints: Option<Arc<Checkpoints>>,
+    cluster: &Cluster,
 ) -> Built {
     let feed = topology.feed.clone();
     let digest_specs: Vec<DigestSpec> = topology.digests.iter().map(DigestSpec::new).collect();
@@ -169,6 +172,17 @@ pub fn build(
         let (stories, activity_writes) =
             story_events.keep_stories(newest, feed.retention, checkpoints);
         let recover_into = store.persistent().then(|| store.clone());
+        // A process's own store (embedded) serves the users it owns, whose
+        // feeds name activities kept anywhere: every process stores them all.
+        let activity_writes = if cluster.is_distributed() && !store.persistent() {
+            let (processes, workers) = (cluster.processes, cluster.workers);
+            activity_writes
+                .flat_map(move |change| (0..processes).map(move |p| (p * workers, change.clone())))
+                .exchange(|(worker, _)| *worker as u64)
+                .map(|(_, change)| change)
+        } else {
+            activity_writes
+        };
         let mut writes = vec![activity_writes.map(Write::Activity)];
         if let Some(spec) = notifications {
             // A story about an activity's target, by someone else, notifies the target.
@@ -193,8 +207,19 @@ pub fn build(
         };
         // Every worker keeps every story (Storm's all grouping): fan-out is local.
         let everywhere = stories.inner.broadcast().as_collection();
-        let (heads, digests) =
-            edges.maintain_head(everywhere, requests, settings, drpc, status.clone());
+        let (heads, digests, answers) =
+            edges.maintain_head(everywhere, requests, settings, drpc.clone(), status.clone());
+        // DRPC's return path: each answer to the process that asked.
+        answers
+            .exchange(|(id, _): &Answer| Drpc::origin_worker(*id))
+            .inspect_core(move |event| {
+                if let Ok((stamp, answers)) = event {
+                    let time = stamp.least().copied().unwrap_or_default();
+                    for (id, head) in answers {
+                        drpc.answer_at(time, *id, head.clone());
+                    }
+                }
+            });
         writes.push(digests.map(Write::Digest));
         writes.push(heads.map(Write::Head));
         scope

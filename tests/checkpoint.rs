@@ -88,7 +88,7 @@ fn restarts_resume_from_the_checkpoint_on_other_worker_counts_and_stay_exact() {
     let mut read = 0;
     for (workers, upto) in [(2, 3_000), (3, 4_500), (1, 6_000)] {
         append_lines(&path, &lines[read..upto]);
-        let running = Running::start(&topology, &RunOptions { workers }).unwrap();
+        let running = Running::start(&topology, &RunOptions::threads(workers)).unwrap();
         let run = format!("{workers} workers, lines {read}..{upto}");
         wait_caught_up_reading(&running, (upto - read) as u64);
         assert_exact(&running, &topology, &lines[..upto], &run);
@@ -117,7 +117,7 @@ fn a_torn_checkpoint_is_ignored_for_the_previous_one() {
     );
     write_lines(&path, &lines[..1_000]);
     let topology = checkpointed(&path, dir.path());
-    let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
+    let running = Running::start(&topology, &RunOptions::threads(2)).unwrap();
     wait_caught_up_reading(&running, 1_000);
     wait_for_a_checkpoint_of_everything(&running);
     drop(running);
@@ -144,7 +144,7 @@ fn a_torn_checkpoint_is_ignored_for_the_previous_one() {
     std::fs::write(&part, &bytes[..bytes.len() / 2]).unwrap();
 
     append_lines(&path, &lines[1_000..]);
-    let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
+    let running = Running::start(&topology, &RunOptions::threads(2)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !(running.status.caught_up() && running.status.events_in() >= 1_000) {
         assert!(

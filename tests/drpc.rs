@@ -58,7 +58,7 @@ fn rebuild_equals_live_feed_and_reference_on_1_2_4_workers() {
         let first = random_lines(50 + workers as u64, shape);
         write_lines(&path, &first);
         let topology = file_topology(&path, true, feed.clone(), dir.path());
-        let running = Running::start(&topology, &RunOptions { workers }).unwrap();
+        let running = Running::start(&topology, &RunOptions::threads(workers)).unwrap();
         wait_caught_up(&running, first.len() as u64);
 
         let expected = feedstorm::reference::feeds(&decode_all(&first), &feed);
@@ -126,7 +126,7 @@ fn served(
     let path = dir.path().join("events.jsonl");
     write_lines(&path, lines);
     let topology = file_topology(&path, true, feed, dir.path());
-    let running = Running::start(&topology, &RunOptions { workers }).unwrap();
+    let running = Running::start(&topology, &RunOptions::threads(workers)).unwrap();
     let server = serve(&running, &topology, 1_000);
     wait_caught_up(&running, lines.len() as u64);
     (running, server, dir, path)
@@ -287,7 +287,7 @@ fn a_rebuild_that_cannot_be_answered_in_time_is_a_clear_error() {
     write_lines(&path, &lines);
     let mut topology = file_topology(&path, true, FeedConfig::default(), dir.path());
     topology.drpc.timeout = Duration::from_millis(300);
-    let running = Running::start(&topology, &RunOptions { workers: 1 }).unwrap();
+    let running = Running::start(&topology, &RunOptions::threads(1)).unwrap();
     let server = serve(&running, &topology, 100);
     let url = format!("http://{}/drpc/rebuild-feed", server.addr);
     wait_caught_up(&running, lines.len() as u64);

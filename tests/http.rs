@@ -61,7 +61,7 @@ fn fixture(lines: &[String]) -> Fixture {
     let path = dir.path().join("events.jsonl");
     write_lines(&path, lines);
     let topology = file_topology(&path, true, FeedConfig::default(), dir.path());
-    let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
+    let running = Running::start(&topology, &RunOptions::threads(2)).unwrap();
     let server = Server::start(
         "127.0.0.1:0".parse().unwrap(),
         Api::new(&running, &topology, 100),

@@ -217,7 +217,7 @@ fn feeds_from_kafka_equal_the_reference_on_1_and_8_partitions_and_1_and_3_worker
             let mut topology = kafka_topology(&topic, &format!("{topic}-{workers}"), dir.path());
             topology.dead_letter.topic = Some(dead.clone());
             topology.dead_letter.brokers = Some(brokers());
-            let running = Running::start(&topology, &RunOptions { workers }).unwrap();
+            let running = Running::start(&topology, &RunOptions::threads(workers)).unwrap();
             wait_caught_up_to_high_watermarks(&running, total);
             let what = format!("{partitions} partitions, {workers} workers");
             assert_eq!(running.status.events_bad(), bad.len() as u64, "{what}");
@@ -269,13 +269,13 @@ fn a_checkpoint_of_2_workers_resumes_on_3_reading_only_what_came_after() {
     };
     let (first, second) = lines.split_at(2_500);
     produce_plain(&topic, first, dir.path());
-    let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
+    let running = Running::start(&topology, &RunOptions::threads(2)).unwrap();
     wait_caught_up_to_high_watermarks(&running, first.len() as u64);
     // A checkpoint taken after catching up holds everything read.
     wait_for_a_checkpoint_of_everything(&running);
     drop(running); // no clean stop
     produce_plain(&topic, second, dir.path());
-    let running = Running::start(&topology, &RunOptions { workers: 3 }).unwrap();
+    let running = Running::start(&topology, &RunOptions::threads(3)).unwrap();
     wait_caught_up_to_high_watermarks(&running, second.len() as u64);
     let events = decode_all(&lines);
     let feed = FeedConfig::default();

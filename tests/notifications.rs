@@ -114,7 +114,7 @@ fn marks_survive_a_restart(sink: impl Fn(&mut TopologyConfig)) {
     sink(&mut topology);
     let travis = "/feeds/user:travis/notifications";
 
-    let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
+    let running = Running::start(&topology, &RunOptions::threads(2)).unwrap();
     let server = serve(&running, &topology, 100);
     let base = format!("http://{}", server.addr);
     wait_caught_up(&running, lines.len() as u64);
@@ -161,7 +161,7 @@ fn marks_survive_a_restart(sink: impl Fn(&mut TopologyConfig)) {
 
     // Restart on the same marks file: the feeds are rebuilt from the spout,
     // the flags are kept.
-    let running = Running::start(&topology, &RunOptions { workers: 3 }).unwrap();
+    let running = Running::start(&topology, &RunOptions::threads(3)).unwrap();
     let server = serve(&running, &topology, 100);
     let base = format!("http://{}", server.addr);
     wait_caught_up(&running, lines.len() as u64);
@@ -230,7 +230,7 @@ fn digest_and_notification_pages_by_offset_and_cursor_agree() {
     }
     write_lines(&events, &lines);
     let topology = topology(dir.path(), &events);
-    let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
+    let running = Running::start(&topology, &RunOptions::threads(2)).unwrap();
     let server = serve(&running, &topology, 100);
     let base = format!("http://{}", server.addr);
     wait_caught_up(&running, lines.len() as u64);

@@ -120,7 +120,7 @@ fn feeds_equal_the_reference(target: Target) {
         }
         topology.sink = SinkConfig::Redis(sink);
         small_digests(&mut topology);
-        let running = Running::start(&topology, &RunOptions { workers }).unwrap();
+        let running = Running::start(&topology, &RunOptions::threads(workers)).unwrap();
         let server = serve(&running, &topology, 1_000);
         wait_caught_up(&running, lines.len() as u64);
         let events = decode_all(&lines);
@@ -349,7 +349,7 @@ fn a_redis_restart_mid_stream_stalls_then_resumes_exactly() {
     let mut topology = file_topology(&path, true, feed.clone(), dir.path());
     topology.sink = SinkConfig::Redis(RedisSinkConfig::new(&redis.url(), "fs"));
     small_digests(&mut topology);
-    let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
+    let running = Running::start(&topology, &RunOptions::threads(2)).unwrap();
     wait_caught_up(&running, first.len() as u64);
 
     // Redis goes away (its append-only file keeps what it acknowledged)
@@ -418,7 +418,7 @@ fn restart_serves_old_feeds_then_catches_up(target: Target) {
     let mut topology = file_topology(&path, true, feed.clone(), dir.path());
     topology.sink = SinkConfig::Redis(target.sink(&prefix));
     small_digests(&mut topology);
-    let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
+    let running = Running::start(&topology, &RunOptions::threads(2)).unwrap();
     wait_caught_up(&running, first.len() as u64);
     assert_digests(
         running.store.as_ref(),
@@ -434,7 +434,7 @@ fn restart_serves_old_feeds_then_catches_up(target: Target) {
     // More events arrive while it is down; a new process replays the file.
     append_lines(&path, second);
     let new = feedstorm::reference::feeds(&decode_all(&lines), &feed);
-    let running = Running::start(&topology, &RunOptions { workers: 2 }).unwrap();
+    let running = Running::start(&topology, &RunOptions::threads(2)).unwrap();
     // Until it has caught up, every read finds the old head or the new one,
     // never a half-rebuilt one.
     let mut reads = 0;

@@ -145,9 +145,7 @@ pub fn run(options: &BenchOptions, new: u64) -> Result<RestartReport> {
     })?;
     let mut longer = workload.clone();
     longer.events = workload.events.map(|e| e + new);
-    let run = RunOptions {
-        workers: options.workers,
-    };
+    let run = RunOptions::threads(options.workers);
 
     // The full replay: history and new events from scratch.
     let full = dir.join("full.jsonl");

@@ -31,7 +31,7 @@ use crate::bolt::recovery::{stale_users, RecoveryGate};
 use crate::bolt::EpochStash;
 use crate::config::Materialize;
 use crate::digest::DigestSpec;
-use crate::drpc::{Drpc, Request};
+use crate::drpc::{Answer, Drpc, Request};
 use crate::event::{Millis, TypedId};
 use crate::feed::{FeedKey, Story};
 use crate::grouping::route;
@@ -46,6 +46,7 @@ pub type HeadChange = (TypedId, FeedKey, isize);
 pub type HeadsAndDigests<'scope> = (
     StreamVec<'scope, u64, HeadChange>,
     StreamVec<'scope, u64, DigestChange>,
+    StreamVec<'scope, u64, Answer>,
 );
 
 /// How the feed-head bolt keeps heads.
@@ -363,6 +364,7 @@ impl Heads {
         status: &Status,
         out: &mut Vec<HeadChange>,
         digest_out: &mut Vec<DigestChange>,
+        answers: &mut Vec<Answer>,
     ) {
         let EpochInput {
             mut edges,
@@ -528,7 +530,7 @@ impl Heads {
         status.add_deliveries(considered);
 
         for request in requests {
-            self.answer(time, request, drpc, status, out);
+            answers.push(self.answer(time, request, drpc, status, out));
         }
         self.evict_idle(drpc, out);
         self.digests.end_epoch(&self.fanout, digest_out);
@@ -548,7 +550,7 @@ impl Heads {
         drpc: &Drpc,
         status: &Status,
         out: &mut Vec<HeadChange>,
-    ) {
+    ) -> Answer {
         let size = self.settings.feed_size;
         let u = self.fanout.typed_ids.intern(&user);
         let rebuilt = self.rebuilt(u);
@@ -572,7 +574,7 @@ impl Heads {
                 }
             }
         }
-        drpc.answer_at(time, id, answer);
+        (id, answer)
     }
 
     /// In `active` mode, at most once a second: drops the heads of users
@@ -663,13 +665,17 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Typed
             builder.new_input(requests, Exchange::new(|(user, _): &Request| route(user)));
         let (heads_out, heads_stream) = builder.new_output();
         let (digests_out, digests_stream) = builder.new_output();
+        let (answers_out, answers_stream) = builder.new_output();
         let mut heads_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<HeadChange>>>::from(heads_out);
         let mut digests_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<DigestChange>>>::from(digests_out);
+        let mut answers_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Answer>>>::from(answers_out);
         builder.build(move |mut caps| {
-            let mut stash = EpochStash::new(2);
-            // Each output recovers on its own (the digests' only with digests).
+            let mut stash = EpochStash::new(3);
+            caps.pop(); // answers go out under their epoch's capability only
+                        // Each output recovers on its own (the digests' only with digests).
             let digests_cap = caps.pop().filter(|_| !settings.digests.is_empty());
             let mut digest_recovery = RecoveryGate::new(digests_cap, settings.recover_into.clone());
             let mut recovery = RecoveryGate::new(caps.pop(), settings.recover_into.clone());
@@ -680,7 +686,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Typed
                 heads: FastMap::default(),
                 last_eviction: Instant::now(),
             };
-            let (mut out, mut digested) = (Vec::new(), Vec::new());
+            let (mut out, mut digested, mut answered) = (Vec::new(), Vec::new(), Vec::new());
             move |frontiers| {
                 edges.for_each(|cap, data| {
                     stash.stash_timed(&cap, data.drain(..).map(|(d, t, r)| (t, Input::Edge(d, r))))
@@ -695,6 +701,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Typed
                     .for_each(|cap, data| stash.stash(&cap, data.drain(..).map(Input::Request)));
                 let mut heads_out = heads_out.activate();
                 let mut digests_out = digests_out.activate();
+                let mut answers_out = answers_out.activate();
                 for (caps, inputs) in
                     stash.take_ready(&[&frontiers[0], &frontiers[1], &frontiers[2]])
                 {
@@ -707,7 +714,12 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Typed
                         }
                     }
                     let time = *caps[0].time();
-                    heads.epoch(time, input, &drpc, &status, &mut out, &mut digested);
+                    let outs = (&mut out, &mut digested, &mut answered);
+                    heads.epoch(time, input, &drpc, &status, outs.0, outs.1, outs.2);
+                    // Each answer goes back to the process that asked.
+                    answers_out
+                        .session(&caps[2])
+                        .give_iterator(answered.drain(..));
                     status.add_digest_updates(digested.len() as u64);
                     if digest_recovery.holding() {
                         digested.clear(); // the recovered digests are written whole at the end
@@ -737,7 +749,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Typed
                 crate::bolt::release_burst(&mut digested);
             }
         });
-        (heads_stream, digests_stream)
+        (heads_stream, digests_stream, answers_stream)
     }
 }
 

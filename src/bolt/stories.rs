@@ -38,7 +38,7 @@ impl StoryEvent {
 }
 
 /// A change to the stored activities that feeds refer to.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum ActivityChange {
     /// Store this activity (it is now retained).
     Put(Arc<Activity>),

@@ -9,8 +9,18 @@ use crate::error::{Error, Result};
 use crate::event::format_time;
 use crate::spout::SourcePosition;
 
-/// The manifest's file name in a checkpoint's directory.
+/// The manifest's file name in a checkpoint's directory written by one
+/// process; a cluster's process `I` writes `MANIFEST-pI.json`.
 pub const FILE: &str = "MANIFEST.json";
+
+/// The manifest file of process `process` of `processes`.
+pub fn file_name(process: usize, processes: usize) -> String {
+    if processes <= 1 {
+        FILE.to_owned()
+    } else {
+        format!("MANIFEST-p{process}.json")
+    }
+}
 
 /// The layout version this build writes and reads.
 pub const FORMAT: u32 = 1;
@@ -33,6 +43,10 @@ pub struct Manifest {
     pub workers: usize,
     /// Processes of that run.
     pub processes: usize,
+    /// The process that wrote this manifest (its workers' parts and its
+    /// spouts' positions).
+    #[serde(default)]
+    pub process: usize,
     /// The parts, each a file in the checkpoint's directory.
     pub parts: Vec<PartInfo>,
     /// Each spout's position, in the topology's spout order.
@@ -103,42 +117,92 @@ fn checkpoint_dirs(root: &Path) -> Vec<PathBuf> {
     dirs
 }
 
-fn read_manifest(dir: &Path) -> Option<Manifest> {
-    let text = std::fs::read_to_string(dir.join(FILE)).ok()?;
+fn read_manifest_file(path: &Path) -> Option<Manifest> {
+    let text = std::fs::read_to_string(path).ok()?;
     match serde_json::from_str::<Manifest>(&text) {
         Ok(manifest) if manifest.format == FORMAT => Some(manifest),
         Ok(manifest) => {
-            tracing::warn!(dir = %dir.display(), format = manifest.format, "checkpoint of another layout version: skipped");
+            tracing::warn!(path = %path.display(), format = manifest.format, "checkpoint of another layout version: skipped");
             None
         }
         Err(error) => {
-            tracing::warn!(dir = %dir.display(), %error, "unreadable checkpoint manifest: skipped");
+            tracing::warn!(path = %path.display(), %error, "unreadable checkpoint manifest: skipped");
             None
         }
     }
 }
 
-/// The newest checkpoint under `root` whose manifest and parts are whole.
-pub fn newest_complete(root: &Path) -> Result<Option<(PathBuf, Manifest)>> {
-    for dir in checkpoint_dirs(root).into_iter().rev() {
-        let Some(manifest) = read_manifest(&dir) else {
-            continue;
-        };
-        if manifest.parts_present(&dir) {
-            return Ok(Some((dir, manifest)));
-        }
-        tracing::warn!(dir = %dir.display(), "checkpoint with missing or torn parts: skipped");
-    }
-    Ok(None)
+/// Every manifest in a checkpoint's directory (one per process that
+/// completed it), by process.
+fn read_manifests(dir: &Path) -> Vec<Manifest> {
+    let mut manifests: Vec<Manifest> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("MANIFEST") && n.ends_with(".json"))
+        })
+        .filter_map(|p| read_manifest_file(&p))
+        .collect();
+    manifests.sort_by_key(|m| m.process);
+    manifests
 }
 
-/// Deletes all but the newest `keep` complete checkpoints, and incomplete
-/// ones older than `newest` (a newer incomplete one may be in progress).
-pub fn prune(root: &Path, keep: usize, newest: &Path) {
+/// The checkpoint in `dir` as process `process` of a cluster of `processes`
+/// x `workers` resumes from it: every process's manifest merged when all are
+/// there (any shape may resume), else this process's own when the shape is
+/// the same (each process reads only its own parts). `None`: not usable.
+pub fn usable(dir: &Path, process: usize, processes: usize, workers: usize) -> Option<Manifest> {
+    let manifests: Vec<Manifest> = read_manifests(dir)
+        .into_iter()
+        .filter(|m| {
+            let whole = m.parts_present(dir);
+            if !whole {
+                tracing::warn!(dir = %dir.display(), process = m.process, "checkpoint with missing or torn parts: skipped");
+            }
+            whole
+        })
+        .collect();
+    let writers = manifests.first()?.processes;
+    let all_there =
+        manifests.len() == writers && manifests.iter().enumerate().all(|(i, m)| m.process == i);
+    if all_there {
+        let mut merged = manifests[0].clone();
+        for more in &manifests[1..] {
+            merged.parts.extend(more.parts.iter().cloned());
+            for (mine, theirs) in merged.sources.iter_mut().zip(&more.sources) {
+                mine.position.merge(&theirs.position).ok()?;
+            }
+        }
+        return Some(merged);
+    }
+    manifests
+        .into_iter()
+        .find(|m| m.process == process && m.processes == processes && m.workers == workers)
+}
+
+/// The checkpoints under `root` that [`usable`] accepts, oldest first.
+pub fn usable_dirs(
+    root: &Path,
+    process: usize,
+    processes: usize,
+    workers: usize,
+) -> Vec<(PathBuf, Manifest)> {
+    checkpoint_dirs(root)
+        .into_iter()
+        .filter_map(|dir| usable(&dir, process, processes, workers).map(|m| (dir, m)))
+        .collect()
+}
+
+/// Deletes all but the newest `keep` checkpoints in `usable` (oldest
+/// first), and others older than `newest` (a newer one may be in progress).
+pub fn prune(root: &Path, keep: usize, newest: &Path, usable: &[PathBuf]) {
     let mut complete = 0;
     for dir in checkpoint_dirs(root).into_iter().rev() {
-        let whole = read_manifest(&dir).is_some_and(|m| m.parts_present(&dir));
-        let remove = if whole {
+        let remove = if usable.contains(&dir) {
             complete += 1;
             complete > keep
         } else {
@@ -157,21 +221,27 @@ pub fn prune(root: &Path, keep: usize, newest: &Path) {
 /// newest last: its epoch, time, spout positions and part sizes.
 pub fn inspect(dir: &Path) -> Result<String> {
     let mut roots = vec![dir.to_owned()];
-    if checkpoint_dirs(dir).iter().all(|d| !d.join(FILE).exists()) {
+    if checkpoint_dirs(dir)
+        .iter()
+        .all(|d| read_manifests(d).is_empty() && !d.join(FILE).exists())
+    {
         roots = checkpoint_dirs(dir);
     }
     let mut out = String::new();
     for root in roots {
         for checkpoint in checkpoint_dirs(&root) {
             let name = checkpoint.display();
-            let Some(manifest) = read_manifest(&checkpoint) else {
+            let manifests = read_manifests(&checkpoint);
+            if manifests.is_empty() {
                 out.push_str(&format!("{name}: incomplete (no manifest)\n"));
                 continue;
-            };
-            let bytes: u64 = manifest.parts.iter().map(|p| p.bytes).sum();
-            out.push_str(&format!(
-                "{name}: {}\n  topology {}, epoch {}, written {}, {} workers x {} processes, {} bytes{}\n",
+            }
+            for manifest in manifests {
+                let bytes: u64 = manifest.parts.iter().map(|p| p.bytes).sum();
+                out.push_str(&format!(
+                "{name}: {}{}\n  topology {}, epoch {}, written {}, {} workers x {} processes, {} bytes{}\n",
                 if manifest.parts_present(&checkpoint) { "complete" } else { "TORN (parts missing or cut short)" },
+                if manifest.processes > 1 { format!(" (process {} of {})", manifest.process, manifest.processes) } else { String::new() },
                 manifest.topology,
                 manifest.epoch,
                 format_time(manifest.created_ms as i64),
@@ -180,18 +250,19 @@ pub fn inspect(dir: &Path) -> Result<String> {
                 bytes,
                 if manifest.parts.is_empty() { "" } else { ":" },
             ));
-            for part in &manifest.parts {
-                out.push_str(&format!(
-                    "    {:<10} worker {:<3} {:>12} bytes {:>10} records\n",
-                    part.component, part.worker, part.bytes, part.records
-                ));
-            }
-            for source in &manifest.sources {
-                out.push_str(&format!(
-                    "  {}: {}\n",
-                    source.spout,
-                    serde_json::to_string(&source.position).unwrap_or_default()
-                ));
+                for part in &manifest.parts {
+                    out.push_str(&format!(
+                        "    {:<10} worker {:<3} {:>12} bytes {:>10} records\n",
+                        part.component, part.worker, part.bytes, part.records
+                    ));
+                }
+                for source in &manifest.sources {
+                    out.push_str(&format!(
+                        "  {}: {}\n",
+                        source.spout,
+                        serde_json::to_string(&source.position).unwrap_or_default()
+                    ));
+                }
             }
         }
     }

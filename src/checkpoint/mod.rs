@@ -43,12 +43,13 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::cluster::Cluster;
 use crate::config::TopologyConfig;
 use crate::error::{Error, Result};
 use crate::spout::SourcePosition;
@@ -83,20 +84,27 @@ pub struct Summary {
 pub struct Checkpoints {
     root: PathBuf,
     topology: String,
-    run: u64,
     interval: u64,
     keep: usize,
-    peers: usize,
+    cluster: Cluster,
     spouts: Vec<String>,
     state: Mutex<State>,
-    resumed: Option<Resumed>,
+    /// This process's proposal for the run, and the checkpoints it can
+    /// resume from (what it says in its hello).
+    proposed_run: u64,
+    candidates: Vec<String>,
+    /// What the cluster agreed on (see [`settle`](Self::settle)).
+    run: OnceLock<u64>,
+    resumed: OnceLock<Option<Resumed>>,
+    /// The boundary every process stops at, once agreed.
+    stop_at: Mutex<Option<u64>>,
 }
 
 impl std::fmt::Debug for Checkpoints {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkpoints")
             .field("root", &self.root)
-            .field("run", &self.run)
+            .field("run", &self.run())
             .field("interval_ms", &self.interval)
             .finish_non_exhaustive()
     }
@@ -193,13 +201,13 @@ pub fn read_part<T: DeserializeOwned>(path: &Path) -> Result<T> {
 }
 
 impl Checkpoints {
-    /// The checkpoints of `topology` for a process of `peers` workers, with
-    /// the newest complete checkpoint loaded for resuming; `None` when
-    /// checkpoints are off. A checkpoint of other spouts is an error that
-    /// says what to do.
+    /// The checkpoints of `topology` for this process of `cluster`, with
+    /// the checkpoints it could resume from listed; `None` when checkpoints
+    /// are off. The processes then agree which one to resume from
+    /// ([`settle`](Self::settle)).
     pub fn open(
         topology: &TopologyConfig,
-        peers: usize,
+        cluster: &Cluster,
         spouts: Vec<String>,
     ) -> Result<Option<Checkpoints>> {
         let config = &topology.checkpoint;
@@ -208,30 +216,87 @@ impl Checkpoints {
         }
         let root = config.dir.join(&topology.name);
         std::fs::create_dir_all(&root).map_err(|e| io_error(&root, e))?;
-        let resumed = manifest::newest_complete(&root)?
-            .map(|(dir, manifest)| {
-                manifest.check_fits(&topology.name, &spouts, &dir)?;
-                Ok::<_, Error>(Resumed { dir, manifest })
-            })
-            .transpose()?;
+        let usable =
+            manifest::usable_dirs(&root, cluster.process, cluster.processes, cluster.workers);
+        if let Some((dir, manifest)) = usable.last() {
+            manifest.check_fits(&topology.name, &spouts, dir)?;
+        }
         // A run named after the last one's, even if the clock went back.
-        let run = unix_ms().max(resumed.as_ref().map_or(0, |r| r.manifest.run + 1));
+        let newest_run = usable.iter().map(|(_, m)| m.run + 1).max().unwrap_or(0);
+        let candidates = usable
+            .iter()
+            .filter_map(|(dir, _)| Some(dir.file_name()?.to_str()?.to_owned()))
+            .collect();
         Ok(Some(Checkpoints {
             root,
             topology: topology.name.clone(),
-            run,
             interval: (config.interval.as_millis() as u64).max(1),
             keep: config.keep.max(1),
-            peers,
+            cluster: cluster.clone(),
             spouts,
             state: Mutex::new(State::default()),
-            resumed,
+            proposed_run: unix_ms().max(newest_run),
+            candidates,
+            run: OnceLock::new(),
+            resumed: OnceLock::new(),
+            stop_at: Mutex::new(None),
         }))
+    }
+
+    /// What this process proposes: its run, and the checkpoints (directory
+    /// names) it can resume from.
+    pub fn proposal(&self) -> (u64, Vec<String>) {
+        (self.proposed_run, self.candidates.clone())
+    }
+
+    /// Takes what the cluster agreed: the run, and the checkpoint to resume
+    /// from (loaded here). Every worker calls it; the first call counts.
+    pub fn settle(&self, run: u64, resume: Option<&str>) -> Result<()> {
+        self.run.get_or_init(|| run);
+        if self.resumed.get().is_some() {
+            return Ok(());
+        }
+        let resumed = match resume {
+            Some(name) => {
+                let dir = self.root.join(name);
+                let c = &self.cluster;
+                let manifest = manifest::usable(&dir, c.process, c.processes, c.workers)
+                    .ok_or_else(|| {
+                        Error::Checkpoint(format!(
+                            "{}: the checkpoint the cluster resumes from is no longer whole here",
+                            dir.display()
+                        ))
+                    })?;
+                manifest.check_fits(&self.topology, &self.spouts, &dir)?;
+                tracing::info!(
+                    epoch = manifest.epoch,
+                    workers = manifest.workers,
+                    processes = manifest.processes,
+                    dir = %dir.display(),
+                    "resuming from a checkpoint"
+                );
+                Some(Resumed { dir, manifest })
+            }
+            None => None,
+        };
+        let _ = self.resumed.set(resumed);
+        Ok(())
+    }
+
+    /// The run (agreed, or this process's proposal before the agreement).
+    pub fn run(&self) -> u64 {
+        self.run.get().copied().unwrap_or(self.proposed_run)
     }
 
     /// The checkpoint this run resumed from.
     pub fn resumed(&self) -> Option<&Resumed> {
-        self.resumed.as_ref()
+        self.resumed.get().and_then(Option::as_ref)
+    }
+
+    /// Makes `boundary` a checkpoint boundary too: the one every process
+    /// stops at.
+    pub fn stop_at(&self, boundary: u64) {
+        *self.stop_at.lock().expect("checkpoint lock") = Some(boundary);
     }
 
     /// The boundaries after `after` up to `upto`, at most the newest
@@ -243,10 +308,17 @@ impl Checkpoints {
         let oldest = oldest
             .max(newest.saturating_sub((CATCH_UP as u64 - 1) * self.interval))
             .max(RESTORE_EPOCHS.div_ceil(self.interval) * self.interval);
-        (oldest..=newest)
+        let mut passed: Vec<u64> = (oldest..=newest)
             .step_by(self.interval as usize)
             .filter(|b| *b > after)
-            .collect()
+            .collect();
+        if let Some(stop) = *self.stop_at.lock().expect("checkpoint lock") {
+            if stop > after && stop <= upto && !passed.contains(&stop) {
+                passed.push(stop);
+                passed.sort_unstable();
+            }
+        }
+        passed
     }
 
     /// The boundary of the newest durable checkpoint of this run.
@@ -260,7 +332,8 @@ impl Checkpoints {
     }
 
     fn dir_of(&self, boundary: u64) -> PathBuf {
-        self.root.join(format!("{:013}-{:012}", self.run, boundary))
+        self.root
+            .join(format!("{:013}-{:012}", self.run(), boundary))
     }
 
     /// Writes worker `worker`'s part `component` of the checkpoints at
@@ -343,7 +416,8 @@ impl Checkpoints {
 
     fn complete_if_ready(&self, state: &mut State, boundary: u64) -> Result<()> {
         let ready = state.pending.get(&boundary).is_some_and(|p| {
-            p.parts.len() == PARTS.len() * self.peers && p.positions.len() == self.peers
+            p.parts.len() == PARTS.len() * self.cluster.workers
+                && p.positions.len() == self.cluster.workers
         });
         if !ready {
             return Ok(());
@@ -361,11 +435,12 @@ impl Checkpoints {
         let manifest = Manifest {
             format: manifest::FORMAT,
             topology: self.topology.clone(),
-            run: self.run,
+            run: self.run(),
             epoch: boundary,
             created_ms: unix_ms(),
-            workers: self.peers,
-            processes: 1,
+            workers: self.cluster.workers,
+            processes: self.cluster.processes,
+            process: self.cluster.process,
             parts: pending.parts,
             sources: self
                 .spouts
@@ -381,7 +456,10 @@ impl Checkpoints {
         };
         let dir = self.dir_of(boundary);
         sync_dir(&dir)?;
-        let path = dir.join(manifest::FILE);
+        let path = dir.join(manifest::file_name(
+            self.cluster.process,
+            self.cluster.processes,
+        ));
         write_atomic(&path, |out| {
             serde_json::to_writer_pretty(&mut *out, &manifest).map_err(|e| io_error(&path, e))?;
             out.write_all(b"\n").map_err(|e| io_error(&path, e))
@@ -402,7 +480,13 @@ impl Checkpoints {
         for b in stale {
             state.pending.remove(&b);
         }
-        manifest::prune(&self.root, self.keep, &dir);
+        let c = &self.cluster;
+        let usable: Vec<PathBuf> =
+            manifest::usable_dirs(&self.root, c.process, c.processes, c.workers)
+                .into_iter()
+                .map(|(dir, _)| dir)
+                .collect();
+        manifest::prune(&self.root, self.keep, &dir, &usable);
         Ok(())
     }
 }

@@ -218,7 +218,7 @@ pub fn run_to_end(
     topology: &TopologyConfig,
     workers: usize,
 ) -> (Arc<dyn Store>, Arc<feedstorm::status::Status>) {
-    let running = Running::start(topology, &RunOptions { workers }).unwrap();
+    let running = Running::start(topology, &RunOptions::threads(workers)).unwrap();
     let (store, status) = (running.store.clone(), running.status.clone());
     // A panicking worker leaves its peers waiting for it: fail, don't hang.
     let (done, finished) = std::sync::mpsc::channel();

@@ -1,0 +1,134 @@
+//! Forwarding a feed read to the process that owns the user.
+//!
+//! In a cluster, each process's embedded store holds the feeds of the users
+//! its workers own (and every activity); in `active` mode, which heads are
+//! live is known where the user is owned. So a `/feeds/USER...` request for a
+//! user owned by another process is passed to that process's HTTP API as it
+//! came (method, path, query, body, `Authorization`), and its answer is
+//! returned as it is. With Redis in `all` mode every process reads Redis and
+//! nothing is forwarded.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{Api, ApiError};
+use crate::cluster::hello::Agreement;
+use crate::cluster::Cluster;
+use crate::event::TypedId;
+
+/// Marks a forwarded request, which is always served where it arrives.
+const FORWARDED: &str = "x-feedstorm-forwarded";
+
+/// Largest request body forwarded (a mark request is small).
+const MAX_BODY: usize = 1 << 20;
+
+/// Where reads of other processes' users go.
+pub struct Forwarding {
+    /// This process's place.
+    pub cluster: Cluster,
+    /// The other processes' HTTP addresses, once they met.
+    pub agreement: Arc<OnceLock<Agreement>>,
+}
+
+impl Forwarding {
+    /// The owner's HTTP address when `path` reads a user another process owns.
+    fn target(&self, path: &str) -> Option<&str> {
+        let rest = path.strip_prefix("/feeds/")?;
+        let segment = rest.split('/').next()?;
+        let name = percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .ok()?;
+        let user = TypedId::parse(&name)?;
+        let owner = self.cluster.owner_of(&user);
+        if owner == self.cluster.process {
+            return None;
+        }
+        self.agreement.get()?.http_of(owner)
+    }
+}
+
+/// Middleware: serves locally, or forwards to the owner of the user.
+pub async fn forward_to_owner(
+    State(api): State<Arc<Api>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let target = match &api.forwarding {
+        Some(forwarding) if !request.headers().contains_key(FORWARDED) => {
+            forwarding.target(request.uri().path()).map(str::to_owned)
+        }
+        _ => None,
+    };
+    let Some(target) = target else {
+        return next.run(request).await;
+    };
+    match forward(&target, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn forward(target: &str, request: Request) -> Result<Response, ApiError> {
+    let unreachable = |e: String| {
+        ApiError(
+            StatusCode::BAD_GATEWAY,
+            format!("owner process {target}: {e}"),
+        )
+    };
+    let (parts, body) = request.into_parts();
+    let body = to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|e| ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let url = format!("http://{target}{path}");
+    let method = parts.method.as_str().to_owned();
+    let header_of = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (authorization, content_type) = (
+        header_of(header::AUTHORIZATION),
+        header_of(header::CONTENT_TYPE),
+    );
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut call = ureq::request(&method, &url).set(FORWARDED, "1");
+        if let Some(value) = &authorization {
+            call = call.set("authorization", value);
+        }
+        if let Some(value) = &content_type {
+            call = call.set("content-type", value);
+        }
+        let response = match call.send_bytes(&body) {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+            Err(error) => return Err(error.to_string()),
+        };
+        let status = response.status();
+        let kind = response.content_type().to_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut response.into_reader(), &mut bytes)
+            .map_err(|e| e.to_string())?;
+        Ok((status, kind, bytes))
+    })
+    .await
+    .map_err(|e| unreachable(e.to_string()))?
+    .map_err(unreachable)?;
+    let (status, kind, bytes) = answer;
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    if let Ok(value) = HeaderValue::from_str(&kind) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    Ok(response)
+}
