@@ -429,10 +429,6 @@ fn status(addr: &str) -> Option<serde_json::Value> {
         .ok()
 }
 
-fn query<T: redis::FromRedisValue>(c: &mut dyn redis::ConnectionLike, cmd: &mut redis::Cmd) -> T {
-    cmd.query(c).unwrap()
-}
-
 /// SIGKILL at random points, five times (once while a checkpoint is being
 /// written), while a workload streams in, with checkpoints every 100 ms:
 /// the final feeds, digests and notification feeds in Redis, read with a
@@ -622,48 +618,8 @@ interval = "700ms"
         "the last run read only what its checkpoint lacks"
     );
 
-    let events = decode_all(&lines);
-    let feed = FeedConfig::default();
-    let expected = feedstorm::reference::feeds(&events, &feed);
     let topology: TopologyConfig = toml::from_str(&toml).unwrap();
-    target.with(|c| {
-        for (user, head) in &expected {
-            let key = format!("{prefix}:feed:{{{user}}}");
-            let ids: Vec<String> = query(c, redis::cmd("ZREVRANGE").arg(&key).arg(0).arg(-1));
-            let want: Vec<String> = head.iter().map(|k| k.id.to_string()).collect();
-            assert_eq!(ids, want, "after 5 SIGKILLs: ZREVRANGE {key}");
-        }
-        let feeds = target.keys(&format!("{prefix}:feed:*"));
-        assert_eq!(feeds.len(), expected.len(), "after 5 SIGKILLs: stale feeds");
-        let mut specs: Vec<_> = topology
-            .digests
-            .iter()
-            .map(feedstorm::digest::DigestSpec::new)
-            .collect();
-        specs.push(feedstorm::digest::DigestSpec::notifications(
-            &topology.notifications,
-        ));
-        for spec in &specs {
-            let expected = if spec.name.as_ref() == feedstorm::config::NOTIFICATIONS {
-                feedstorm::reference::notifications(&events, &feed, spec)
-            } else {
-                feedstorm::reference::digests(&events, &feed, spec)
-            };
-            for (user, groups) in &expected {
-                let zset = format!("{prefix}:digest:{}:{{{user}}}", spec.name);
-                let keys: Vec<String> = query(c, redis::cmd("ZRANGE").arg(&zset).arg(0).arg(-1));
-                let want: Vec<String> = groups.iter().map(|g| g.key.to_string()).collect();
-                assert_eq!(keys, want, "after 5 SIGKILLs: ZRANGE {zset}");
-                let hash = format!("{prefix}:group:{}:{{{user}}}", spec.name);
-                let stored: Vec<String> = query(c, redis::cmd("HMGET").arg(&hash).arg(&keys));
-                let stored: Vec<feedstorm::digest::Group> = stored
-                    .iter()
-                    .map(|j| serde_json::from_str(j).unwrap())
-                    .collect();
-                assert_eq!(&stored, groups, "after 5 SIGKILLs: HMGET {hash}");
-            }
-        }
-    });
+    assert_redis_matches_reference(&target, &prefix, &lines, &topology, "after 5 SIGKILLs");
     run.child.kill().unwrap();
     run.child.wait().unwrap();
 }

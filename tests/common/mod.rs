@@ -328,3 +328,64 @@ pub fn serve(running: &Running, topology: &TopologyConfig, max_limit: usize) -> 
     )
     .unwrap()
 }
+
+/// Reads feeds, digests and notification feeds back from Redis with a plain
+/// client, following the documented layout, and asserts they equal the
+/// reference model's for `lines` under `topology`'s settings.
+pub fn assert_redis_matches_reference(
+    target: &redis_target::Target,
+    prefix: &str,
+    lines: &[String],
+    topology: &TopologyConfig,
+    label: &str,
+) {
+    fn query<T: redis::FromRedisValue>(
+        c: &mut dyn redis::ConnectionLike,
+        cmd: &mut redis::Cmd,
+    ) -> T {
+        cmd.query(c).unwrap()
+    }
+    let events = decode_all(lines);
+    let feed = topology.feed.clone();
+    let expected = feedstorm::reference::feeds(&events, &feed);
+    target.with(|c| {
+        for (user, head) in &expected {
+            let key = format!("{prefix}:feed:{{{user}}}");
+            let ids: Vec<String> = query(c, redis::cmd("ZREVRANGE").arg(&key).arg(0).arg(-1));
+            let want: Vec<String> = head.iter().map(|k| k.id.to_string()).collect();
+            assert_eq!(ids, want, "{label}: ZREVRANGE {key}");
+        }
+        let feeds = target.keys(&format!("{prefix}:feed:*"));
+        assert_eq!(feeds.len(), expected.len(), "{label}: stale feeds");
+        let mut specs: Vec<_> = topology
+            .digests
+            .iter()
+            .map(feedstorm::digest::DigestSpec::new)
+            .collect();
+        if topology.notifications.enabled {
+            specs.push(feedstorm::digest::DigestSpec::notifications(
+                &topology.notifications,
+            ));
+        }
+        for spec in &specs {
+            let expected = if spec.name.as_ref() == feedstorm::config::NOTIFICATIONS {
+                feedstorm::reference::notifications(&events, &feed, spec)
+            } else {
+                feedstorm::reference::digests(&events, &feed, spec)
+            };
+            for (user, groups) in &expected {
+                let zset = format!("{prefix}:digest:{}:{{{user}}}", spec.name);
+                let keys: Vec<String> = query(c, redis::cmd("ZRANGE").arg(&zset).arg(0).arg(-1));
+                let want: Vec<String> = groups.iter().map(|g| g.key.to_string()).collect();
+                assert_eq!(keys, want, "{label}: ZRANGE {zset}");
+                let hash = format!("{prefix}:group:{}:{{{user}}}", spec.name);
+                let stored: Vec<String> = query(c, redis::cmd("HMGET").arg(&hash).arg(&keys));
+                let stored: Vec<Group> = stored
+                    .iter()
+                    .map(|j| serde_json::from_str(j).unwrap())
+                    .collect();
+                assert_eq!(&stored, groups, "{label}: HMGET {hash}");
+            }
+        }
+    });
+}
