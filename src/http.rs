@@ -50,9 +50,10 @@ pub struct Api {
     pub digests: Vec<String>,
     /// Whether the topology keeps notification feeds.
     pub notifications: bool,
-    /// In a cluster, where reads of other processes' users go (`None`:
-    /// every read is served here).
-    pub forwarding: Option<Forwarding>,
+    /// This process's cluster, and where reads of other processes' users go.
+    pub cluster: Forwarding,
+    /// Whether reads of users owned by other processes are forwarded there.
+    pub forward: bool,
 }
 
 impl Api {
@@ -69,13 +70,13 @@ impl Api {
             notifications: topology.notifications.enabled,
             // Forward when this process cannot answer for every user: its
             // store is its own, or live heads are known only where owned.
-            forwarding: (running.cluster.is_distributed()
+            forward: running.cluster.is_distributed()
                 && (!running.store.persistent()
-                    || topology.feed.materialize == Materialize::Active))
-                .then(|| Forwarding {
-                    cluster: running.cluster.clone(),
-                    agreement: running.agreement.clone(),
-                }),
+                    || topology.feed.materialize == Materialize::Active),
+            cluster: Forwarding {
+                cluster: running.cluster.clone(),
+                agreement: running.agreement.clone(),
+            },
         }
     }
 
@@ -360,7 +361,9 @@ async fn rebuild_feed(
 }
 
 async fn status(State(api): State<Arc<Api>>) -> Response {
-    Json(api.status.to_json(api.store.stats())).into_response()
+    let mut status = api.status.to_json(api.store.stats());
+    status["cluster"] = api.cluster.to_json();
+    Json(status).into_response()
 }
 
 async fn health(State(api): State<Arc<Api>>) -> Response {

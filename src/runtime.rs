@@ -274,7 +274,7 @@ fn meet(
         || (crate::checkpoint::unix_ms(), Vec::new()),
         Checkpoints::proposal,
     );
-    let mine = first.then(|| Hello {
+    let mine = first.then_some(Hello {
         process: cluster.process,
         http,
         run,

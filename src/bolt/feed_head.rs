@@ -364,8 +364,7 @@ impl Heads {
         status: &Status,
         out: &mut Vec<HeadChange>,
         digest_out: &mut Vec<DigestChange>,
-        answers: &mut Vec<Answer>,
-    ) {
+    ) -> Vec<Answer> {
         let EpochInput {
             mut edges,
             mut stories,
@@ -529,12 +528,14 @@ impl Heads {
         }
         status.add_deliveries(considered);
 
-        for request in requests {
-            answers.push(self.answer(time, request, drpc, status, out));
-        }
+        let answers = requests
+            .into_iter()
+            .map(|request| self.answer(time, request, drpc, status, out))
+            .collect();
         self.evict_idle(drpc, out);
         self.digests.end_epoch(&self.fanout, digest_out);
         self.fanout.end_epoch();
+        answers
     }
 
     fn is_live_mode(&self) -> bool {
@@ -686,7 +687,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Typed
                 heads: FastMap::default(),
                 last_eviction: Instant::now(),
             };
-            let (mut out, mut digested, mut answered) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut out, mut digested) = (Vec::new(), Vec::new());
             move |frontiers| {
                 edges.for_each(|cap, data| {
                     stash.stash_timed(&cap, data.drain(..).map(|(d, t, r)| (t, Input::Edge(d, r))))
@@ -714,12 +715,12 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Typed
                         }
                     }
                     let time = *caps[0].time();
-                    let outs = (&mut out, &mut digested, &mut answered);
-                    heads.epoch(time, input, &drpc, &status, outs.0, outs.1, outs.2);
+                    let answered =
+                        heads.epoch(time, input, &drpc, &status, &mut out, &mut digested);
                     // Each answer goes back to the process that asked.
                     answers_out
                         .session(&caps[2])
-                        .give_iterator(answered.drain(..));
+                        .give_iterator(answered.into_iter());
                     status.add_digest_updates(digested.len() as u64);
                     if digest_recovery.holding() {
                         digested.clear(); // the recovered digests are written whole at the end

@@ -36,6 +36,29 @@ pub struct Forwarding {
 }
 
 impl Forwarding {
+    /// What `/status` shows: this process, and every process's workers and
+    /// HTTP address.
+    pub fn to_json(&self) -> serde_json::Value {
+        let c = &self.cluster;
+        let agreement = self.agreement.get();
+        let processes: Vec<serde_json::Value> = (0..c.processes)
+            .map(|p| {
+                serde_json::json!({
+                    "process": p,
+                    "workers": (p * c.workers..(p + 1) * c.workers).collect::<Vec<_>>(),
+                    "http": agreement.and_then(|a| a.http_of(p)),
+                    "address": c.addresses.get(p),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "process": c.process,
+            "processes": processes,
+            "workers_per_process": c.workers,
+            "met": agreement.is_some(),
+        })
+    }
+
     /// The owner's HTTP address when `path` reads a user another process owns.
     fn target(&self, path: &str) -> Option<&str> {
         let rest = path.strip_prefix("/feeds/")?;
@@ -58,11 +81,10 @@ pub async fn forward_to_owner(
     request: Request,
     next: Next,
 ) -> Response {
-    let target = match &api.forwarding {
-        Some(forwarding) if !request.headers().contains_key(FORWARDED) => {
-            forwarding.target(request.uri().path()).map(str::to_owned)
-        }
-        _ => None,
+    let target = if api.forward && !request.headers().contains_key(FORWARDED) {
+        api.cluster.target(request.uri().path()).map(str::to_owned)
+    } else {
+        None
     };
     let Some(target) = target else {
         return next.run(request).await;
