@@ -363,6 +363,17 @@ async fn rebuild_feed(
 async fn status(State(api): State<Arc<Api>>) -> Response {
     let mut status = api.status.to_json(api.store.stats());
     status["cluster"] = api.cluster.to_json();
+    // What this process's workers read, by global worker index.
+    let first = api.cluster.cluster.first_worker();
+    let sources: serde_json::Map<String, serde_json::Value> = (0..api.cluster.cluster.workers)
+        .map(|w| {
+            (
+                (first + w).to_string(),
+                json!(api.status.worker(w).sources()),
+            )
+        })
+        .collect();
+    status["cluster"]["sources"] = serde_json::Value::Object(sources);
     Json(status).into_response()
 }
 

@@ -476,6 +476,7 @@ fn drive(
         }
     }
     let mut positions = PositionLog::new(&spouts);
+    progress.set_sources(spouts.iter().flat_map(|s| s.position().parts()).collect());
     // The last epoch sent with the spouts drained: once it is written, the
     // worker has caught up once.
     let mut drained_epoch: Option<u64> = None;

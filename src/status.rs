@@ -21,9 +21,19 @@ pub struct WorkerProgress {
     /// worker has caught up once, though a steady stream may keep an epoch
     /// in flight at every moment since.
     caught_up_once: AtomicBool,
+    /// What each of its spouts reads (Kafka: `topic/partition`).
+    sources: std::sync::Mutex<Vec<String>>,
 }
 
 impl WorkerProgress {
+    /// Records what the worker's spouts read.
+    pub fn set_sources(&self, sources: Vec<String>) {
+        *self.sources.lock().expect("status lock") = sources;
+    }
+    /// What the worker's spouts read.
+    pub fn sources(&self) -> Vec<String> {
+        self.sources.lock().expect("status lock").clone()
+    }
     /// Called before an epoch's events are counted in, so that a reader who
     /// sees the new `events_in` also sees the epoch pending.
     pub fn begin_epoch(&self) {

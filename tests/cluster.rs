@@ -423,6 +423,26 @@ interval = "500ms"
             let read =
                 wait_caught_up_together(&cluster, lines.len() as i64, Duration::from_secs(120));
             assert_eq!(read, lines.len() as i64, "{name}: read each event once");
+            // Partition k goes to worker k mod all the cluster's workers.
+            let mut spread: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for process in &cluster {
+                let status = process.status().unwrap();
+                for (worker, sources) in status["cluster"]["sources"].as_object().unwrap() {
+                    for source in sources.as_array().unwrap() {
+                        let source = source.as_str().unwrap().to_owned();
+                        spread.entry(source).or_default().push(worker.clone());
+                    }
+                }
+            }
+            let want: BTreeMap<String, Vec<String>> = (0..4)
+                .map(|k| {
+                    (
+                        format!("{topic}/{k}"),
+                        vec![(k % (processes * workers)).to_string()],
+                    )
+                })
+                .collect();
+            assert_eq!(spread, want, "{name}: partitions by worker");
             let topology: TopologyConfig = toml::from_str(&toml).unwrap();
             assert_redis_matches_reference(&target, &prefix, &lines, &topology, &name);
             let expected = feedstorm::reference::feeds(&decode_all(&lines), &FeedConfig::default());

@@ -98,6 +98,18 @@ impl SourcePosition {
         }
     }
 
+    /// What this position covers: Kafka's `topic/partition`s, or the
+    /// record turns (`turn W of P`) of a sequence.
+    pub fn parts(&self) -> Vec<String> {
+        match self {
+            SourcePosition::Kafka { next } => next.keys().cloned().collect(),
+            SourcePosition::Turns { peers, next } => next
+                .keys()
+                .map(|w| format!("turn {w} of {peers}"))
+                .collect(),
+        }
+    }
+
     /// Adds the position of another worker's share of the same source.
     pub fn merge(&mut self, other: &SourcePosition) -> Result<()> {
         match (self, other) {
