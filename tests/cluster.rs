@@ -264,100 +264,17 @@ interval = "0s"
 #[cfg(feature = "kafka")]
 mod kafka {
     use super::*;
-    use feedstorm::kafka::Producer;
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-
-    fn brokers() -> String {
-        std::env::var("FEEDSTORM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-    }
+    use common::kafka::*;
 
     /// A topic of the test's own with `partitions`.
     fn topic(name: &str, partitions: i32) -> String {
         let topic = format!("cluster-{name}-{}-{partitions}", std::process::id());
-        let admin: AdminClient<DefaultClientContext> =
-            feedstorm::kafka::client_config(&brokers(), &Default::default())
-                .create()
-                .unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        for result in runtime
-            .block_on(admin.create_topics(
-                &[NewTopic::new(
-                    &topic,
-                    partitions,
-                    TopicReplication::Fixed(1),
-                )],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            ))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "kafka at {} is not reachable (scripts/servers.sh start): {e}",
-                    brokers()
-                )
-            })
-        {
-            result.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
-        }
+        create_topic(&topic, partitions);
         topic
     }
 
-    /// Produces `lines`, `per_chunk` at a time with `pause` between chunks
-    /// (pacing, not synchronisation).
     fn produce(topic: &str, lines: &[String], per_chunk: usize, pause: Duration) {
-        let producer = Producer::new(&brokers(), &Default::default()).unwrap();
-        for chunk in lines.chunks(per_chunk) {
-            let events = chunk
-                .iter()
-                .map(|l| feedstorm::event::decode(l.as_bytes(), 1 << 20).unwrap());
-            feedstorm::kafka::produce::produce_events(
-                &producer,
-                topic,
-                events,
-                None,
-                1 << 20,
-                false,
-            )
-            .unwrap();
-            std::thread::sleep(pause);
-        }
-    }
-
-    /// A Kafka -> Redis topology reading `topic` as group `group`.
-    fn topology_toml(
-        name: &str,
-        topic: &str,
-        group: &str,
-        prefix: &str,
-        url: &str,
-        dir: &Path,
-    ) -> String {
-        format!(
-            r#"name = "{name}"
-[[spout]]
-type = "kafka"
-brokers = "{brokers}"
-topics = ["{topic}"]
-group_id = "{group}"
-[input]
-epoch_events = 500
-max_inflight_epochs = 2
-[sink]
-type = "redis"
-url = "{url}"
-prefix = "{prefix}"
-[dead_letter]
-path = "{dead}"
-[checkpoint]
-dir = "{checkpoints}"
-interval = "500ms"
-"#,
-            brokers = brokers(),
-            dead = dir.join(format!("{name}-dead.jsonl")).display(),
-            checkpoints = dir.join("checkpoints").display(),
-        )
+        produce_paced(topic, lines, per_chunk, pause)
     }
 
     /// Events held by the newest checkpoint under `root` complete on every
@@ -409,13 +326,14 @@ interval = "500ms"
         for (processes, workers) in [(2, 2), (1, 1)] {
             let name = format!("exact{processes}x{workers}");
             let prefix = target.prefix(&name);
-            let toml = topology_toml(
+            let toml = kafka_redis_toml(
                 &name,
                 &topic,
                 &format!("{topic}-{name}"),
                 &prefix,
                 &target.url,
                 dir.path(),
+                "500ms",
             );
             let path = write_toml(dir.path(), &name, &toml);
             let hosts = hosts_file(dir.path(), processes);
@@ -475,7 +393,15 @@ interval = "500ms"
         let topic = topic("kill", 4);
         let target = redis_target::single();
         let prefix = target.prefix("kill");
-        let toml = topology_toml("kill", &topic, &topic, &prefix, &target.url, dir.path());
+        let toml = kafka_redis_toml(
+            "kill",
+            &topic,
+            &topic,
+            &prefix,
+            &target.url,
+            dir.path(),
+            "500ms",
+        );
         let path = write_toml(dir.path(), "kill", &toml);
         let hosts = hosts_file(dir.path(), 2);
         let (streamed, tail) = lines.split_at(lines.len() - 1_000);
@@ -549,7 +475,15 @@ interval = "500ms"
         let topic = topic("term", 4);
         let target = redis_target::single();
         let prefix = target.prefix("term");
-        let toml = topology_toml("term", &topic, &topic, &prefix, &target.url, dir.path());
+        let toml = kafka_redis_toml(
+            "term",
+            &topic,
+            &topic,
+            &prefix,
+            &target.url,
+            dir.path(),
+            "500ms",
+        );
         let path = write_toml(dir.path(), "term", &toml);
         let hosts = hosts_file(dir.path(), 2);
         let (first, second) = lines.split_at(3_500);

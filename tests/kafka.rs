@@ -11,13 +11,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::kafka::*;
 use common::*;
 use feedstorm::config::{FeedConfig, KafkaSpoutConfig, SpoutConfig, TopologyConfig};
-use feedstorm::kafka::Producer;
 use feedstorm::runtime::{RunOptions, Running};
 use rand::{Rng, SeedableRng};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -32,14 +30,10 @@ const SMALL: Shape = Shape {
     spacing: 1_000,
 };
 
-fn brokers() -> String {
-    std::env::var("FEEDSTORM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
 /// A topic of the test's own, created with `partitions`.
 fn topic(name: &str, partitions: i32) -> String {
     let topic = format!("test-{name}-{}-{partitions}", std::process::id());
-    topic_with(&topic, partitions);
+    create_topic(&topic, partitions);
     topic
 }
 
@@ -208,7 +202,7 @@ fn feeds_from_kafka_equal_the_reference_on_1_and_8_partitions_and_1_and_3_worker
         let dir = tempfile::tempdir().unwrap();
         let topic = topic("exact", partitions);
         let dead = topic.clone() + "-dead";
-        topic_with(&dead, 1);
+        create_topic(&dead, 1);
         produce_plain(&topic, &lines, dir.path());
         produce_plain(&topic, &bad, dir.path());
         produce_cli(&topic, &second, dir.path());
@@ -293,33 +287,6 @@ fn a_checkpoint_of_2_workers_resumes_on_3_reading_only_what_came_after() {
     running.stop().unwrap();
 }
 
-/// Creates `name` with `partitions` (rdkafka's admin client).
-fn topic_with(name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        feedstorm::kafka::client_config(&brokers(), &Default::default())
-            .create()
-            .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    for result in runtime
-        .block_on(admin.create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .unwrap_or_else(|e| {
-            panic!(
-                "kafka at {} is not reachable (scripts/servers.sh start): {e}",
-                brokers()
-            )
-        })
-    {
-        result.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
-    }
-}
-
-/// Removes ANSI colour codes from a log.
 /// The committed offset of each partition of `topic` for `group`, read
 /// from the broker by a consumer of the test's own (-1: none).
 fn committed(topic: &str, group: &str, partitions: i32) -> BTreeMap<i32, i64> {
@@ -455,57 +422,19 @@ fn feeds_are_exact_after_five_sigkills_and_restarts_mid_stream() {
     let prefix = target.prefix("crash");
     let checkpoints = dir.path().join("checkpoints");
     let root = checkpoints.join("crash");
-    let toml = format!(
-        r#"name = "crash"
-[[spout]]
-type = "kafka"
-brokers = "{brokers}"
-topics = ["{topic}"]
-group_id = "{topic}"
-[input]
-epoch_events = 500
-max_inflight_epochs = 2
-[sink]
-type = "redis"
-url = "{url}"
-prefix = "{prefix}"
-[dead_letter]
-path = "{dead}"
-[checkpoint]
-dir = "{checkpoints}"
-interval = "700ms"
-"#,
-        brokers = brokers(),
-        url = target.url,
-        dead = dir.path().join("dead.jsonl").display(),
-        checkpoints = checkpoints.display(),
-    );
+    let url = &target.url;
+    let toml = kafka_redis_toml("crash", &topic, &topic, &prefix, url, dir.path(), "700ms");
     let path = dir.path().join("crash.toml");
     std::fs::File::create(&path)
         .unwrap()
         .write_all(toml.as_bytes())
         .unwrap();
 
-    // The producer streams in chunks from its own thread.
+    // The producer streams in chunks from its own thread, about 1,000
+    // events/s: slower than the topology reads, so a run can recover while
+    // it streams.
     let produce = |topic: &str, lines: &[String]| {
-        let producer = Producer::new(&brokers(), &Default::default()).unwrap();
-        for chunk in lines.chunks(100) {
-            let events = chunk
-                .iter()
-                .map(|l| feedstorm::event::decode(l.as_bytes(), 1 << 20).unwrap());
-            feedstorm::kafka::produce::produce_events(
-                &producer,
-                topic,
-                events,
-                None,
-                1 << 20,
-                false,
-            )
-            .unwrap();
-            // Pacing, not synchronisation: about 1,000 events/s, slower
-            // than the topology reads, so a run can recover while it streams.
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        produce_paced(topic, lines, 100, Duration::from_millis(100))
     };
     // The last 2,000 come after the last restart.
     let tail = lines.len() - 2_000;

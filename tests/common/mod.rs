@@ -1,6 +1,8 @@
 //! Test support: adversarial random workloads and a one-call topology run.
 #![allow(dead_code)]
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod redis_target;
 
 use std::collections::BTreeMap;
