@@ -148,6 +148,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/feeds/{user}/notifications/mark", post(mark_notifications))
         .route("/drpc/rebuild-feed", post(rebuild_feed))
         .route("/status", get(status))
+        .route("/api/v1/topology", get(topology))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
@@ -362,8 +363,14 @@ async fn rebuild_feed(
 
 async fn status(State(api): State<Arc<Api>>) -> Response {
     let mut status = api.status.to_json(api.store.stats());
-    status["cluster"] = api.cluster.to_json();
-    // What this process's workers read, by global worker index.
+    status["cluster"] = cluster_json(&api);
+    Json(status).into_response()
+}
+
+/// The processes, their workers, and what this process's workers read (by
+/// global worker index).
+fn cluster_json(api: &Api) -> serde_json::Value {
+    let mut cluster = api.cluster.to_json();
     let first = api.cluster.cluster.first_worker();
     let sources: serde_json::Map<String, serde_json::Value> = (0..api.cluster.cluster.workers)
         .map(|w| {
@@ -373,8 +380,26 @@ async fn status(State(api): State<Arc<Api>>) -> Response {
             )
         })
         .collect();
-    status["cluster"]["sources"] = serde_json::Value::Object(sources);
-    Json(status).into_response()
+    cluster["sources"] = serde_json::Value::Object(sources);
+    cluster
+}
+
+/// `GET /api/v1/topology` (Storm UI's REST shape): so far the topology's
+/// name, its counters and its processes with their workers and partitions.
+async fn topology(State(api): State<Arc<Api>>) -> Response {
+    let status = api.status.to_json(api.store.stats());
+    Json(json!({
+        "id": status["topology"],
+        "name": status["topology"],
+        "status": if api.status.healthy() { "ACTIVE" } else { "FAILED" },
+        "uptime_seconds": status["uptime_seconds"],
+        "events_in": status["events_in"],
+        "events_bad": status["events_bad"],
+        "feed_deliveries": status["feed_deliveries"],
+        "checkpoint": status["checkpoint"],
+        "cluster": cluster_json(&api),
+    }))
+    .into_response()
 }
 
 async fn health(State(api): State<Arc<Api>>) -> Response {

@@ -259,6 +259,21 @@ interval = "0s"
     let topology: TopologyConfig = toml::from_str(&toml).unwrap();
     let expected = feedstorm::reference::feeds(&decode_all(&lines), &topology.feed);
     assert_every_process_answers_for_every_user(&cluster, &expected, topology.feed.feed_size);
+    // Each process shows the whole cluster: both processes, their workers
+    // and where they answer.
+    for (at, process) in cluster.iter().enumerate() {
+        let shown = get_json(&process.addr, "/api/v1/topology");
+        assert_eq!(shown["cluster"]["process"], at);
+        let processes = shown["cluster"]["processes"].as_array().unwrap();
+        let workers: Vec<&serde_json::Value> = processes.iter().map(|p| &p["workers"]).collect();
+        assert_eq!(
+            workers,
+            [&serde_json::json!([0, 1]), &serde_json::json!([2, 3])]
+        );
+        for (p, peer) in processes.iter().enumerate() {
+            assert_eq!(peer["http"], cluster[p].addr.as_str());
+        }
+    }
 }
 
 #[cfg(feature = "kafka")]
