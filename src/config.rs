@@ -368,6 +368,11 @@ pub struct InputConfig {
     /// A message larger than this is a bad event.
     #[serde(default = "default_max_event_bytes")]
     pub max_event_bytes: usize,
+    /// An event whose time is more than this ahead of the wall clock when
+    /// it is read is a bad event (SPEC section 1): a far-future time would
+    /// otherwise move the retention horizon and forget every feed.
+    #[serde(default = "default_max_future", with = "humantime_serde")]
+    pub max_future: Duration,
     /// Most events one worker puts into one epoch. Live, an epoch holds what
     /// arrived since the last; catching up, bigger epochs amortize each
     /// epoch's head and digest output (the bench is fastest near 40,000).
@@ -382,11 +387,26 @@ pub struct InputConfig {
 fn default_max_event_bytes() -> usize {
     1 << 20
 }
+fn default_max_future() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
 fn default_epoch_events() -> usize {
     40_000
 }
 fn default_max_inflight() -> usize {
     4
+}
+
+impl InputConfig {
+    /// What a spout accepts (`extra` nested at most
+    /// [`MAX_EXTRA_DEPTH`](crate::event::MAX_EXTRA_DEPTH) deep).
+    pub fn limits(&self) -> crate::event::Limits {
+        crate::event::Limits {
+            max_event_bytes: self.max_event_bytes,
+            max_future_ms: self.max_future.as_millis().min(i64::MAX as u128) as i64,
+            max_extra_depth: crate::event::MAX_EXTRA_DEPTH,
+        }
+    }
 }
 
 impl Default for InputConfig {

@@ -246,6 +246,105 @@ pub fn format_time(millis: Millis) -> String {
         .unwrap_or_else(|| millis.to_string())
 }
 
+/// What a spout accepts beyond the wire format: size, how far ahead of the
+/// wall clock a time may be (SPEC section 1), and how deeply `extra` may nest
+/// (so that whatever is accepted can be served back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// A message larger than this is bad.
+    pub max_event_bytes: usize,
+    /// A time more than this many milliseconds after the wall clock is bad.
+    pub max_future_ms: i64,
+    /// `extra` nested deeper than this (objects and arrays) is bad.
+    pub max_extra_depth: usize,
+}
+
+/// The default nesting bound of `extra`.
+pub const MAX_EXTRA_DEPTH: usize = 64;
+
+impl Limits {
+    /// The SPEC defaults with `max_event_bytes`: one day ahead at most,
+    /// `extra` at most [`MAX_EXTRA_DEPTH`] deep.
+    pub fn with_max_bytes(max_event_bytes: usize) -> Limits {
+        Limits {
+            max_event_bytes,
+            max_future_ms: 24 * 3600 * 1000,
+            max_extra_depth: MAX_EXTRA_DEPTH,
+        }
+    }
+}
+
+/// Decodes a message as a spout reads it at `now_ms` (wall clock, Unix
+/// milliseconds): [`decode`], then the checks of `limits`. A time too far
+/// ahead would otherwise move the retention horizon and forget every feed.
+///
+/// ```
+/// use feedstorm::event::{decode_read, Limits};
+/// let limits = Limits::with_max_bytes(1 << 20);
+/// let now = 1_795_219_200_000;
+/// let at = |time: i64| format!(
+///     r#"{{"type":"follow","time":{time},"user":"user:a","interest":"user:b"}}"#);
+/// assert!(decode_read(at(now + 3_600_000).as_bytes(), &limits, now).is_ok());
+/// assert!(decode_read(at(i64::MAX).as_bytes(), &limits, now).is_err());
+/// let deep = format!(
+///     r#"{{"type":"activity","id":"a","time":{now},"actor":"user:a","verb":"v","object":"x:y","extra":{}1{}}}"#,
+///     r#"{"k":"#.repeat(65), "}".repeat(65));
+/// assert!(decode_read(deep.as_bytes(), &limits, now).is_err());
+/// ```
+pub fn decode_read(bytes: &[u8], limits: &Limits, now_ms: i64) -> Result<Event, DecodeError> {
+    let event = decode(bytes, limits.max_event_bytes)?;
+    let time = event.time();
+    if time > now_ms.saturating_add(limits.max_future_ms) {
+        return Err(DecodeError::Field {
+            field: "time",
+            reason: format!(
+                "{} is more than max_future ({} s) ahead of the clock ({})",
+                format_time(time),
+                limits.max_future_ms / 1000,
+                format_time(now_ms)
+            ),
+        });
+    }
+    if let Event::Activity(activity) = &event {
+        if let Some(extra) = &activity.extra {
+            let depth = nesting_depth(extra);
+            if depth > limits.max_extra_depth {
+                return Err(DecodeError::Field {
+                    field: "extra",
+                    reason: format!("nested {depth} deep, more than {}", limits.max_extra_depth),
+                });
+            }
+        }
+    }
+    Ok(event)
+}
+
+/// How deeply objects and arrays nest in valid JSON text.
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Decodes one message. Anything that is not a valid event per SPEC section 1
 /// is an error that says what is wrong; unknown fields are ignored and `null`
 /// optional fields are absent.

@@ -118,7 +118,20 @@ fn page_response(user: &TypedId, page: &FeedPage) -> Response {
         .iter()
         .map(|a| EntryOut::from(a.as_ref()))
         .collect();
-    Json(json!({"user": user, "entries": entries, "next_cursor": page.next_cursor})).into_response()
+    // Serialized straight from the entries, not through a `Value`, so that
+    // `extra` goes out verbatim (a `Value` would merge duplicate keys).
+    #[derive(Serialize)]
+    struct PageOut<'a> {
+        user: &'a TypedId,
+        entries: Vec<EntryOut<'a>>,
+        next_cursor: &'a Option<String>,
+    }
+    Json(PageOut {
+        user,
+        entries,
+        next_cursor: &page.next_cursor,
+    })
+    .into_response()
 }
 
 /// An error answer.

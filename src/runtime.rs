@@ -228,7 +228,7 @@ fn open_spouts(
                 SpoutConfig::File(file) => Box::new(FileSpout::open(
                     &file.path,
                     file.follow,
-                    topology.input.max_event_bytes,
+                    topology.input.limits(),
                     index,
                     peers,
                 )?),
@@ -238,7 +238,7 @@ fn open_spouts(
                 #[cfg(feature = "kafka")]
                 SpoutConfig::Kafka(config) => Box::new(crate::spout::kafka::KafkaSpout::open(
                     config,
-                    topology.input.max_event_bytes,
+                    topology.input.limits(),
                     index,
                     peers,
                 )?),

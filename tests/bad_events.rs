@@ -75,12 +75,131 @@ fn malformed_lines_are_dead_lettered_and_good_events_still_count() {
             })
             .collect();
         found.sort();
-        let expected: Vec<(u64, String)> =
-            bad_lines.iter().copied().zip(bad.iter().cloned()).collect();
+        // An oversize line is kept up to max_event_bytes; its number finds the rest.
+        let expected: Vec<(u64, String)> = bad_lines
+            .iter()
+            .copied()
+            .zip(bad.iter().map(|l| l[..l.len().min(1_024)].to_owned()))
+            .collect();
         assert_eq!(found, expected, "dead letters with their line numbers");
 
         let good: Vec<String> = lines.iter().filter(|l| !bad.contains(l)).cloned().collect();
         let expected_feeds = feedstorm::reference::feeds(&decode_all(&good), &feed);
         assert_eq!(store_feeds(store.as_ref()), expected_feeds);
     }
+}
+
+/// A follow and ten activities, then hostile lines around them.
+fn ten_activity_feed(extra_lines: &[String]) -> Vec<String> {
+    let mut lines = vec![format!(
+        r#"{{"type":"follow","time":{T0},"user":"user:f","interest":"user:a"}}"#
+    )];
+    for i in 1..=10 {
+        lines.push(format!(
+            r#"{{"type":"activity","id":"a{i}","time":{},"actor":"user:a","verb":"post","object":"listing:l{i}"}}"#,
+            T0 + i * 1_000
+        ));
+    }
+    lines.extend(extra_lines.iter().cloned());
+    lines
+}
+
+fn feed_ids(store: &dyn feedstorm::store::Store, user: &str) -> Vec<String> {
+    let user = feedstorm::event::TypedId::parse(user).unwrap();
+    store_feeds(store)
+        .get(&user)
+        .map(|head| head.iter().map(|k| k.id.to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// One event can no longer erase every feed: times beyond `max_future`
+/// ahead of the clock (as integer milliseconds or RFC 3339) are bad events
+/// and move nothing; the follower's ten-activity feed survives them.
+#[test]
+fn a_time_far_ahead_of_the_clock_is_bad_and_forgets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let hostile = [i64::MAX.to_string(), r#""9999-12-31T23:59:59Z""#.to_owned()].map(|time| {
+        format!(
+            r#"{{"type":"activity","id":"late-{}","time":{time},"actor":"user:a","verb":"post","object":"listing:x"}}"#,
+            time.len()
+        )
+    });
+    write_lines(&path, &ten_activity_feed(&hostile));
+    let topology = file_topology(&path, false, FeedConfig::default(), dir.path());
+    for workers in [1, 2] {
+        let (store, status) = run_to_end(&topology, workers);
+        assert_eq!(status.events_bad(), 2, "both far-future events are bad");
+        let want: Vec<String> = (1..=10).rev().map(|i| format!("a{i}")).collect();
+        assert_eq!(feed_ids(store.as_ref(), "user:f"), want);
+        let letters = std::fs::read_to_string(&topology.dead_letter.path).unwrap();
+        assert!(letters.contains("max_future"), "{letters}");
+    }
+}
+
+/// `extra` nested beyond the bound is bad at ingest; what is accepted is
+/// served back verbatim (duplicate keys and all).
+#[test]
+fn deep_extra_is_bad_and_accepted_extra_is_served_verbatim() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let nested = |depth: usize| format!("{}1{}", r#"{"k":"#.repeat(depth), "}".repeat(depth));
+    let activity = |id: &str, extra: &str| {
+        format!(
+            r#"{{"type":"activity","id":"{id}","time":{},"actor":"user:a","verb":"post","object":"listing:x","extra":{extra}}}"#,
+            T0 + 60_000
+        )
+    };
+    let kept = nested(60);
+    let duplicates = r#"{"k":1,"k":2,"k":3}"#;
+    write_lines(
+        &path,
+        &ten_activity_feed(&[
+            activity("deep", &nested(200)),
+            activity("kept", &kept),
+            activity("dupes", duplicates),
+        ]),
+    );
+    let topology = file_topology(&path, false, FeedConfig::default(), dir.path());
+    let running =
+        feedstorm::runtime::Running::start(&topology, &feedstorm::runtime::RunOptions::threads(2))
+            .unwrap();
+    wait_caught_up(&running, 14);
+    assert_eq!(
+        running.status.events_bad(),
+        1,
+        "only the 200-deep extra is bad"
+    );
+    let server = serve(&running, &topology, 100);
+    let body = ureq::get(&format!("http://{}/feeds/user:f?limit=3", server.addr))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(body.contains(&format!(r#""extra":{kept}"#)), "{body}");
+    assert!(body.contains(&format!(r#""extra":{duplicates}"#)), "{body}");
+    drop(server);
+    running.stop().unwrap();
+}
+
+/// A line far over `max_event_bytes` is one bad event, read in bounded
+/// memory and dead-lettered with only its first `max_event_bytes`.
+#[test]
+fn a_line_far_over_the_limit_is_bad_and_dead_lettered_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let huge = format!(
+        r#"{{"type":"activity","id":"huge","time":{T0},"actor":"user:a","verb":"v","object":"a:b","extra":{{"pad":"{}"}}}}"#,
+        "x".repeat(30 << 20)
+    );
+    write_lines(&path, &ten_activity_feed(&[huge]));
+    let topology = file_topology(&path, false, FeedConfig::default(), dir.path());
+    let (store, status) = run_to_end(&topology, 1);
+    assert_eq!(status.events_bad(), 1);
+    assert_eq!(feed_ids(store.as_ref(), "user:f").len(), 10);
+    let letters = std::fs::metadata(&topology.dead_letter.path).unwrap().len();
+    assert!(
+        letters < 2 << 20,
+        "the dead letter of a 30 MB line holds {letters} bytes"
+    );
 }

@@ -6,8 +6,9 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use crate::error::DecodeError;
 use crate::error::{Error, Result};
-use crate::event::{decode, Event};
+use crate::event::{decode_read, Event, Limits};
 use crate::spout::{BadEvent, Position, SourcePosition, Spout, SpoutState};
 
 /// Reads events from a JSONL file, optionally following appended lines.
@@ -16,13 +17,16 @@ pub struct FileSpout {
     name: String,
     reader: BufReader<File>,
     follow: bool,
-    max_event_bytes: usize,
+    limits: Limits,
     index: u64,
     peers: u64,
     /// Lines read so far (the next line's number is `lines + 1`).
     lines: u64,
     /// A line read up to end-of-file without its newline, while following.
     partial: Vec<u8>,
+    /// The whole length of the line in `partial` (only its first
+    /// `max_event_bytes` are kept).
+    partial_len: usize,
     /// The index (from 0) after the last line of this worker's turn passed.
     turn_next: u64,
     /// Lines read before a checkpoint: passed over, not decoded again.
@@ -34,7 +38,7 @@ impl FileSpout {
     pub fn open(
         path: &Path,
         follow: bool,
-        max_event_bytes: usize,
+        limits: Limits,
         index: usize,
         peers: usize,
     ) -> Result<FileSpout> {
@@ -47,17 +51,20 @@ impl FileSpout {
             name: format!("file:{}", path.display()),
             reader: BufReader::with_capacity(1 << 20, file),
             follow,
-            max_event_bytes,
+            limits,
             index: index as u64,
             peers: peers as u64,
             lines: 0,
             partial: Vec::new(),
+            partial_len: 0,
             turn_next: 0,
             resumed: None,
         })
     }
 
-    fn take_line(&mut self, line: &[u8], out: &mut Vec<Result<Event, BadEvent>>) {
+    /// `line` as read (at most `max_event_bytes` and a line end of it);
+    /// `len`: the whole line's length, line end included.
+    fn take_line(&mut self, line: &[u8], len: usize, out: &mut Vec<Result<Event, BadEvent>>) {
         self.lines += 1;
         let i = self.lines - 1;
         if i % self.peers != self.index {
@@ -67,21 +74,61 @@ impl FileSpout {
         if self.resumed.as_ref().is_some_and(|at| at.was_read(i)) {
             return;
         }
+        let ends = line.len() - line.strip_suffix(b"\n").map_or(line.len(), <[u8]>::len);
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
+        if line.iter().all(u8::is_ascii_whitespace) && len == line.len() + ends {
             return;
         }
-        out.push(
-            decode(line, self.max_event_bytes).map_err(|error| BadEvent {
-                position: Position::Line {
-                    file: self.path.display().to_string(),
-                    line: self.lines,
-                },
-                error,
-                raw: String::from_utf8_lossy(line).into_owned(),
-            }),
-        );
+        let whole = len - ends;
+        let decoded = if whole > self.limits.max_event_bytes {
+            // Only its first max_event_bytes were kept: it is bad whatever it says.
+            Err(DecodeError::Oversize {
+                len: whole,
+                max: self.limits.max_event_bytes,
+            })
+        } else {
+            decode_read(line, &self.limits, crate::checkpoint::unix_ms() as i64)
+        };
+        // An oversize line is dead-lettered with its first max_event_bytes
+        // (its line number finds the rest).
+        let raw = &line[..line.len().min(self.limits.max_event_bytes)];
+        out.push(decoded.map_err(|error| BadEvent {
+            position: Position::Line {
+                file: self.path.display().to_string(),
+                line: self.lines,
+            },
+            error,
+            raw: String::from_utf8_lossy(raw).into_owned(),
+        }));
+    }
+}
+
+/// Reads to the end of the line (or of the input), keeping at most `keep`
+/// bytes of it in `buf` and counting every byte in `len`, so that a line of
+/// any length costs bounded memory. Returns whether a line end was reached.
+fn read_line_capped(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    keep: usize,
+    len: &mut usize,
+) -> std::io::Result<bool> {
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok(false);
+        }
+        let (n, ended) = match available.iter().position(|b| *b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (available.len(), false),
+        };
+        let room = keep.saturating_sub(buf.len()).min(n);
+        buf.extend_from_slice(&available[..room]);
+        *len += n;
+        reader.consume(n);
+        if ended {
+            return Ok(true);
+        }
     }
 }
 
@@ -100,27 +147,28 @@ impl Spout for FileSpout {
             if budget == 0 || out.len() - start >= max {
                 break SpoutState::Ready;
             }
-            let read = self
-                .reader
-                .read_until(b'\n', &mut buf)
+            let keep = self.limits.max_event_bytes + 2; // and a line end
+            let ended = read_line_capped(&mut self.reader, &mut buf, keep, &mut self.partial_len)
                 .map_err(|e| Error::Spout {
-                    spout: self.name.clone(),
-                    message: e.to_string(),
-                })?;
-            if read == 0 || !buf.ends_with(b"\n") {
+                spout: self.name.clone(),
+                message: e.to_string(),
+            })?;
+            if !ended {
                 // End of file, possibly inside a line that is still being written.
                 if self.follow {
                     self.partial = std::mem::take(&mut buf);
                     break SpoutState::Idle;
                 }
-                if !buf.is_empty() {
+                if self.partial_len > 0 {
                     let line = std::mem::take(&mut buf);
-                    self.take_line(&line, out);
+                    let len = std::mem::take(&mut self.partial_len);
+                    self.take_line(&line, len, out);
                 }
                 break SpoutState::Exhausted;
             }
             let line = std::mem::take(&mut buf);
-            self.take_line(&line, out);
+            let len = std::mem::take(&mut self.partial_len);
+            self.take_line(&line, len, out);
             buf = line;
             buf.clear();
             budget -= 1;

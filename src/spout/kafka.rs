@@ -26,7 +26,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::KafkaSpoutConfig;
 use crate::error::{DecodeError, Error, Result};
-use crate::event::{decode, Event};
+use crate::event::{decode_read, Event, Limits};
 use crate::kafka::client_config;
 use crate::spout::{BadEvent, Position, SourcePosition, Spout, SpoutState};
 
@@ -53,7 +53,7 @@ struct Partition {
 pub struct KafkaSpout {
     name: String,
     consumer: BaseConsumer,
-    max_event_bytes: usize,
+    limits: Limits,
     partitions: Vec<Partition>,
     by_name: HashMap<(String, i32), usize>,
     /// Per epoch sent and not yet acked: the next offsets of the partitions
@@ -115,7 +115,7 @@ impl KafkaSpout {
     /// does not exist is an error.
     pub fn open(
         config: &KafkaSpoutConfig,
-        max_event_bytes: usize,
+        limits: Limits,
         index: usize,
         peers: usize,
     ) -> Result<KafkaSpout> {
@@ -196,7 +196,7 @@ impl KafkaSpout {
         Ok(KafkaSpout {
             name,
             consumer,
-            max_event_bytes,
+            limits,
             partitions,
             by_name,
             unacked: VecDeque::new(),
@@ -300,7 +300,7 @@ impl Spout for KafkaSpout {
             let decoded = if message.payload().is_none() {
                 Err(DecodeError::NotJson("a message without a payload".into()))
             } else {
-                decode(payload, self.max_event_bytes)
+                decode_read(payload, &self.limits, crate::checkpoint::unix_ms() as i64)
             };
             out.push(decoded.map_err(|error| BadEvent {
                 position: Position::Kafka {
