@@ -755,6 +755,43 @@ pub struct ProcessConfig {
     /// and `--hosts` override it). Absent: a cluster of one.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// Access to the HTTP API.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[http]`: access to the HTTP API.
+///
+/// ```
+/// let config: feedstorm::config::ProcessConfig =
+///     toml::from_str("[http]\ntoken_env = \"FEEDSTORM_TOKEN\"").unwrap();
+/// assert_eq!(config.http.token_env.as_deref(), Some("FEEDSTORM_TOKEN"));
+/// ```
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The name of an environment variable holding a bearer token. When
+    /// set, every route except `/health` and `/ready` needs
+    /// `Authorization: Bearer TOKEN` (401 otherwise). The token itself is
+    /// never written in a file, logged or shown.
+    pub token_env: Option<String>,
+}
+
+impl HttpConfig {
+    /// The token, read from the variable `token_env` names (`None`: no
+    /// token configured). A named variable that is unset or empty is an error.
+    pub fn token(&self) -> Result<Option<String>> {
+        let Some(name) = &self.token_env else {
+            return Ok(None);
+        };
+        match std::env::var(name) {
+            Ok(token) if !token.trim().is_empty() => Ok(Some(token.trim().to_owned())),
+            _ => Err(Error::Setting {
+                setting: "http.token_env",
+                message: format!("the environment variable {name} is not set (or empty)"),
+            }),
+        }
+    }
 }
 
 /// `[cluster]`: this process's place in a worker cluster (timely's own

@@ -29,6 +29,8 @@ use crate::status::Status;
 use crate::store::{page_of, FeedPage, PageStart, Store};
 
 mod forward;
+mod guard;
+mod serve;
 
 pub use forward::Forwarding;
 
@@ -54,6 +56,8 @@ pub struct Api {
     pub cluster: Forwarding,
     /// Whether reads of users owned by other processes are forwarded there.
     pub forward: bool,
+    /// The bearer token every route but `/health` and `/ready` needs.
+    pub token: Option<String>,
 }
 
 impl Api {
@@ -77,7 +81,15 @@ impl Api {
                 cluster: running.cluster.clone(),
                 agreement: running.agreement.clone(),
             },
+            token: None,
         }
+    }
+
+    /// Requires `Authorization: Bearer TOKEN` on every route but `/health`
+    /// and `/ready`.
+    pub fn with_token(mut self, token: Option<String>) -> Api {
+        self.token = token;
+        self
     }
 
     async fn rebuild(&self, user: &TypedId) -> std::result::Result<Vec<FeedKey>, ApiError> {
@@ -163,12 +175,19 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/status", get(status))
         .route("/api/v1/topology", get(topology))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .fallback(guard::no_such_route)
         .layer(axum::middleware::from_fn_with_state(
             api.clone(),
             forward::forward_to_owner,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            guard::admit,
+        ))
+        .layer(axum::middleware::from_fn(guard::json_errors))
+        .layer(axum::extract::DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
         .with_state(api)
 }
 
@@ -336,7 +355,24 @@ async fn mark_notifications(
     body: std::result::Result<Json<MarkRequest>, JsonRejection>,
 ) -> std::result::Result<Response, ApiError> {
     let user = parse_user(path)?;
-    let Json(request) = body.map_err(|e| bad_request(e.body_text()))?;
+    let Json(request) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
+    let keys = [&request.seen, &request.read]
+        .into_iter()
+        .flatten()
+        .map(|set| match set {
+            crate::digest::MarkSet::Keys(keys) => keys.len(),
+            crate::digest::MarkSet::All(_) => 0,
+        })
+        .sum::<usize>();
+    if keys > guard::MAX_MARK_KEYS {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{keys} group keys; at most {} a request",
+                guard::MAX_MARK_KEYS
+            ),
+        ));
+    }
     if request.seen.is_none() && request.read.is_none() {
         return Err(bad_request(
             "give \"seen\" and/or \"read\": true or a list of group keys",
@@ -365,7 +401,7 @@ async fn rebuild_feed(
     State(api): State<Arc<Api>>,
     body: std::result::Result<Json<RebuildBody>, JsonRejection>,
 ) -> std::result::Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| bad_request(e.body_text()))?;
+    let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
     let user = TypedId::parse(&body.user)
         .ok_or_else(|| bad_request(format!("{:?} is not a typed id kind:id", body.user)))?;
     let head = api.rebuild(&user).await?;
@@ -415,13 +451,41 @@ async fn topology(State(api): State<Arc<Api>>) -> Response {
     .into_response()
 }
 
+/// Liveness, from memory: 200 while the process runs, also while the
+/// sink is down (restarting would not bring it back); 503 once a worker
+/// failed (only a restart helps).
 async fn health(State(api): State<Arc<Api>>) -> Response {
-    if api.status.healthy() {
+    if api.status.failed() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "failed"})),
+        )
+            .into_response()
+    } else {
         Json(json!({"status": "ok"})).into_response()
+    }
+}
+
+/// Readiness, from memory: 503 while the sink is down, before the topology
+/// has caught up once, or after a worker failed.
+async fn ready(State(api): State<Arc<Api>>) -> Response {
+    let status = &api.status;
+    let mut waiting = Vec::new();
+    if status.failed() {
+        waiting.push("a worker failed");
+    }
+    if !status.sink_ok() {
+        waiting.push("the sink is down");
+    }
+    if !status.caught_up_once() {
+        waiting.push("not caught up yet");
+    }
+    if waiting.is_empty() {
+        Json(json!({"ready": true})).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "degraded"})),
+            Json(json!({"ready": false, "waiting_for": waiting})),
         )
             .into_response()
     }
@@ -467,14 +531,7 @@ impl Server {
                         Ok(l) => l,
                         Err(error) => return tracing::error!(%error, "http listener"),
                     };
-                    let served = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stopped.await;
-                        })
-                        .await;
-                    if let Err(error) = served {
-                        tracing::error!(%error, "http server");
-                    }
+                    serve::accept_loop(listener, app, stopped).await;
                 })
             })?;
         Ok(Server {

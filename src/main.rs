@@ -593,8 +593,16 @@ fn run(
             follow: false,
         })];
     }
+    let token = process.http.token()?;
     // Bound first: the other processes are told where to forward reads.
     let listen = listen.unwrap_or(process.listen);
+    if token.is_none() && !listen.ip().is_loopback() {
+        tracing::warn!(
+            %listen,
+            "the HTTP API listens beyond loopback without a token: anyone who reaches it can \
+             read every feed (set [http] token_env in the config)"
+        );
+    }
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     let http = advertised(listener.local_addr()?, &cluster);
@@ -607,7 +615,7 @@ fn run(
     )?;
     let server = Server::serve(
         listener,
-        Api::new(&running, &topology, process.max_page_limit),
+        Api::new(&running, &topology, process.max_page_limit).with_token(token),
     )?;
     println!(
         "feedstorm: topology {:?} serving on http://{addr}  (try: curl http://{addr}/status)",

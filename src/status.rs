@@ -191,6 +191,22 @@ impl Status {
         self.drpc_mismatches.load(SeqCst)
     }
 
+    /// Whether the last sink write succeeded.
+    pub fn sink_ok(&self) -> bool {
+        self.sink_ok.load(SeqCst)
+    }
+
+    /// Whether a worker failed.
+    pub fn failed(&self) -> bool {
+        self.failed.load(SeqCst)
+    }
+
+    /// Whether the topology has caught up at least once (and written what a
+    /// restart recovered).
+    pub fn caught_up_once(&self) -> bool {
+        self.workers_caught_up_once() && self.recovery_written.load(SeqCst)
+    }
+
     /// Records whether the last sink write succeeded; returns whether this
     /// changed the state (to log once per outage).
     pub fn set_sink_ok(&self, ok: bool) -> bool {

@@ -24,9 +24,6 @@ use crate::event::TypedId;
 /// Marks a forwarded request, which is always served where it arrives.
 const FORWARDED: &str = "x-feedstorm-forwarded";
 
-/// Largest request body forwarded (a mark request is small).
-const MAX_BODY: usize = 1 << 20;
-
 /// Where reads of other processes' users go.
 pub struct Forwarding {
     /// This process's place.
@@ -103,7 +100,7 @@ async fn forward(target: &str, request: Request) -> Result<Response, ApiError> {
         )
     };
     let (parts, body) = request.into_parts();
-    let body = to_bytes(body, MAX_BODY)
+    let body = to_bytes(body, super::guard::MAX_BODY_BYTES)
         .await
         .map_err(|e| ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
     let path = parts
