@@ -26,7 +26,7 @@ use crate::event::{format_time, Activity, TypedId};
 use crate::feed::FeedKey;
 use crate::runtime::Running;
 use crate::status::Status;
-use crate::store::{page_of, FeedPage, PageStart, Store};
+use crate::store::{page_of, FeedPage, PageStart, Store, StoreStats};
 
 mod forward;
 mod guard;
@@ -58,6 +58,8 @@ pub struct Api {
     pub forward: bool,
     /// The bearer token every route but `/health` and `/ready` needs.
     pub token: Option<String>,
+    /// The store's figures, counted in the background.
+    stats: Arc<StatsCache>,
 }
 
 impl Api {
@@ -82,7 +84,13 @@ impl Api {
                 agreement: running.agreement.clone(),
             },
             token: None,
+            stats: StatsCache::spawn(running.store.clone()),
         }
+    }
+
+    /// The store's figures as last counted.
+    fn store_stats(&self) -> StoreStats {
+        *self.stats.0.lock().expect("stats lock")
     }
 
     /// Requires `Authorization: Bearer TOKEN` on every route but `/health`
@@ -113,13 +121,50 @@ impl Api {
         let (page, more) = page_of(keys, start, limit);
         let mut entries = Vec::with_capacity(page.len());
         for key in &page {
-            entries.extend(self.store.activity(&key.id).map_err(internal)?);
+            entries.extend(blocking(|| self.store.activity(&key.id)).map_err(internal)?);
         }
         let next_cursor = more.then(|| page.last().map(FeedKey::cursor)).flatten();
         Ok(FeedPage {
             entries,
             next_cursor,
         })
+    }
+}
+
+/// Runs a store call on this runtime thread, telling the runtime to move
+/// its other tasks elsewhere meanwhile (a Redis round trip must not stall
+/// the probes).
+fn blocking<T>(call: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(call)
+}
+
+/// Store figures for `/status` and `/metrics`, counted off the request path
+/// by a thread of its own while the API lives (on Redis counting is a SCAN;
+/// in the embedded store a walk over every feed).
+pub struct StatsCache(std::sync::Mutex<StoreStats>);
+
+impl StatsCache {
+    fn spawn(store: Arc<dyn Store>) -> Arc<StatsCache> {
+        let every = if store.persistent() {
+            Duration::from_secs(15)
+        } else {
+            Duration::from_secs(1)
+        };
+        let cache = Arc::new(StatsCache(std::sync::Mutex::new(StoreStats::default())));
+        let weak = Arc::downgrade(&cache);
+        let counting = std::thread::Builder::new()
+            .name("store-stats".into())
+            .spawn(move || loop {
+                let stats = store.stats();
+                let Some(cache) = weak.upgrade() else { return };
+                *cache.0.lock().expect("stats lock") = stats;
+                drop(cache);
+                std::thread::sleep(every);
+            });
+        if let Err(error) = counting {
+            tracing::warn!(%error, "store figures will read as zero");
+        }
+        cache
     }
 }
 
@@ -279,10 +324,7 @@ async fn feed(
             &api.page_of_keys(&head, &start, limit)?,
         ));
     }
-    let page = api
-        .store
-        .feed_page(&user, &start, limit)
-        .map_err(internal)?;
+    let page = blocking(|| api.store.feed_page(&user, &start, limit)).map_err(internal)?;
     Ok(page_response(&user, &page))
 }
 
@@ -306,10 +348,7 @@ async fn digest(
             .cloned()
             .ok_or_else(|| not_found("this topology keeps no digest"))?,
     };
-    let page = api
-        .store
-        .digest_page(&user, &name, &start, limit)
-        .map_err(internal)?;
+    let page = blocking(|| api.store.digest_page(&user, &name, &start, limit)).map_err(internal)?;
     Ok(Json(json!({
         "user": user,
         "digest": name,
@@ -335,10 +374,7 @@ async fn notifications(
     let user = parse_user(path)?;
     let (start, limit) = parse_page(query, api.max_limit)?;
     notifications_enabled(&api)?;
-    let page = api
-        .store
-        .notifications_page(&user, &start, limit)
-        .map_err(internal)?;
+    let page = blocking(|| api.store.notifications_page(&user, &start, limit)).map_err(internal)?;
     Ok(Json(json!({
         "user": user,
         "groups": page.groups,
@@ -379,10 +415,7 @@ async fn mark_notifications(
         ));
     }
     notifications_enabled(&api)?;
-    let counts = api
-        .store
-        .mark_notifications(&user, &request)
-        .map_err(internal)?;
+    let counts = blocking(|| api.store.mark_notifications(&user, &request)).map_err(internal)?;
     Ok(
         Json(json!({"user": user, "unseen": counts.unseen, "unread": counts.unread}))
             .into_response(),
@@ -411,7 +444,7 @@ async fn rebuild_feed(
 }
 
 async fn status(State(api): State<Arc<Api>>) -> Response {
-    let mut status = api.status.to_json(api.store.stats());
+    let mut status = api.status.to_json(api.store_stats());
     status["cluster"] = cluster_json(&api);
     Json(status).into_response()
 }
@@ -436,7 +469,7 @@ fn cluster_json(api: &Api) -> serde_json::Value {
 /// `GET /api/v1/topology` (Storm UI's REST shape): so far the topology's
 /// name, its counters and its processes with their workers and partitions.
 async fn topology(State(api): State<Arc<Api>>) -> Response {
-    let status = api.status.to_json(api.store.stats());
+    let status = api.status.to_json(api.store_stats());
     Json(json!({
         "id": status["topology"],
         "name": status["topology"],
@@ -494,7 +527,7 @@ async fn ready(State(api): State<Arc<Api>>) -> Response {
 async fn metrics(State(api): State<Arc<Api>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        api.status.to_prometheus(api.store.stats()),
+        api.status.to_prometheus(api.store_stats()),
     )
         .into_response()
 }
