@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::kafka::*;
@@ -63,21 +63,24 @@ impl Broker {
         }
     }
 
+    /// Starts the broker again, detached (it outlives this test, as the one
+    /// scripts/servers.sh starts does), and records its pid where that
+    /// script looks for it.
     fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(self.dir.parent().unwrap().join("tansu.log"))
+        let log = self.dir.parent().unwrap().join("tansu.log");
+        let quoted: Vec<String> = self.args.iter().map(|a| format!("'{a}'")).collect();
+        let started = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "cd '{}' && {} >>'{}' 2>&1 </dev/null & echo $!",
+                self.dir.display(),
+                quoted.join(" "),
+                log.display()
+            ))
+            .output()
             .unwrap();
-        let child = Command::new(&self.args[0])
-            .args(&self.args[1..])
-            .current_dir(&self.dir)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::fs::write(&self.pid_file, format!("{}\n", child.id())).unwrap();
+        assert!(started.status.success());
+        std::fs::write(&self.pid_file, &started.stdout).unwrap();
         self.down = false;
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(brokers()).is_err() {
