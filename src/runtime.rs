@@ -477,6 +477,7 @@ fn drive(
     }
     let mut positions = PositionLog::new(&spouts);
     progress.set_sources(spouts.iter().flat_map(|s| s.position().parts()).collect());
+    let mut lag_reported = Instant::now();
     // The last epoch sent with the spouts drained: once it is written, the
     // worker has caught up once.
     let mut drained_epoch: Option<u64> = None;
@@ -568,6 +569,10 @@ fn drive(
             }
             worker.step_or_park(Some(Duration::from_millis(5)));
             continue;
+        }
+        if lag_reported.elapsed() > Duration::from_millis(500) {
+            lag_reported = Instant::now();
+            progress.set_lag(spouts.iter().flat_map(|s| s.lag()).collect());
         }
         let mut busy = false;
         if inflight.len() < input.max_inflight_epochs {

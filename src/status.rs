@@ -23,12 +23,18 @@ pub struct WorkerProgress {
     caught_up_once: AtomicBool,
     /// What each of its spouts reads (Kafka: `topic/partition`).
     sources: std::sync::Mutex<Vec<String>>,
+    /// Per part read, how far behind its source (Kafka partitions).
+    lag: std::sync::Mutex<Vec<(String, u64)>>,
 }
 
 impl WorkerProgress {
     /// Records what the worker's spouts read.
     pub fn set_sources(&self, sources: Vec<String>) {
         *self.sources.lock().expect("status lock") = sources;
+    }
+    /// Records how far behind its sources the worker is.
+    pub fn set_lag(&self, lag: Vec<(String, u64)>) {
+        *self.lag.lock().expect("status lock") = lag;
     }
     /// What the worker's spouts read.
     pub fn sources(&self) -> Vec<String> {
@@ -339,7 +345,18 @@ impl Status {
             "uptime_seconds": self.started.elapsed().as_secs_f64(),
             "store": {"feeds": store.feeds, "entries": store.entries, "activities": store.activities},
             "checkpoint": self.checkpoint_json(),
+            "lag": self.lag(),
+            "lag_total": self.lag().values().sum::<u64>(),
         })
+    }
+
+    /// Messages behind the high watermark, per Kafka partition this
+    /// process's workers read (as last asked of the broker).
+    pub fn lag(&self) -> std::collections::BTreeMap<String, u64> {
+        self.workers
+            .iter()
+            .flat_map(|w| w.lag.lock().expect("status lock").clone())
+            .collect()
     }
 
     /// The `/metrics` text (Prometheus exposition format).
@@ -439,6 +456,19 @@ impl Status {
             text.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
             ));
+        }
+        let lag = self.lag();
+        if !lag.is_empty() {
+            text.push_str(
+                "# HELP feedstorm_spout_lag Messages behind the partition's high watermark.\n\
+                 # TYPE feedstorm_spout_lag gauge\n",
+            );
+            for (partition, behind) in lag {
+                let partition = partition.replace('\\', "\\\\").replace('"', "\\\"");
+                text.push_str(&format!(
+                    "feedstorm_spout_lag{{partition=\"{partition}\"}} {behind}\n"
+                ));
+            }
         }
         text
     }

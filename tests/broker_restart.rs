@@ -173,5 +173,16 @@ fn the_broker_killed_and_restarted_mid_stream_leaves_feeds_exact() {
         &feedstorm::reference::feeds(&decode_all(&lines), &FeedConfig::default()),
         &store_feeds(running.store.as_ref()),
     );
+    // Lag shows per partition, and comes to nothing once all is read.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lag = running.status.lag();
+        let partitions: Vec<String> = (0..4).map(|p| format!("{topic}/{p}")).collect();
+        if lag.keys().cloned().collect::<Vec<_>>() == partitions && lag.values().all(|l| *l == 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lag {lag:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     running.stop().unwrap();
 }

@@ -338,6 +338,20 @@ impl Spout for KafkaSpout {
         }
     }
 
+    fn lag(&self) -> Vec<(String, u64)> {
+        self.partitions
+            .iter()
+            .zip(&self.watermarks.high)
+            .filter_map(|(p, high)| {
+                let high = high.load(Ordering::Acquire);
+                (high >= 0).then(|| {
+                    let behind = (high - p.next).max(0) as u64;
+                    (format!("{}/{}", p.topic, p.partition), behind)
+                })
+            })
+            .collect()
+    }
+
     fn position(&self) -> SourcePosition {
         SourcePosition::Kafka {
             next: self

@@ -184,6 +184,13 @@ pub trait Spout {
     fn acked(&mut self, _epoch: u64) {}
     /// How far this spout has read (everything returned by its polls).
     fn position(&self) -> SourcePosition;
+
+    /// How far behind its source this spout is, per part it reads
+    /// (Kafka: `topic/partition` and the messages up to the high
+    /// watermark, as last asked). Empty where the source has no such figure.
+    fn lag(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
     /// Continues after `from` (merged from every worker's share, perhaps
     /// of a different number of workers) instead of the source's start.
     /// Called before the first poll.
