@@ -292,6 +292,35 @@ mod kafka {
         produce_paced(topic, lines, per_chunk, pause)
     }
 
+    /// What a 2-process Kafka -> Redis test runs on.
+    struct Setup {
+        topic: String,
+        target: redis_target::Target,
+        prefix: String,
+        toml: String,
+        path: PathBuf,
+        hosts: PathBuf,
+    }
+
+    /// A topic of 4 partitions, a Redis prefix, the topology (checkpoints
+    /// every 500 ms) and a hosts file of 2 processes, all named `name`.
+    fn setup(name: &str, dir: &Path) -> Setup {
+        let topic = topic(name, 4);
+        let target = redis_target::single();
+        let prefix = target.prefix(name);
+        let toml = kafka_redis_toml(name, &topic, &topic, &prefix, &target.url, dir, "500ms");
+        let path = write_toml(dir, name, &toml);
+        let hosts = hosts_file(dir, 2);
+        Setup {
+            topic,
+            target,
+            prefix,
+            toml,
+            path,
+            hosts,
+        }
+    }
+
     /// Events held by the newest checkpoint under `root` complete on every
     /// process: the sum of the Kafka offsets in its manifests (one per
     /// process, `MANIFEST-pI.json`), read as the README documents them.
@@ -405,20 +434,14 @@ mod kafka {
                 spacing: 1_000,
             },
         );
-        let topic = topic("kill", 4);
-        let target = redis_target::single();
-        let prefix = target.prefix("kill");
-        let toml = kafka_redis_toml(
-            "kill",
-            &topic,
-            &topic,
-            &prefix,
-            &target.url,
-            dir.path(),
-            "500ms",
-        );
-        let path = write_toml(dir.path(), "kill", &toml);
-        let hosts = hosts_file(dir.path(), 2);
+        let Setup {
+            topic,
+            target,
+            prefix,
+            toml,
+            path,
+            hosts,
+        } = setup("kill", dir.path());
         let (streamed, tail) = lines.split_at(lines.len() - 1_000);
         let producing = {
             let (topic, streamed) = (topic.clone(), streamed.to_vec());
@@ -487,20 +510,14 @@ mod kafka {
                 spacing: 1_000,
             },
         );
-        let topic = topic("term", 4);
-        let target = redis_target::single();
-        let prefix = target.prefix("term");
-        let toml = kafka_redis_toml(
-            "term",
-            &topic,
-            &topic,
-            &prefix,
-            &target.url,
-            dir.path(),
-            "500ms",
-        );
-        let path = write_toml(dir.path(), "term", &toml);
-        let hosts = hosts_file(dir.path(), 2);
+        let Setup {
+            topic,
+            target,
+            prefix,
+            toml,
+            path,
+            hosts,
+        } = setup("term", dir.path());
         let (first, second) = lines.split_at(3_500);
         produce(&topic, first, 1_000, Duration::ZERO);
         let mut cluster = start_cluster(&path, &hosts, (2, 2), "first");
