@@ -32,7 +32,7 @@ mod forward;
 mod guard;
 mod serve;
 
-pub use forward::Forwarding;
+pub use forward::ClusterView;
 
 /// What the handlers share.
 pub struct Api {
@@ -53,7 +53,7 @@ pub struct Api {
     /// Whether the topology keeps notification feeds.
     pub notifications: bool,
     /// This process's cluster, and where reads of other processes' users go.
-    pub cluster: Forwarding,
+    pub cluster: ClusterView,
     /// Whether reads of users owned by other processes are forwarded there.
     pub forward: bool,
     /// The bearer token every route but `/health` and `/ready` needs.
@@ -79,7 +79,7 @@ impl Api {
             forward: running.cluster.is_distributed()
                 && (!running.store.persistent()
                     || topology.feed.materialize == Materialize::Active),
-            cluster: Forwarding {
+            cluster: ClusterView {
                 cluster: running.cluster.clone(),
                 agreement: running.agreement.clone(),
             },

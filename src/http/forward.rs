@@ -24,15 +24,16 @@ use crate::event::TypedId;
 /// Marks a forwarded request, which is always served where it arrives.
 const FORWARDED: &str = "x-feedstorm-forwarded";
 
-/// Where reads of other processes' users go.
-pub struct Forwarding {
+/// The cluster as the API sees it: this process's place, and the other
+/// processes' HTTP addresses (where reads of their users go).
+pub struct ClusterView {
     /// This process's place.
     pub cluster: Cluster,
     /// The other processes' HTTP addresses, once they met.
     pub agreement: Arc<OnceLock<Agreement>>,
 }
 
-impl Forwarding {
+impl ClusterView {
     /// What `/status` shows: this process, and every process's workers and
     /// HTTP address.
     pub fn to_json(&self) -> serde_json::Value {
