@@ -382,6 +382,12 @@ pub struct InputConfig {
     /// spouts stop pulling: the back-pressure bound.
     #[serde(default = "default_max_inflight")]
     pub max_inflight_epochs: usize,
+    /// Bytes of events a worker may have in flight (read, not yet written)
+    /// before its spouts stop pulling, whatever the epoch count: a burst far
+    /// above the sustainable rate waits in the source, not in memory. An
+    /// epoch is not cut, so the bound is this plus one epoch's events.
+    #[serde(default = "default_max_inflight_bytes")]
+    pub max_inflight_bytes: u64,
 }
 
 fn default_max_event_bytes() -> usize {
@@ -392,6 +398,9 @@ fn default_max_future() -> Duration {
 }
 fn default_epoch_events() -> usize {
     40_000
+}
+fn default_max_inflight_bytes() -> u64 {
+    256 << 20
 }
 fn default_max_inflight() -> usize {
     4

@@ -136,6 +136,24 @@ pub enum Event {
 }
 
 impl Event {
+    /// About the memory this event holds while in flight (its strings and
+    /// a fixed overhead), for the in-flight byte budget.
+    pub fn approx_bytes(&self) -> u64 {
+        let strings = match self {
+            Event::Activity(a) => {
+                a.id.len()
+                    + a.actor.as_str().len()
+                    + a.verb.len()
+                    + a.object.as_str().len()
+                    + a.target.as_ref().map_or(0, |t| t.as_str().len())
+                    + a.extra.as_ref().map_or(0, String::len)
+            }
+            Event::Interest { user, interest, .. } => user.as_str().len() + interest.as_str().len(),
+            Event::Delete { id, .. } => id.len(),
+        };
+        (strings + 96) as u64
+    }
+
     /// The event's own `time`.
     pub fn time(&self) -> Millis {
         match self {

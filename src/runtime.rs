@@ -237,7 +237,7 @@ fn open_spouts(
                 }
                 #[cfg(feature = "kafka")]
                 SpoutConfig::Kafka(config) => Box::new(crate::spout::kafka::KafkaSpout::open(
-                    config,
+                    &within_budget(config, topology.input.max_inflight_bytes),
                     topology.input.limits(),
                     index,
                     peers,
@@ -247,6 +247,23 @@ fn open_spouts(
             })
         })
         .collect()
+}
+
+/// The consumer's prefetch bounded by the in-flight byte budget too
+/// (librdkafka's default queue is 64 MiB per consumer), unless the topology
+/// sets it.
+#[cfg(feature = "kafka")]
+fn within_budget(
+    config: &crate::config::KafkaSpoutConfig,
+    budget: u64,
+) -> crate::config::KafkaSpoutConfig {
+    let mut config = config.clone();
+    let kbytes = (budget / 1024).clamp(1024, 64 * 1024);
+    config
+        .options
+        .entry("queued.max.messages.kbytes".into())
+        .or_insert_with(|| kbytes.to_string());
+    config
 }
 
 /// What the workers of a process share.
@@ -466,6 +483,9 @@ fn drive(
     let progress = status.worker(progress_slot);
     let clock = Instant::now();
     let mut inflight: VecDeque<u64> = VecDeque::new();
+    // Bytes of events in each in-flight epoch, and their sum.
+    let mut inflight_bytes: VecDeque<(u64, u64)> = VecDeque::new();
+    let mut bytes_in_flight = 0u64;
     let mut records = Vec::new();
     let mut exhausted = vec![false; spouts.len()];
     let input = &topology.input;
@@ -493,6 +513,11 @@ fn drive(
                 return Ok(());
             }
             let epoch = inflight.pop_front().expect("checked");
+            while inflight_bytes.front().is_some_and(|(e, _)| *e <= epoch) {
+                let (_, bytes) = inflight_bytes.pop_front().expect("checked");
+                bytes_in_flight -= bytes;
+            }
+            progress.set_bytes_in_flight(bytes_in_flight);
             // With checkpoints, offsets are acked once a durable checkpoint
             // holds them; without, once written, but never while recovery
             // withholds the output.
@@ -575,7 +600,8 @@ fn drive(
             progress.set_lag(spouts.iter().flat_map(|s| s.lag()).collect());
         }
         let mut busy = false;
-        if inflight.len() < input.max_inflight_epochs {
+        if inflight.len() < input.max_inflight_epochs && bytes_in_flight < input.max_inflight_bytes
+        {
             records.clear();
             let requests = drpc.take_requests();
             let mut ready = false;
@@ -607,11 +633,12 @@ fn drive(
                 busy = true;
             } else {
                 progress.begin_epoch();
-                let (mut good, mut bad) = (0, 0);
+                let (mut good, mut bad, mut bytes) = (0, 0, 0);
                 for record in records.drain(..) {
                     match record {
                         Ok(event) => {
                             good += 1;
+                            bytes += event.approx_bytes();
                             open.send(event);
                         }
                         Err(bad_event) => {
@@ -632,6 +659,9 @@ fn drive(
                 }
                 sent_epoch = Some(open.epoch());
                 inflight.push_back(open.epoch());
+                inflight_bytes.push_back((open.epoch(), bytes));
+                bytes_in_flight += bytes;
+                progress.set_bytes_in_flight(bytes_in_flight);
                 open.advance_to(now.max(open.epoch() + 1));
                 busy = true;
             }

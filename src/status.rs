@@ -25,12 +25,20 @@ pub struct WorkerProgress {
     sources: std::sync::Mutex<Vec<String>>,
     /// Per part read, how far behind its source (Kafka partitions).
     lag: std::sync::Mutex<Vec<(String, u64)>>,
+    /// Bytes of events read and not yet written, now and at most so far.
+    bytes_in_flight: AtomicU64,
+    bytes_in_flight_peak: AtomicU64,
 }
 
 impl WorkerProgress {
     /// Records what the worker's spouts read.
     pub fn set_sources(&self, sources: Vec<String>) {
         *self.sources.lock().expect("status lock") = sources;
+    }
+    /// Records the bytes of events in flight.
+    pub fn set_bytes_in_flight(&self, bytes: u64) {
+        self.bytes_in_flight.store(bytes, SeqCst);
+        self.bytes_in_flight_peak.fetch_max(bytes, SeqCst);
     }
     /// Records how far behind its sources the worker is.
     pub fn set_lag(&self, lag: Vec<(String, u64)>) {
@@ -345,9 +353,20 @@ impl Status {
             "uptime_seconds": self.started.elapsed().as_secs_f64(),
             "store": {"feeds": store.feeds, "entries": store.entries, "activities": store.activities},
             "checkpoint": self.checkpoint_json(),
+            "bytes_in_flight": self.workers.iter().map(|w| w.bytes_in_flight.load(SeqCst)).sum::<u64>(),
+            "bytes_in_flight_peak_per_worker": self.bytes_in_flight_peak(),
             "lag": self.lag(),
             "lag_total": self.lag().values().sum::<u64>(),
         })
+    }
+
+    /// The most bytes of events any one worker had in flight so far.
+    pub fn bytes_in_flight_peak(&self) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.bytes_in_flight_peak.load(SeqCst))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Messages behind the high watermark, per Kafka partition this
