@@ -21,6 +21,9 @@ pub const MAX_HEADER_BYTES: usize = 16 << 10;
 /// Largest request body (a mark request, a rebuild request).
 pub const MAX_BODY_BYTES: usize = 64 << 10;
 
+/// Largest oversize body still read (and dropped) before it is refused.
+const DRAIN_BODY_BYTES: usize = 1 << 20;
+
 /// Most group keys one mark request may name.
 pub const MAX_MARK_KEYS: usize = 1_000;
 
@@ -49,6 +52,23 @@ pub async fn admit(State(api): State<Arc<Api>>, request: Request, next: Next) ->
         return ApiError(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!("{headers} bytes of headers; at most {MAX_HEADER_BYTES}"),
+        )
+        .into_response();
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(length) = declared.filter(|length| *length > MAX_BODY_BYTES) {
+        // Read (and drop) a moderately large body before answering, so that
+        // the client finishes sending and reads the answer, not a reset.
+        if length <= DRAIN_BODY_BYTES {
+            let _ = to_bytes(request.into_body(), DRAIN_BODY_BYTES).await;
+        }
+        return ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a body of {length} bytes; at most {MAX_BODY_BYTES}"),
         )
         .into_response();
     }
