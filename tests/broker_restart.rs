@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::kafka::*;
 use common::*;
-use feedstorm::config::{FeedConfig, KafkaSpoutConfig, SpoutConfig};
+use feedstorm::config::FeedConfig;
 use feedstorm::runtime::{RunOptions, Running};
 
 /// The broker process scripts/servers.sh started: its pid file, command
@@ -116,18 +116,7 @@ fn the_broker_killed_and_restarted_mid_stream_leaves_feeds_exact() {
     let topic = format!("broker-restart-{}", std::process::id());
     create_topic(&topic, 4);
     let mut broker = Broker::find();
-    let mut topology = file_topology(
-        &dir.path().join("unused"),
-        false,
-        FeedConfig::default(),
-        dir.path(),
-    );
-    topology.spouts = vec![SpoutConfig::Kafka(KafkaSpoutConfig {
-        brokers: brokers(),
-        topics: vec![topic.clone()],
-        group_id: topic.clone(),
-        options: Default::default(),
-    })];
+    let topology = kafka_topology(&topic, &topic, dir.path());
     let running = Running::start(&topology, &RunOptions::threads(2)).unwrap();
     // About 2,000 events/s from a thread of its own; the producer waits out
     // the outage (librdkafka retries until the broker is back).

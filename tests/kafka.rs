@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::kafka::*;
 use common::*;
-use feedstorm::config::{FeedConfig, KafkaSpoutConfig, SpoutConfig, TopologyConfig};
+use feedstorm::config::{FeedConfig, TopologyConfig};
 use feedstorm::runtime::{RunOptions, Running};
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -89,17 +89,6 @@ fn produce_cli(topic: &str, lines: &[String], dir: &Path) {
         said.starts_with(&format!("produced {} events", lines.len())),
         "{said}"
     );
-}
-
-fn kafka_topology(topic: &str, group: &str, dir: &Path) -> TopologyConfig {
-    let mut topology = file_topology(&dir.join("unused.jsonl"), false, FeedConfig::default(), dir);
-    topology.spouts = vec![SpoutConfig::Kafka(KafkaSpoutConfig {
-        brokers: brokers(),
-        topics: vec![topic.to_owned()],
-        group_id: group.to_owned(),
-        options: Default::default(),
-    })];
-    topology
 }
 
 /// Waits until the topology is caught up; asserts that `caught_up` never

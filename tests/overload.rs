@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::kafka::*;
 use common::*;
-use feedstorm::config::{FeedConfig, KafkaSpoutConfig, SpoutConfig};
+use feedstorm::config::FeedConfig;
 use feedstorm::runtime::{RunOptions, Running};
 
 #[test]
@@ -31,18 +31,7 @@ fn a_burst_waits_in_the_source_within_the_in_flight_budget() {
     let topic = format!("overload-{}", std::process::id());
     create_topic(&topic, 4);
     produce_paced(&topic, &lines, lines.len(), Duration::ZERO);
-    let mut topology = file_topology(
-        &dir.path().join("unused"),
-        false,
-        FeedConfig::default(),
-        dir.path(),
-    );
-    topology.spouts = vec![SpoutConfig::Kafka(KafkaSpoutConfig {
-        brokers: brokers(),
-        topics: vec![topic.clone()],
-        group_id: topic.clone(),
-        options: Default::default(),
-    })];
+    let mut topology = kafka_topology(&topic, &topic, dir.path());
     let (budget, epoch_events) = (64 << 10, 500);
     topology.input.max_inflight_bytes = budget;
     topology.input.max_inflight_epochs = 1_000;

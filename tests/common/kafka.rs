@@ -90,3 +90,27 @@ interval = "{interval}"
         checkpoints = dir.join("checkpoints").display(),
     )
 }
+
+/// A topology reading `topic` as `group` into the embedded store (dead
+/// letters in `dir`, checkpoints off).
+pub fn kafka_topology(
+    topic: &str,
+    group: &str,
+    dir: &std::path::Path,
+) -> feedstorm::config::TopologyConfig {
+    let mut topology = super::file_topology(
+        &dir.join("unused.jsonl"),
+        false,
+        feedstorm::config::FeedConfig::default(),
+        dir,
+    );
+    topology.spouts = vec![feedstorm::config::SpoutConfig::Kafka(
+        feedstorm::config::KafkaSpoutConfig {
+            brokers: brokers(),
+            topics: vec![topic.to_owned()],
+            group_id: group.to_owned(),
+            options: Default::default(),
+        },
+    )];
+    topology
+}
