@@ -650,12 +650,7 @@ fn run(
         }
     });
     match ended {
-        Ended::LostPeer(lost) => {
-            // Timely's cluster cannot go on without the peer: exit now,
-            // committing nothing past the checkpoint durable everywhere.
-            eprintln!("feedstorm: {lost}");
-            std::process::exit(2);
-        }
+        Ended::LostPeer(lost) => exit_lost_peer(lost),
         Ended::Asked(signal) => {
             tracing::info!(
                 signal,
@@ -668,8 +663,7 @@ fn run(
     // The workers drain; the API keeps answering meanwhile.
     while !running.workers_returned() {
         if let Some(lost) = feedstorm::cluster::lost_peer() {
-            eprintln!("feedstorm: {lost}");
-            std::process::exit(2);
+            exit_lost_peer(lost);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -679,6 +673,13 @@ fn run(
         bail!("a worker failed; see the log above");
     }
     Ok(())
+}
+
+/// Timely's cluster cannot go on without a lost peer: exit now (status 2),
+/// committing nothing past the checkpoint durable everywhere.
+fn exit_lost_peer(lost: &str) -> ! {
+    eprintln!("feedstorm: {lost}");
+    std::process::exit(2);
 }
 
 /// Why `run` ends.

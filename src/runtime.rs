@@ -482,9 +482,8 @@ fn drive(
     let mut inputs = Some(built.inputs);
     let progress = status.worker(progress_slot);
     let clock = Instant::now();
-    let mut inflight: VecDeque<u64> = VecDeque::new();
-    // Bytes of events in each in-flight epoch, and their sum.
-    let mut inflight_bytes: VecDeque<(u64, u64)> = VecDeque::new();
+    // Each epoch in flight with the bytes of its events, and their sum.
+    let mut inflight: VecDeque<(u64, u64)> = VecDeque::new();
     let mut bytes_in_flight = 0u64;
     let mut records = Vec::new();
     let mut exhausted = vec![false; spouts.len()];
@@ -492,7 +491,7 @@ fn drive(
     if let (Some(checkpoints), Some(open)) = (checkpoints, inputs.as_mut()) {
         for epoch in resume(checkpoints, open, &mut spouts, index, peers)? {
             progress.begin_epoch();
-            inflight.push_back(epoch);
+            inflight.push_back((epoch, 0));
         }
     }
     let mut positions = PositionLog::new(&spouts);
@@ -505,18 +504,15 @@ fn drive(
     loop {
         while inflight
             .front()
-            .is_some_and(|epoch| !probe.less_equal(epoch))
+            .is_some_and(|(epoch, _)| !probe.less_equal(epoch))
         {
             // Checked after the probe moved: an abandoned sink may have let
             // this epoch pass unwritten.
             if status.abandoned() {
                 return Ok(());
             }
-            let epoch = inflight.pop_front().expect("checked");
-            while inflight_bytes.front().is_some_and(|(e, _)| *e <= epoch) {
-                let (_, bytes) = inflight_bytes.pop_front().expect("checked");
-                bytes_in_flight -= bytes;
-            }
+            let (epoch, bytes) = inflight.pop_front().expect("checked");
+            bytes_in_flight -= bytes;
             progress.set_bytes_in_flight(bytes_in_flight);
             // With checkpoints, offsets are acked once a durable checkpoint
             // holds them; without, once written, but never while recovery
@@ -658,8 +654,7 @@ fn drive(
                     positions.sent(open.epoch(), &spouts);
                 }
                 sent_epoch = Some(open.epoch());
-                inflight.push_back(open.epoch());
-                inflight_bytes.push_back((open.epoch(), bytes));
+                inflight.push_back((open.epoch(), bytes));
                 bytes_in_flight += bytes;
                 progress.set_bytes_in_flight(bytes_in_flight);
                 open.advance_to(now.max(open.epoch() + 1));

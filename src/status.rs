@@ -338,6 +338,8 @@ impl Status {
 
     /// The `/status` document.
     pub fn to_json(&self, store: StoreStats) -> Value {
+        let lag = self.lag();
+        let lag_total: u64 = lag.values().sum();
         json!({
             "topology": self.name,
             "events_in": self.events_in(),
@@ -355,8 +357,8 @@ impl Status {
             "checkpoint": self.checkpoint_json(),
             "bytes_in_flight": self.workers.iter().map(|w| w.bytes_in_flight.load(SeqCst)).sum::<u64>(),
             "bytes_in_flight_peak_per_worker": self.bytes_in_flight_peak(),
-            "lag": self.lag(),
-            "lag_total": self.lag().values().sum::<u64>(),
+            "lag": lag,
+            "lag_total": lag_total,
         })
     }
 
