@@ -16,6 +16,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets --all-features -- -D warnings"
 cargo clippy --release --all-targets --all-features --locked -- -D warnings
+echo "== chromium (the topology page's test loads /ui in it)"
+if ! command -v chromium >/dev/null; then
+  echo "installing chromium (Debian package; first run only, about a minute)"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
 echo "== servers"
 bash scripts/servers.sh start
 trap 'bash scripts/servers.sh stop' EXIT

@@ -31,6 +31,7 @@ use crate::store::{page_of, FeedPage, PageStart, Store, StoreStats};
 mod forward;
 mod guard;
 mod serve;
+mod topology;
 
 pub use forward::ClusterView;
 
@@ -58,6 +59,8 @@ pub struct Api {
     pub forward: bool,
     /// The bearer token every route but `/health` and `/ready` needs.
     pub token: Option<String>,
+    /// The topology's spouts by name (`generator`, `file:PATH`, `kafka:TOPICS`).
+    pub spouts: Vec<String>,
     /// The store's figures, counted in the background.
     stats: Arc<StatsCache>,
 }
@@ -84,6 +87,7 @@ impl Api {
                 agreement: running.agreement.clone(),
             },
             token: None,
+            spouts: topology.spouts.iter().map(|s| s.name()).collect(),
             stats: StatsCache::spawn(running.store.clone()),
         }
     }
@@ -218,7 +222,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/feeds/{user}/notifications/mark", post(mark_notifications))
         .route("/drpc/rebuild-feed", post(rebuild_feed))
         .route("/status", get(status))
-        .route("/api/v1/topology", get(topology))
+        .route("/api/v1/topology", get(topology::topology))
+        .route("/ui", get(topology::page))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -451,7 +456,7 @@ async fn status(State(api): State<Arc<Api>>) -> Response {
 
 /// The processes, their workers, and what this process's workers read (by
 /// global worker index).
-fn cluster_json(api: &Api) -> serde_json::Value {
+pub(crate) fn cluster_json(api: &Api) -> serde_json::Value {
     let mut cluster = api.cluster.to_json();
     let first = api.cluster.cluster.first_worker();
     let sources: serde_json::Map<String, serde_json::Value> = (0..api.cluster.cluster.workers)
@@ -464,24 +469,6 @@ fn cluster_json(api: &Api) -> serde_json::Value {
         .collect();
     cluster["sources"] = serde_json::Value::Object(sources);
     cluster
-}
-
-/// `GET /api/v1/topology` (Storm UI's REST shape): so far the topology's
-/// name, its counters and its processes with their workers and partitions.
-async fn topology(State(api): State<Arc<Api>>) -> Response {
-    let status = api.status.to_json(api.store_stats());
-    Json(json!({
-        "id": status["topology"],
-        "name": status["topology"],
-        "status": if api.status.healthy() { "ACTIVE" } else { "FAILED" },
-        "uptime_seconds": status["uptime_seconds"],
-        "events_in": status["events_in"],
-        "events_bad": status["events_bad"],
-        "feed_deliveries": status["feed_deliveries"],
-        "checkpoint": status["checkpoint"],
-        "cluster": cluster_json(&api),
-    }))
-    .into_response()
 }
 
 /// Liveness, from memory: 200 while the process runs, also while the

@@ -25,7 +25,8 @@
 //! | [`runtime`] | worker / acking | timely workers, epochs, back-pressure, progress |
 //! | [`cluster`] | worker cluster (supervisor) | processes, their handshake, cluster-wide durability and stop, lost peers |
 //! | [`checkpoint`] | (Trident state) | snapshots of the bolts' state with the spouts' positions; resume and acking |
-//! | [`http`] | — | the HTTP API of SPEC section 6 |
+//! | [`http`] | Storm UI | the HTTP API of SPEC section 6, the topology page `/ui` |
+//! | [`observe`] | Storm UI's metrics | per-operator records, rates, busy shares and edges, from timely's logging |
 //! | [`reference`] | — | the from-scratch oracle the tests compare against |
 //! | [`config`] | topology conf | settings; their doc comments are the user docs |
 //! | [`status`], [`dead_letter`], [`error`], [`feed`], [`bench`] | — | counters, bad events, errors, feed order, benchmarks |
@@ -47,6 +48,7 @@ pub mod grouping;
 pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod observe;
 pub mod reference;
 pub mod runtime;
 pub mod spout;

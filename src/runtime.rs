@@ -467,6 +467,7 @@ fn drive(
     let (index, peers) = (worker.index(), worker.peers());
     let progress_slot = index - cluster.first_worker();
     let mut spouts = open_spouts(topology, index, peers)?;
+    let observer = status.operators().observe(worker, &topology::OPERATORS);
     let built = topology::build(
         worker,
         topology,
@@ -502,6 +503,7 @@ fn drive(
     let mut drained_epoch: Option<u64> = None;
 
     loop {
+        let mut written = 0;
         while inflight
             .front()
             .is_some_and(|(epoch, _)| !probe.less_equal(epoch))
@@ -526,7 +528,9 @@ fn drive(
                 progress.set_caught_up_once();
             }
             progress.end_epoch();
+            written += 1;
         }
+        observer.epochs_written(written);
         if !status.recovered() && status.workers_caught_up_once() {
             status.set_recovered();
         }
@@ -593,7 +597,7 @@ fn drive(
         }
         if lag_reported.elapsed() > Duration::from_millis(500) {
             lag_reported = Instant::now();
-            progress.set_lag(spouts.iter().flat_map(|s| s.lag()).collect());
+            progress.set_backlog(spouts.iter().flat_map(|s| s.backlog()).collect());
         }
         let mut busy = false;
         if inflight.len() < input.max_inflight_epochs && bytes_in_flight < input.max_inflight_bytes
@@ -605,6 +609,7 @@ fn drive(
             // Shared among the spouts still reading (a finished one leaves its share).
             let reading = exhausted.iter().filter(|done| !**done).count();
             let share = input.epoch_events.div_ceil(reading.max(1));
+            let polled = Instant::now();
             for (spout, done) in spouts
                 .iter_mut()
                 .zip(exhausted.iter_mut())
@@ -616,6 +621,7 @@ fn drive(
                     SpoutState::Exhausted => *done = true,
                 }
             }
+            observer.spouts_read(records.len() as u64, polled.elapsed());
             let now = clock.elapsed().as_millis() as u64;
             if records.is_empty() && requests.is_empty() {
                 if now > open.epoch() {

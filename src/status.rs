@@ -6,6 +6,8 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::checkpoint::unix_ms;
+use crate::observe::Operators;
+use crate::spout::Backlog;
 use crate::store::StoreStats;
 
 /// One worker's spout progress, for `caught_up`.
@@ -23,8 +25,10 @@ pub struct WorkerProgress {
     caught_up_once: AtomicBool,
     /// What each of its spouts reads (Kafka: `topic/partition`).
     sources: std::sync::Mutex<Vec<String>>,
-    /// Per part read, how far behind its source (Kafka partitions).
-    lag: std::sync::Mutex<Vec<(String, u64)>>,
+    /// Per part read, how far it is read and where it ends.
+    backlog: std::sync::Mutex<Vec<Backlog>>,
+    /// Epochs put in and written since the start.
+    written: AtomicU64,
     /// Bytes of events read and not yet written, now and at most so far.
     bytes_in_flight: AtomicU64,
     bytes_in_flight_peak: AtomicU64,
@@ -40,9 +44,21 @@ impl WorkerProgress {
         self.bytes_in_flight.store(bytes, SeqCst);
         self.bytes_in_flight_peak.fetch_max(bytes, SeqCst);
     }
-    /// Records how far behind its sources the worker is.
-    pub fn set_lag(&self, lag: Vec<(String, u64)>) {
-        *self.lag.lock().expect("status lock") = lag;
+    /// Records how far the worker's spouts have read.
+    pub fn set_backlog(&self, backlog: Vec<Backlog>) {
+        *self.backlog.lock().expect("status lock") = backlog;
+    }
+    /// How far the worker's spouts have read, as last recorded.
+    pub fn backlog(&self) -> Vec<Backlog> {
+        self.backlog.lock().expect("status lock").clone()
+    }
+    /// Epochs put in and not yet written.
+    pub fn epochs_in_flight(&self) -> u64 {
+        self.pending.load(SeqCst)
+    }
+    /// Epochs put in and written since the start.
+    pub fn epochs_written(&self) -> u64 {
+        self.written.load(SeqCst)
     }
     /// What the worker's spouts read.
     pub fn sources(&self) -> Vec<String> {
@@ -57,6 +73,7 @@ impl WorkerProgress {
     /// The epoch is written.
     pub fn end_epoch(&self) {
         self.pending.fetch_sub(1, SeqCst);
+        self.written.fetch_add(1, SeqCst);
     }
     /// Whether the spouts had nothing more at their last poll.
     pub fn set_drained(&self, drained: bool) {
@@ -100,6 +117,7 @@ pub struct Status {
     recovery_written: AtomicBool,
     workers: Vec<WorkerProgress>,
     checkpoints: std::sync::OnceLock<std::sync::Arc<crate::checkpoint::Checkpoints>>,
+    operators: std::sync::Arc<Operators>,
 }
 
 impl Status {
@@ -123,7 +141,13 @@ impl Status {
             recovery_written: AtomicBool::new(true),
             workers: (0..workers).map(|_| WorkerProgress::default()).collect(),
             checkpoints: std::sync::OnceLock::new(),
+            operators: std::sync::Arc::new(Operators::new(workers)),
         }
+    }
+
+    /// Each operator's figures from timely's logging.
+    pub fn operators(&self) -> &std::sync::Arc<Operators> {
+        &self.operators
     }
 
     /// Time since the topology started (epochs count milliseconds from
@@ -371,12 +395,15 @@ impl Status {
             .unwrap_or(0)
     }
 
-    /// Messages behind the high watermark, per Kafka partition this
-    /// process's workers read (as last asked of the broker).
+    /// Records behind the high watermark, per part this process's workers
+    /// read whose end is known (Kafka partitions as last asked of the
+    /// broker; a paced generator's turns).
     pub fn lag(&self) -> std::collections::BTreeMap<String, u64> {
         self.workers
             .iter()
-            .flat_map(|w| w.lag.lock().expect("status lock").clone())
+            .flat_map(|w| w.backlog())
+            .filter_map(|part| Some((part.lag()?, part.part)))
+            .map(|(lag, part)| (part, lag))
             .collect()
     }
 

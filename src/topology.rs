@@ -34,6 +34,29 @@ use crate::status::Status;
 use crate::store::{Store, Write, WriteTo};
 use differential_dataflow::AsCollection;
 
+/// The topology's operators by their timely names, as the topology page
+/// shows them (beside the inputs, shown as [`crate::observe::SPOUTS`]).
+pub const OPERATORS: [&str; 5] = [
+    "ResolveInterests",
+    "KeepStories",
+    "MaintainHead",
+    "Digest",
+    "WriteTo",
+];
+
+/// What an operator of [`OPERATORS`] (or the inputs) does, in a line.
+pub fn describe(operator: &str) -> &'static str {
+    match operator {
+        "ResolveInterests" => "interests: who follows which people and things (LWW per pair)",
+        "KeepStories" => "stories: the retained activities, deletes and retention",
+        "MaintainHead" => "feed heads and digests per user; answers rebuild-feed (DRPC)",
+        "Digest" => "notification feeds: stories about each user, grouped",
+        "WriteTo" => "sink: writes each epoch's changes to the store",
+        crate::observe::SPOUTS => "the spouts' events into the dataflow, by kind",
+        _ => "",
+    }
+}
+
 /// The dataflow's inputs on one worker. The driver sends decoded events and
 /// advances the epoch; this splits each event to the bolts that need it.
 pub struct Inputs {

@@ -27,8 +27,10 @@ const DRAIN_BODY_BYTES: usize = 1 << 20;
 /// Most group keys one mark request may name.
 pub const MAX_MARK_KEYS: usize = 1_000;
 
-/// Routes a probe must reach without the token.
-const OPEN_ROUTES: [&str; 2] = ["/health", "/ready"];
+/// Routes open without the token: the probes, and the topology page
+/// (static code, no figures: its requests to the API carry the token the
+/// page asks for).
+const OPEN_ROUTES: [&str; 3] = ["/health", "/ready", "/ui"];
 
 /// Refuses requests over the caps, and without the token when one is set.
 pub async fn admit(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::error::DecodeError;
 use crate::error::{Error, Result};
 use crate::event::{decode_read, Event, Limits};
-use crate::spout::{BadEvent, Position, SourcePosition, Spout, SpoutState};
+use crate::spout::{Backlog, BadEvent, Position, SourcePosition, Spout, SpoutState};
 
 /// Reads events from a JSONL file, optionally following appended lines.
 pub struct FileSpout {
@@ -174,6 +174,14 @@ impl Spout for FileSpout {
             budget -= 1;
         };
         Ok(state)
+    }
+
+    fn backlog(&self) -> Vec<Backlog> {
+        vec![Backlog {
+            part: format!("{} turn {} of {}", self.name, self.index, self.peers),
+            position: SourcePosition::turn_count(self.index, self.peers, self.turn_next),
+            high_watermark: None,
+        }]
     }
 
     fn position(&self) -> SourcePosition {

@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use crate::config::GeneratorConfig;
 use crate::error::{Error, Result};
 use crate::event::{Activity, Event, InterestOp, TypedId};
-use crate::spout::{BadEvent, SourcePosition, Spout, SpoutState};
+use crate::spout::{Backlog, BadEvent, SourcePosition, Spout, SpoutState};
 
 const VERBS: [&str; 4] = ["love", "post", "comment", "share"];
 
@@ -109,6 +109,15 @@ impl Spout for Generator {
                 SpoutState::Idle
             },
         )
+    }
+
+    fn backlog(&self) -> Vec<Backlog> {
+        let count = |n| SourcePosition::turn_count(self.index, self.peers, n);
+        vec![Backlog {
+            part: format!("generator turn {} of {}", self.index, self.peers),
+            position: count(self.next),
+            high_watermark: Some(count(self.available())),
+        }]
     }
 
     fn position(&self) -> SourcePosition {

@@ -28,7 +28,7 @@ use crate::config::KafkaSpoutConfig;
 use crate::error::{DecodeError, Error, Result};
 use crate::event::{decode_read, Event, Limits};
 use crate::kafka::client_config;
-use crate::spout::{BadEvent, Position, SourcePosition, Spout, SpoutState};
+use crate::spout::{Backlog, BadEvent, Position, SourcePosition, Spout, SpoutState};
 
 /// How long a metadata, offset or watermark request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -338,16 +338,14 @@ impl Spout for KafkaSpout {
         }
     }
 
-    fn lag(&self) -> Vec<(String, u64)> {
+    fn backlog(&self) -> Vec<Backlog> {
         self.partitions
             .iter()
             .zip(&self.watermarks.high)
-            .filter_map(|(p, high)| {
-                let high = high.load(Ordering::Acquire);
-                (high >= 0).then(|| {
-                    let behind = (high - p.next).max(0) as u64;
-                    (format!("{}/{}", p.topic, p.partition), behind)
-                })
+            .map(|(p, high)| Backlog {
+                part: format!("{}/{}", p.topic, p.partition),
+                position: p.next.max(0) as u64,
+                high_watermark: u64::try_from(high.load(Ordering::Acquire)).ok(),
             })
             .collect()
     }

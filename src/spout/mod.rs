@@ -150,6 +150,20 @@ impl SourcePosition {
         i
     }
 
+    /// For a sequence shared by `peers`: how many of the records before
+    /// `n` fall to worker `index`.
+    ///
+    /// ```
+    /// use feedstorm::spout::SourcePosition;
+    /// assert_eq!(SourcePosition::turn_count(0, 3, 7), 3); // 0, 3, 6
+    /// assert_eq!(SourcePosition::turn_count(2, 3, 7), 2); // 2, 5
+    /// assert_eq!(SourcePosition::turn_count(2, 3, 2), 0);
+    /// ```
+    pub fn turn_count(index: u64, peers: u64, n: u64) -> u64 {
+        let peers = peers.max(1);
+        n.saturating_sub(index).div_ceil(peers)
+    }
+
     /// For a sequence: whether record `i` was read before this position.
     /// A worker whose share is missing read nothing.
     ///
@@ -170,6 +184,35 @@ impl SourcePosition {
     }
 }
 
+/// How far one part of a source is read, against how far it goes: what
+/// the topology page draws as lag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    /// The part: Kafka's `topic/partition`, or a sequence's turn.
+    pub part: String,
+    /// The next record to read (a Kafka offset; an index in the sequence).
+    pub position: u64,
+    /// Where the part ends as last known (Kafka's high watermark; what a
+    /// generator has due), if the source knows.
+    pub high_watermark: Option<u64>,
+}
+
+impl Backlog {
+    /// Records behind the high watermark, if known.
+    ///
+    /// ```
+    /// use feedstorm::spout::Backlog;
+    /// let part = |high| Backlog { part: "t/0".into(), position: 40, high_watermark: high };
+    /// assert_eq!(part(Some(100)).lag(), Some(60));
+    /// assert_eq!(part(Some(10)).lag(), Some(0));
+    /// assert_eq!(part(None).lag(), None);
+    /// ```
+    pub fn lag(&self) -> Option<u64> {
+        self.high_watermark
+            .map(|high| high.saturating_sub(self.position))
+    }
+}
+
 /// A source of events, polled by its worker.
 pub trait Spout {
     /// A name for logs.
@@ -185,12 +228,10 @@ pub trait Spout {
     /// How far this spout has read (everything returned by its polls).
     fn position(&self) -> SourcePosition;
 
-    /// How far behind its source this spout is, per part it reads
-    /// (Kafka: `topic/partition` and the messages up to the high
-    /// watermark, as last asked). Empty where the source has no such figure.
-    fn lag(&self) -> Vec<(String, u64)> {
-        Vec::new()
-    }
+    /// How far this spout has read of each part it reads, against the
+    /// part's end where the source knows it (Kafka: the high watermark as
+    /// last asked).
+    fn backlog(&self) -> Vec<Backlog>;
     /// Continues after `from` (merged from every worker's share, perhaps
     /// of a different number of workers) instead of the source's start.
     /// Called before the first poll.
