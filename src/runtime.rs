@@ -527,7 +527,7 @@ fn drive(
             if drained_epoch == Some(epoch) {
                 progress.set_caught_up_once();
             }
-            progress.end_epoch();
+            progress.end_epoch(epoch);
             written += 1;
         }
         observer.epochs_written(written);

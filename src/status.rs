@@ -27,8 +27,9 @@ pub struct WorkerProgress {
     sources: std::sync::Mutex<Vec<String>>,
     /// Per part read, how far it is read and where it ends.
     backlog: std::sync::Mutex<Vec<Backlog>>,
-    /// Epochs put in and written since the start.
+    /// Epochs put in and written since the start, and the latest written.
     written: AtomicU64,
+    last_written: AtomicU64,
     /// Bytes of events read and not yet written, now and at most so far.
     bytes_in_flight: AtomicU64,
     bytes_in_flight_peak: AtomicU64,
@@ -60,6 +61,10 @@ impl WorkerProgress {
     pub fn epochs_written(&self) -> u64 {
         self.written.load(SeqCst)
     }
+    /// The latest epoch written (0 before any).
+    pub fn last_written(&self) -> u64 {
+        self.last_written.load(SeqCst)
+    }
     /// What the worker's spouts read.
     pub fn sources(&self) -> Vec<String> {
         self.sources.lock().expect("status lock").clone()
@@ -70,10 +75,11 @@ impl WorkerProgress {
         self.pending.fetch_add(1, SeqCst);
         self.drained.store(false, SeqCst);
     }
-    /// The epoch is written.
-    pub fn end_epoch(&self) {
+    /// `epoch` is written.
+    pub fn end_epoch(&self, epoch: u64) {
         self.pending.fetch_sub(1, SeqCst);
         self.written.fetch_add(1, SeqCst);
+        self.last_written.fetch_max(epoch, SeqCst);
     }
     /// Whether the spouts had nothing more at their last poll.
     pub fn set_drained(&self, drained: bool) {
@@ -508,7 +514,7 @@ impl Status {
         let lag = self.lag();
         if !lag.is_empty() {
             text.push_str(
-                "# HELP feedstorm_spout_lag Messages behind the partition's high watermark.\n\
+                "# HELP feedstorm_spout_lag Records behind the part's high watermark (Kafka partitions, generator turns).\n\
                  # TYPE feedstorm_spout_lag gauge\n",
             );
             for (partition, behind) in lag {

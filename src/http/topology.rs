@@ -63,11 +63,17 @@ fn topology_json(api: &Api) -> Value {
         .filter(|name| *name != "WriteTo" && figures["operators"].get(*name).is_some())
         .map(component)
         .collect();
-    let (in_flight, written) = (0..workers)
-        .map(|w| api.status.worker(w))
-        .fold((0, 0), |(f, d), w| {
-            (f + w.epochs_in_flight(), d + w.epochs_written())
-        });
+    let progress = || (0..workers).map(|w| api.status.worker(w));
+    let in_flight: u64 = progress().map(|w| w.epochs_in_flight()).sum();
+    let written: u64 = progress().map(|w| w.epochs_written()).sum();
+    // Every worker wrote up to here; with checkpoints, sources are acked
+    // up to the newest durable checkpoint instead.
+    let written_through = progress().map(|w| w.last_written()).min().unwrap_or(0);
+    let acked_through = match api.status.last_checkpoint() {
+        Some(checkpoint) => Some(checkpoint.epoch),
+        None if status["checkpoint"]["enabled"] == true => None,
+        None => Some(written_through),
+    };
     let mut spout = component(SPOUTS);
     spout["sources"] = json!(api.spouts);
     spout["parts"] = json!(parts);
@@ -83,7 +89,12 @@ fn topology_json(api: &Api) -> Value {
         "bolts": bolts,
         "sink": component("WriteTo"),
         "edges": figures["edges"],
-        "epochs": {"in_flight": in_flight, "written": written},
+        "epochs": {
+            "in_flight": in_flight,
+            "written": written,
+            "written_through": written_through,
+            "acked_through": acked_through,
+        },
         "caught_up": status["caught_up"],
         "events_in": status["events_in"],
         "events_bad": status["events_bad"],
