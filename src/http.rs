@@ -24,6 +24,7 @@ use crate::drpc::{Drpc, DrpcError};
 use crate::error::{Error, Result};
 use crate::event::{format_time, Activity, TypedId};
 use crate::feed::FeedKey;
+use crate::push::Pushes;
 use crate::runtime::Running;
 use crate::status::Status;
 use crate::store::{page_of, FeedPage, PageStart, Store, StoreStats};
@@ -31,6 +32,7 @@ use crate::store::{page_of, FeedPage, PageStart, Store, StoreStats};
 mod forward;
 mod guard;
 mod serve;
+mod stream;
 mod topology;
 
 pub use forward::ClusterView;
@@ -59,6 +61,8 @@ pub struct Api {
     pub forward: bool,
     /// The bearer token every route but `/health` and `/ready` needs.
     pub token: Option<String>,
+    /// Head changes for the open streams.
+    pub pushes: Arc<Pushes>,
     /// The topology's spouts by name (`generator`, `file:PATH`, `kafka:TOPICS`).
     pub spouts: Vec<String>,
     /// The store's figures, counted in the background.
@@ -88,6 +92,7 @@ impl Api {
             },
             token: None,
             spouts: topology.spouts.iter().map(|s| s.name()).collect(),
+            pushes: running.pushes.clone(),
             stats: StatsCache::spawn(running.store.clone()),
         }
     }
@@ -174,25 +179,34 @@ impl StatsCache {
 
 /// The flat-feed answer: `{"user", "entries", "next_cursor"}`.
 fn page_response(user: &TypedId, page: &FeedPage) -> Response {
-    let entries: Vec<EntryOut<'_>> = page
-        .entries
-        .iter()
-        .map(|a| EntryOut::from(a.as_ref()))
-        .collect();
-    // Serialized straight from the entries, not through a `Value`, so that
-    // `extra` goes out verbatim (a `Value` would merge duplicate keys).
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        page_body(user, page),
+    )
+        .into_response()
+}
+
+/// The flat-feed answer's JSON, serialized straight from the entries, not
+/// through a `Value`, so that `extra` goes out verbatim (a `Value` would
+/// merge duplicate keys).
+fn page_body(user: &TypedId, page: &FeedPage) -> String {
     #[derive(Serialize)]
     struct PageOut<'a> {
         user: &'a TypedId,
         entries: Vec<EntryOut<'a>>,
         next_cursor: &'a Option<String>,
     }
-    Json(PageOut {
+    let entries = page
+        .entries
+        .iter()
+        .map(|a| EntryOut::from(a.as_ref()))
+        .collect();
+    serde_json::to_string(&PageOut {
         user,
         entries,
         next_cursor: &page.next_cursor,
     })
-    .into_response()
+    .expect("feed pages serialize")
 }
 
 /// An error answer.
@@ -217,6 +231,7 @@ fn not_found(message: impl Into<String>) -> ApiError {
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/feeds/{user}", get(feed))
+        .route("/feeds/{user}/stream", get(stream::stream))
         .route("/feeds/{user}/digest", get(digest))
         .route("/feeds/{user}/notifications", get(notifications))
         .route("/feeds/{user}/notifications/mark", post(mark_notifications))
@@ -451,6 +466,7 @@ async fn rebuild_feed(
 async fn status(State(api): State<Arc<Api>>) -> Response {
     let mut status = api.status.to_json(api.store_stats());
     status["cluster"] = cluster_json(&api);
+    status["push"] = api.pushes.to_json();
     Json(status).into_response()
 }
 

@@ -26,6 +26,7 @@
 //! | [`cluster`] | worker cluster (supervisor) | processes, their handshake, cluster-wide durability and stop, lost peers |
 //! | [`checkpoint`] | (Trident state) | snapshots of the bolts' state with the spouts' positions; resume and acking |
 //! | [`http`] | Storm UI | the HTTP API of SPEC section 6, the topology page `/ui` |
+//! | [`push`] | — | feed-head changes handed to the open streams (`/feeds/USER/stream`) as epochs are written |
 //! | [`observe`] | Storm UI's metrics | per-operator records, rates, busy shares and edges, from timely's logging |
 //! | [`reference`] | — | the from-scratch oracle the tests compare against |
 //! | [`config`] | topology conf | settings; their doc comments are the user docs |
@@ -49,6 +50,7 @@ pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod observe;
+pub mod push;
 pub mod reference;
 pub mod runtime;
 pub mod spout;

@@ -23,6 +23,7 @@ use crate::config::{SinkConfig, SpoutConfig, TopologyConfig};
 use crate::dead_letter::DeadLetters;
 use crate::drpc::Drpc;
 use crate::error::{Error, Result};
+use crate::push::Pushes;
 use crate::spout::{FileSpout, Generator, SourcePosition, Spout, SpoutState};
 use crate::status::Status;
 use crate::store::{EmbeddedStore, RedisStore, Store};
@@ -36,6 +37,8 @@ pub struct Running {
     pub store: Arc<dyn Store>,
     /// The rebuild-feed desk.
     pub drpc: Arc<Drpc>,
+    /// Head changes for the open streams.
+    pub pushes: Arc<Pushes>,
     /// This process's place in the cluster.
     pub cluster: Cluster,
     /// What the processes agreed at start (set once the workers met).
@@ -92,6 +95,7 @@ impl Running {
         let returned = Arc::new(AtomicUsize::new(0));
         let agreement = Arc::new(OnceLock::new());
         let drpc = Arc::new(Drpc::new(cluster.first_worker()));
+        let pushes = Arc::new(Pushes::new());
         // Fail early on a spout that cannot open; workers open their own copies.
         for spout in &topology.spouts {
             if let SpoutConfig::File(file) = spout {
@@ -114,12 +118,13 @@ impl Running {
             );
         }
         let guards = {
-            let (topology, status, store, stop, drpc) = (
+            let (topology, status, store, stop, drpc, pushes) = (
                 topology.clone(),
                 status.clone(),
                 store.clone(),
                 stop.clone(),
                 drpc.clone(),
+                pushes.clone(),
             );
             let (checkpoints, cluster, agreement, returned) = (
                 checkpoints.clone(),
@@ -134,6 +139,7 @@ impl Running {
                     status: &status,
                     dead_letters: &dead_letters,
                     drpc: &drpc,
+                    pushes: &pushes,
                     stop: &stop,
                     checkpoints: checkpoints.as_ref(),
                     cluster: &cluster,
@@ -155,6 +161,7 @@ impl Running {
             status,
             store,
             drpc,
+            pushes,
             cluster,
             agreement,
             stop,
@@ -273,6 +280,7 @@ struct Shared<'a> {
     status: &'a Arc<Status>,
     dead_letters: &'a DeadLetters,
     drpc: &'a Arc<Drpc>,
+    pushes: &'a Arc<Pushes>,
     stop: &'a AtomicBool,
     checkpoints: Option<&'a Arc<Checkpoints>>,
     cluster: &'a Cluster,
@@ -460,6 +468,7 @@ fn drive(
         status,
         dead_letters,
         drpc,
+        pushes,
         stop,
         checkpoints,
         cluster,
@@ -468,15 +477,14 @@ fn drive(
     let progress_slot = index - cluster.first_worker();
     let mut spouts = open_spouts(topology, index, peers)?;
     let observer = status.operators().observe(worker, &topology::OPERATORS);
-    let built = topology::build(
-        worker,
-        topology,
-        store.clone(),
-        status.clone(),
-        drpc.clone(),
-        checkpoints.cloned(),
-        cluster,
-    );
+    let services = topology::Services {
+        store: store.clone(),
+        status: status.clone(),
+        drpc: drpc.clone(),
+        pushes: pushes.clone(),
+        checkpoints: checkpoints.cloned(),
+    };
+    let built = topology::build(worker, topology, services, cluster);
     let probe = built.probe;
     let mut control = Control::build(worker);
     drpc.register_worker();
@@ -556,7 +564,11 @@ fn drive(
             checkpoint_step(checkpoints, &mut positions, step, &mut control, &mut spouts)?;
         }
         // Rebuild answers wait for their epoch to be written.
-        probe.with_frontier(|frontier| drpc.release_written(frontier.first().copied()));
+        // So do the pushed head changes: every worker's writes are then in.
+        probe.with_frontier(|frontier| {
+            drpc.release_written(frontier.first().copied());
+            pushes.release(frontier.first().copied());
+        });
         let Some(open) = inputs.as_mut() else {
             if probe.done() || status.abandoned() {
                 return Ok(());

@@ -30,6 +30,7 @@ use crate::config::TopologyConfig;
 use crate::digest::DigestSpec;
 use crate::drpc::{Answer, Drpc, Request};
 use crate::event::{Event, Millis, TypedId};
+use crate::push::Pushes;
 use crate::status::Status;
 use crate::store::{Store, Write, WriteTo};
 use differential_dataflow::AsCollection;
@@ -164,16 +165,34 @@ pub fn recovering_operators(topology: &TopologyConfig) -> usize {
     1 + usize::from(!topology.digests.is_empty()) + usize::from(topology.notifications.enabled)
 }
 
+/// What the topology's operators share with the rest of the process.
+pub struct Services {
+    /// Where the sink writes.
+    pub store: Arc<dyn Store>,
+    /// Counters and progress.
+    pub status: Arc<Status>,
+    /// The rebuild-feed desk the feed-head bolt answers.
+    pub drpc: Arc<Drpc>,
+    /// Where the sink hands written head changes for the open streams.
+    pub pushes: Arc<Pushes>,
+    /// Where the bolts save their state, if checkpoints are on.
+    pub checkpoints: Option<Arc<Checkpoints>>,
+}
+
 /// Builds the feed topology on `worker`.
 pub fn build(
     worker: &mut Worker,
     topology: &TopologyConfig,
-    store: Arc<dyn Store>,
-    status: Arc<Status>,
-    drpc: Arc<Drpc>,
-    checkpoints: Option<Arc<Checkpoints>>,
+    services: Services,
     cluster: &Cluster,
 ) -> Built {
+    let Services {
+        store,
+        status,
+        drpc,
+        pushes,
+        checkpoints,
+    } = services;
     let feed = topology.feed.clone();
     let digest_specs: Vec<DigestSpec> = topology.digests.iter().map(DigestSpec::new).collect();
     let notifications = topology
@@ -247,7 +266,7 @@ pub fn build(
         writes.push(heads.map(Write::Head));
         scope
             .concatenate(writes)
-            .write_to(store, status)
+            .write_to(store, status, pushes)
             .probe_with(&probe);
     });
     Built {

@@ -259,6 +259,7 @@ interval = "0s"
     let topology: TopologyConfig = toml::from_str(&toml).unwrap();
     let expected = feedstorm::reference::feeds(&decode_all(&lines), &topology.feed);
     assert_every_process_answers_for_every_user(&cluster, &expected, topology.feed.feed_size);
+    assert_streams_open_through_either_process(&cluster, &expected);
     // Each process shows the whole cluster: both processes, their workers
     // and where they answer.
     for (at, process) in cluster.iter().enumerate() {
@@ -274,6 +275,51 @@ interval = "0s"
             assert_eq!(peer["http"], cluster[p].addr.as_str());
         }
     }
+}
+
+/// A stream opened through the process that does not own the user is
+/// redirected (307) to the one that does; followed, its snapshot is the
+/// reference's first page.
+fn assert_streams_open_through_either_process(
+    cluster: &[Process],
+    expected: &BTreeMap<feedstorm::event::TypedId, Vec<feedstorm::feed::FeedKey>>,
+) {
+    let no_redirects = ureq::AgentBuilder::new().redirects(0).build();
+    let mut redirected = 0;
+    for (user, head) in expected.iter().take(8) {
+        let want: Vec<String> = head.iter().take(5).map(|k| k.id.to_string()).collect();
+        for process in cluster {
+            let path = format!("/feeds/{user}/stream?limit=5");
+            let first = no_redirects
+                .get(&format!("http://{}{path}", process.addr))
+                .call()
+                .unwrap();
+            if first.status() == 307 {
+                redirected += 1;
+                let location = first.header("location").unwrap().to_owned();
+                let owner = cluster
+                    .iter()
+                    .find(|p| location == format!("http://{}{path}", p.addr));
+                assert!(owner.is_some(), "redirected to {location}");
+            }
+            let answer = ureq::get(&format!("http://{}{path}", process.addr))
+                .call()
+                .unwrap();
+            let mut lines = std::io::BufRead::lines(std::io::BufReader::new(answer.into_reader()));
+            assert_eq!(lines.next().unwrap().unwrap(), "event: snapshot");
+            let data = lines.next().unwrap().unwrap();
+            let snapshot: serde_json::Value =
+                serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+            let ids: Vec<&str> = snapshot["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap())
+                .collect();
+            assert_eq!(ids, want, "{user} streamed through {}", process.addr);
+        }
+    }
+    assert!(redirected > 0, "every user owned by both processes?");
 }
 
 #[cfg(feature = "kafka")]

@@ -79,8 +79,27 @@ pub async fn forward_to_owner(
     request: Request,
     next: Next,
 ) -> Response {
-    let target = if api.forward && !request.headers().contains_key(FORWARDED) {
-        api.cluster.target(request.uri().path()).map(str::to_owned)
+    let forwarded = request.headers().contains_key(FORWARDED);
+    let path = request.uri().path();
+    // A stream is not proxied: its client goes to the owner, whose sink
+    // writes (and pushes) that user's head.
+    if path.ends_with("/stream") && !forwarded {
+        if let Some(owner) = api.cluster.target(path) {
+            let query = request
+                .uri()
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            let location = format!("http://{owner}{path}{query}");
+            return (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, location)],
+            )
+                .into_response();
+        }
+    }
+    let target = if api.forward && !forwarded {
+        api.cluster.target(path).map(str::to_owned)
     } else {
         None
     };

@@ -15,6 +15,7 @@ use timely::dataflow::StreamVec;
 use crate::bolt::digest::DigestChange;
 use crate::bolt::feed_head::HeadChange;
 use crate::bolt::ActivityChange;
+use crate::push::Pushes;
 use crate::status::Status;
 use crate::store::{Store, WriteBatch};
 
@@ -35,11 +36,22 @@ pub trait WriteTo<'scope> {
     /// back-off while the store fails (the worker stalls, so its spouts stop
     /// pulling: back-pressure). The returned stream carries no data; its
     /// frontier passes an epoch once the epoch is written.
-    fn write_to(self, store: Arc<dyn Store>, status: Arc<Status>) -> StreamVec<'scope, u64, ()>;
+    /// Each written epoch's head changes go to `pushes`, for the open streams.
+    fn write_to(
+        self,
+        store: Arc<dyn Store>,
+        status: Arc<Status>,
+        pushes: Arc<Pushes>,
+    ) -> StreamVec<'scope, u64, ()>;
 }
 
 impl<'scope> WriteTo<'scope> for StreamVec<'scope, u64, Write> {
-    fn write_to(self, store: Arc<dyn Store>, status: Arc<Status>) -> StreamVec<'scope, u64, ()> {
+    fn write_to(
+        self,
+        store: Arc<dyn Store>,
+        status: Arc<Status>,
+        pushes: Arc<Pushes>,
+    ) -> StreamVec<'scope, u64, ()> {
         self.unary_frontier(Pipeline, "WriteTo", move |_cap, _info| {
             // Each open epoch's writes, sorted into a batch as they arrive;
             // a written batch's buffers serve the next epoch.
@@ -65,14 +77,16 @@ impl<'scope> WriteTo<'scope> for StreamVec<'scope, u64, Write> {
                         }
                     }
                 });
-                while let Some(epoch) = epochs.first_entry() {
-                    if frontier.less_equal(epoch.key()) {
+                while let Some(entry) = epochs.first_entry() {
+                    if frontier.less_equal(entry.key()) {
                         break;
                     }
+                    let epoch = *entry.key();
                     // Dropping the capability releases the epoch downstream.
-                    let (_cap, mut batch) = epoch.remove();
+                    let (_cap, mut batch) = entry.remove();
                     if !batch.is_empty() {
                         apply_with_retry(store.as_ref(), &batch, &status);
+                        pushes.publish(epoch, &batch.feed);
                     }
                     batch.clear(1 << 16);
                     spare = batch;
