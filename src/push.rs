@@ -140,7 +140,8 @@ impl Pushes {
     /// its event handed to the connection.
     pub fn to_json(&self) -> Value {
         let latency = self.latency.lock().expect("pushes lock");
-        let ms = |q: f64| (!latency.is_empty()).then(|| latency.value_at_quantile(q) as f64 / 1000.0);
+        let ms =
+            |q: f64| (!latency.is_empty()).then(|| latency.value_at_quantile(q) as f64 / 1000.0);
         json!({
             "streams_open": self.open(),
             "streams_cut_off": self.cut.load(Ordering::SeqCst),

@@ -27,7 +27,7 @@ use serde_json::json;
 
 use super::{blocking, internal, page_body, parse_page, parse_user, Api, ApiError, EntryOut};
 use crate::config::Materialize;
-use crate::event::{format_time, TypedId};
+use crate::event::{format_time, Activity, TypedId};
 use crate::feed::FeedKey;
 use crate::push::{Push, Subscription};
 use crate::store::PageStart;
@@ -160,8 +160,19 @@ impl FeedStream {
             .chain(before.difference(&after).map(|k| (k, "remove")))
             .collect();
         moved.sort_by(|a, b| b.0.cmp(a.0));
-        for (key, kind) in moved {
-            let entry = self.entry(key, kind == "add");
+        // The added entries' activities in one store call.
+        let store = &self.api.store;
+        let activities: Vec<Option<Arc<Activity>>> = blocking(|| {
+            moved
+                .iter()
+                .map(|(key, kind)| match *kind {
+                    "add" => store.activity(&key.id).ok().flatten(),
+                    _ => None,
+                })
+                .collect()
+        });
+        for ((key, kind), activity) in moved.into_iter().zip(activities) {
+            let entry = entry(key, activity);
             self.pending.push_back(
                 Event::default()
                     .event(kind)
@@ -170,17 +181,15 @@ impl FeedStream {
             self.api.pushes.sent(written);
         }
     }
+}
 
-    /// An entry as the feed shows it; a removed one (whose activity may be
-    /// gone: deleted, expired) as its `id` and `time`.
-    fn entry(&self, key: &FeedKey, added: bool) -> String {
-        let activity = added
-            .then(|| blocking(|| self.api.store.activity(&key.id)).ok().flatten())
-            .flatten();
-        match activity {
-            Some(activity) => serde_json::to_string(&EntryOut::from(activity.as_ref()))
-                .expect("entries serialize"),
-            None => json!({"id": &*key.id, "time": format_time(key.time)}).to_string(),
+/// An entry as the feed shows it; a removed one, or one whose activity is
+/// already gone (deleted or expired by a later epoch), as its `id` and `time`.
+fn entry(key: &FeedKey, activity: Option<Arc<Activity>>) -> String {
+    match activity {
+        Some(activity) => {
+            serde_json::to_string(&EntryOut::from(activity.as_ref())).expect("entries serialize")
         }
+        None => json!({"id": &*key.id, "time": format_time(key.time)}).to_string(),
     }
 }
