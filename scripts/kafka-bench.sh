@@ -10,7 +10,7 @@ EVENTS="${2:-100000}"
 WORKERS=2
 BROKERS=127.0.0.1:9092
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --features kafka -q
+cargo build --release -q
 BIN=target/release/feedstorm
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT

@@ -117,9 +117,10 @@ pub enum Event {
     Activity(Activity),
     /// A follow or an unfollow.
     Interest {
-        /// When.
+        /// The event's time (milliseconds since the Unix epoch): the later
+        /// of a pair's follow and unfollow wins.
         time: Millis,
-        /// Who.
+        /// The user whose interest changes.
         user: TypedId,
         /// Of whom or what.
         interest: TypedId,
@@ -128,7 +129,7 @@ pub enum Event {
     },
     /// The activity `id` is withdrawn everywhere.
     Delete {
-        /// When.
+        /// The event's time (milliseconds since the Unix epoch).
         time: Millis,
         /// The activity.
         id: String,

@@ -1,4 +1,5 @@
-//! The feed order of SPEC section 2 and the paging cursor.
+//! The feed order of SPEC section 2, the paging cursor, and a feed entry
+//! as the API and the Redis layout show it.
 
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
@@ -7,7 +8,9 @@ use std::sync::Arc;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Activity, Millis};
+use serde_json::value::RawValue;
+
+use crate::event::{format_time, Activity, Millis, TypedId};
 
 /// An activity's place in every feed: `time`, then `id` (byte order).
 /// The derived order is ascending, so the newest entry is the largest and a
@@ -108,5 +111,36 @@ impl Ord for Story {
 impl Hash for Story {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.order().hash(state)
+    }
+}
+
+/// A feed entry as the API shows it (and the Redis layout stores it):
+/// `{"id", "time", "actor", "verb", "object", "target", "extra"}`, `time`
+/// in RFC 3339, `extra` verbatim.
+#[derive(Serialize)]
+pub struct EntryOut<'a> {
+    id: &'a str,
+    time: String,
+    actor: &'a TypedId,
+    verb: &'a str,
+    object: &'a TypedId,
+    target: Option<&'a TypedId>,
+    extra: Option<&'a RawValue>,
+}
+
+impl<'a> From<&'a Activity> for EntryOut<'a> {
+    fn from(a: &'a Activity) -> Self {
+        EntryOut {
+            id: &a.id,
+            time: format_time(a.time),
+            actor: &a.actor,
+            verb: &a.verb,
+            object: &a.object,
+            target: a.target.as_ref(),
+            extra: a
+                .extra
+                .as_deref()
+                .and_then(|e| serde_json::from_str(e).ok()),
+        }
     }
 }

@@ -16,14 +16,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
-use serde_json::value::RawValue;
 
 use crate::config::{Materialize, TopologyConfig};
 use crate::digest::MarkRequest;
 use crate::drpc::{Drpc, DrpcError};
 use crate::error::{Error, Result};
-use crate::event::{format_time, Activity, TypedId};
-use crate::feed::FeedKey;
+use crate::event::TypedId;
+use crate::feed::{EntryOut, FeedKey};
 use crate::push::Pushes;
 use crate::runtime::Running;
 use crate::status::Status;
@@ -254,35 +253,6 @@ pub fn router(api: Arc<Api>) -> Router {
         .layer(axum::middleware::from_fn(guard::json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
         .with_state(api)
-}
-
-/// A feed entry as the API shows it.
-#[derive(Serialize)]
-pub struct EntryOut<'a> {
-    id: &'a str,
-    time: String,
-    actor: &'a TypedId,
-    verb: &'a str,
-    object: &'a TypedId,
-    target: Option<&'a TypedId>,
-    extra: Option<&'a RawValue>,
-}
-
-impl<'a> From<&'a Activity> for EntryOut<'a> {
-    fn from(a: &'a Activity) -> Self {
-        EntryOut {
-            id: &a.id,
-            time: format_time(a.time),
-            actor: &a.actor,
-            verb: &a.verb,
-            object: &a.object,
-            target: a.target.as_ref(),
-            extra: a
-                .extra
-                .as_deref()
-                .and_then(|e| serde_json::from_str(e).ok()),
-        }
-    }
 }
 
 /// Parses a `USER` path segment (already percent-decoded).

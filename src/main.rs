@@ -215,13 +215,13 @@ enum Mode {
 /// The generated workload's shape.
 #[derive(clap::Args)]
 struct Workload {
-    /// Seed.
+    /// Seed of the generator: the same seed gives the same workload.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Users.
+    /// Distinct users (`user:u0`, `user:u1`, ...) who follow and act.
     #[arg(long, default_value_t = 10_000)]
     users: u64,
-    /// Listings.
+    /// Distinct listings (`listing:l0`, ...): things users follow and act on.
     #[arg(long, default_value_t = 5_000)]
     listings: u64,
     /// Follow events building the initial graph.

@@ -23,9 +23,9 @@ pub enum InterestEvent {
     Seen(TypedId),
     /// A follow or unfollow.
     Change {
-        /// When.
+        /// The event's time (milliseconds since the Unix epoch).
         time: Millis,
-        /// Who.
+        /// The user whose interest changes.
         user: TypedId,
         /// Of whom or what.
         interest: TypedId,

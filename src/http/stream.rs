@@ -25,10 +25,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{blocking, internal, page_body, parse_page, parse_user, Api, ApiError, EntryOut};
+use super::{blocking, internal, page_body, parse_page, parse_user, Api, ApiError};
 use crate::config::Materialize;
 use crate::event::{format_time, Activity, TypedId};
-use crate::feed::FeedKey;
+use crate::feed::{EntryOut, FeedKey};
 use crate::push::{Push, Subscription};
 use crate::store::PageStart;
 

@@ -177,7 +177,8 @@ pub trait Store: Send + Sync + 'static {
     fn feed_keys(&self, user: &TypedId) -> Result<Vec<FeedKey>>;
     /// Users with a non-empty head.
     fn users(&self) -> Result<Vec<TypedId>>;
-    /// Sizes.
+    /// How many feeds, entries and activities the store holds (for
+    /// `/status` and `/metrics`; may walk every key: not for a request path).
     fn stats(&self) -> StoreStats;
     /// A page of `user`'s digest named `digest`.
     fn digest_page(

@@ -26,8 +26,8 @@ use crate::config::RedisSinkConfig;
 use crate::digest::{Group, Marks};
 use crate::error::{Error, Result};
 use crate::event::{parse_time, Activity, TypedId};
+use crate::feed::EntryOut;
 use crate::feed::FeedKey;
-use crate::http::EntryOut;
 use crate::store::{DigestPage, FeedPage, PageStart, Store, StoreStats, WriteBatch};
 
 /// Feed heads and activities in Redis.
