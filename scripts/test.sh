@@ -16,6 +16,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets --all-features -- -D warnings"
 cargo clippy --release --all-targets --all-features --locked -- -D warnings
+echo "== cargo doc (warnings denied: broken links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --locked
 echo "== chromium (the topology page's test loads /ui in it)"
 if ! command -v chromium >/dev/null; then
   echo "installing chromium (Debian package; first run only, about a minute)"

@@ -1,6 +1,6 @@
 //! `feedstorm bench`: end-to-end throughput and memory of the topology on a
 //! generated workload, reported beside a from-scratch recomputation of the
-//! same feeds in the same run (the [`reference`](crate::reference) model),
+//! same feeds in the same run (the [`reference`](mod@crate::reference) model),
 //! since absolute figures on a shared machine mean little.
 
 use std::fmt;

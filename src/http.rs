@@ -119,6 +119,12 @@ impl Api {
             })
     }
 
+    /// Whether `user` has no live head to read (`active` mode, not read
+    /// within the window): a read rebuilds it. A live user's read keeps it live.
+    fn not_live(&self, user: &TypedId) -> bool {
+        self.materialize == Materialize::Active && !self.drpc.touch_if_active(user)
+    }
+
     /// A page of `keys` (newest first), with their activities from the store.
     fn page_of_keys(
         &self,
@@ -306,7 +312,7 @@ async fn feed(
 ) -> std::result::Result<Response, ApiError> {
     let user = parse_user(path)?;
     let (start, limit) = parse_page(query, api.max_limit)?;
-    if api.materialize == Materialize::Active && !api.drpc.touch_if_active(&user) {
+    if api.not_live(&user) {
         // Not live: rebuild it in the dataflow (which makes it live again).
         let head = api.rebuild(&user).await?;
         return Ok(page_response(

@@ -28,11 +28,11 @@
 //! | [`http`] | Storm UI | the HTTP API of SPEC section 6, the topology page `/ui` |
 //! | [`push`] | — | feed-head changes handed to the open streams (`/feeds/USER/stream`) as epochs are written |
 //! | [`observe`] | Storm UI's metrics | per-operator records, rates, busy shares and edges, from timely's logging |
-//! | [`reference`] | — | the from-scratch oracle the tests compare against |
+//! | [`reference`](mod@reference) | — | the from-scratch oracle the tests compare against |
 //! | [`config`] | topology conf | settings; their doc comments are the user docs |
-//! | [`status`], [`dead_letter`], [`error`], [`feed`], [`bench`] | — | counters, bad events, errors, feed order, benchmarks |
+//! | [`status`], [`dead_letter`], [`error`], [`feed`], [`bench`](mod@bench) | — | counters, bad events, errors, feed order, benchmarks |
 
-#![warn(missing_docs)]
+#![forbid(missing_docs)]
 
 pub mod bench;
 pub mod bolt;

@@ -531,7 +531,7 @@ impl DigestGroups {
     /// reach. The changes are grouped by user (a stable counting sort), so
     /// each user's groups are looked up while they are in cache, which is
     /// most of a delivery's cost; a user's leaves come before their joins,
-    /// and the joins newest first (see [`DigestGroups::deliver_run`]).
+    /// and the joins newest first (see `DigestGroups::deliver_run`).
     pub fn deliver_all(&mut self, changed: &[(Entry, isize)], fanout: &Fanout) {
         if self.specs.is_empty() {
             return;

@@ -26,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{blocking, internal, page_body, parse_page, parse_user, Api, ApiError};
-use crate::config::Materialize;
 use crate::event::{format_time, Activity, TypedId};
 use crate::feed::{EntryOut, FeedKey};
 use crate::push::{Push, Subscription};
@@ -75,7 +74,7 @@ pub(super) async fn stream(
 /// The user's head, newest first: from the store, or in `active` mode for
 /// a user who is not live, rebuilt in the dataflow (which makes it live).
 async fn head_keys(api: &Api, user: &TypedId) -> std::result::Result<Vec<FeedKey>, ApiError> {
-    if api.materialize == Materialize::Active && !api.drpc.touch_if_active(user) {
+    if api.not_live(user) {
         return api.rebuild(user).await;
     }
     blocking(|| api.store.feed_keys(user)).map_err(internal)

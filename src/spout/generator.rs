@@ -187,7 +187,7 @@ fn follow_edge(config: &GeneratorConfig, j: u64) -> (TypedId, TypedId) {
     (user(follower), interest)
 }
 
-/// Event `i` of the workload: [`on_time_event`], set back in time when it is
+/// Event `i` of the workload: `on_time_event`, set back in time when it is
 /// one of the `late_share` late events (drawn from a stream of its own, so
 /// the rest of the workload does not change with the share).
 pub fn event(config: &GeneratorConfig, i: u64) -> Event {
