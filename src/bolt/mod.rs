@@ -122,11 +122,6 @@ impl<D> EpochStash<D> {
         }
         ready
     }
-
-    /// Whether nothing is stashed.
-    pub fn is_empty(&self) -> bool {
-        self.epochs.is_empty()
-    }
 }
 
 /// Interned strings (activity ids, group keys), shared by all users' state on

@@ -133,10 +133,6 @@ fn read_line_capped(
 }
 
 impl Spout for FileSpout {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
     fn poll(&mut self, max: usize, out: &mut Vec<Result<Event, BadEvent>>) -> Result<SpoutState> {
         let start = out.len();
         let mut buf = std::mem::take(&mut self.partial);

@@ -78,10 +78,6 @@ impl Generator {
 }
 
 impl Spout for Generator {
-    fn name(&self) -> &str {
-        "generator"
-    }
-
     fn poll(
         &mut self,
         max: usize,

@@ -268,10 +268,6 @@ fn retry<T>(
 }
 
 impl Spout for KafkaSpout {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
     fn poll(&mut self, max: usize, out: &mut Vec<Result<Event, BadEvent>>) -> Result<SpoutState> {
         let mut read = 0;
         while read < max {

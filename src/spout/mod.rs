@@ -215,8 +215,6 @@ impl Backlog {
 
 /// A source of events, polled by its worker.
 pub trait Spout {
-    /// A name for logs.
-    fn name(&self) -> &str;
     /// Appends at most `max` records (good events or bad ones) to `out`.
     fn poll(&mut self, max: usize, out: &mut Vec<Result<Event, BadEvent>>) -> Result<SpoutState>;
     /// The records of the polls since the last call entered the dataflow at
