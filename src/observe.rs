@@ -201,8 +201,14 @@ impl Operators {
         let logger = log.clone();
         if let Some(mut register) = worker.log_register() {
             register.insert::<TimelyEventBuilder, _>("timely", move |_time, batch| {
-                if let Some(batch) = batch {
-                    logger.borrow_mut().take(batch);
+                // Timely flushes its loggers when they drop, also while a
+                // worker unwinds (a lost peer): count nothing then, since a
+                // panic in a destructor aborts the process.
+                if std::thread::panicking() {
+                    return;
+                }
+                if let (Some(batch), Ok(mut log)) = (batch, logger.try_borrow_mut()) {
+                    log.take(batch);
                 }
             });
         }
@@ -211,7 +217,9 @@ impl Operators {
 
     fn hand_over(&self, pending: &mut Pending) {
         let bucket = self.bucket();
-        let mut figures = self.figures.lock().expect("operator figures lock");
+        // Figures are counts: a worker that panicked holding the lock left
+        // them whole enough to go on counting.
+        let mut figures = self.figures.lock().unwrap_or_else(|e| e.into_inner());
         for (name, delta) in pending.operators.drain() {
             figures
                 .operators

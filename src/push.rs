@@ -200,7 +200,9 @@ impl Pushes {
     }
 
     fn unsubscribe(&self, user: &TypedId, id: u64) {
-        let mut users = self.users.lock().expect("pushes lock");
+        // Called from a destructor: never panic here (a poisoned lock is
+        // still a map of subscribers).
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(subscribers) = users.get_mut(user) {
             let before = subscribers.len();
             subscribers.retain(|s| s.id != id);
