@@ -378,3 +378,25 @@ mod tests {
         assert_eq!(serde_json::from_str::<Group>(&json).unwrap(), group);
     }
 }
+
+/// A change to one user's digest in the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DigestChange {
+    /// Whose digest.
+    pub user: TypedId,
+    /// Which digest (its name).
+    pub digest: Arc<str>,
+    /// What changes.
+    pub change: GroupChange,
+}
+
+/// What changes in a digest head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupChange {
+    /// The group is in the head with this content (new or changed).
+    Put(Arc<Group>),
+    /// The group with this key is not in the head (any more).
+    Remove(String),
+    /// Clear the user's digest first (a restart's recovery writes it whole).
+    Reset,
+}

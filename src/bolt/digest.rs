@@ -31,27 +31,7 @@ use crate::grouping::route;
 use crate::status::Status;
 use crate::store::Store;
 
-/// A change to one user's digest in the store.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DigestChange {
-    /// Whose digest.
-    pub user: TypedId,
-    /// Which digest (its name).
-    pub digest: Arc<str>,
-    /// What changes.
-    pub change: GroupChange,
-}
-
-/// What changes in a digest head.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum GroupChange {
-    /// The group is in the head with this content (new or changed).
-    Put(Arc<Group>),
-    /// The group with this key is not in the head (any more).
-    Remove(String),
-    /// Clear the user's digest first (a restart's recovery writes it whole).
-    Reset,
-}
+pub use crate::digest::{DigestChange, GroupChange};
 
 /// Keeps digests of `(user, story)` deliveries.
 pub trait Digest<'scope> {

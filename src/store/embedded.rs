@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::bolt::digest::GroupChange;
+use crate::digest::GroupChange;
 use crate::digest::{Group, GroupOrder, Marks};
 use crate::error::{Error, Result};
 use crate::event::{Activity, TypedId};

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
-use crate::bolt::digest::DigestChange;
 use crate::config::NOTIFICATIONS;
+use crate::digest::DigestChange;
 use crate::digest::{Group, GroupOrder, MarkRequest, Marks, Notification, NotificationCounts};
 use crate::error::Result;
 use crate::event::{Activity, TypedId};

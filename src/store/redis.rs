@@ -21,8 +21,8 @@ use redis::{Cmd, Commands, Connection};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::bolt::digest::GroupChange;
 use crate::config::RedisSinkConfig;
+use crate::digest::GroupChange;
 use crate::digest::{Group, Marks};
 use crate::error::{Error, Result};
 use crate::event::{parse_time, Activity, TypedId};

@@ -12,9 +12,9 @@ use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
-use crate::bolt::digest::DigestChange;
 use crate::bolt::feed_head::HeadChange;
 use crate::bolt::ActivityChange;
+use crate::digest::DigestChange;
 use crate::push::Pushes;
 use crate::status::Status;
 use crate::store::{Store, WriteBatch};
