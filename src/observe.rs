@@ -25,6 +25,10 @@ use serde_json::{json, Value};
 use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
 use timely::worker::Worker;
 
+/// A node of the graph: one of the topology's operator names, or [`SPOUTS`]
+/// (static, so counting a message allocates nothing).
+type Node = &'static str;
+
 /// The node the dataflow's inputs (what the spouts send in) appear as.
 pub const SPOUTS: &str = "spouts";
 
@@ -133,14 +137,14 @@ impl Windowed {
 /// One worker's counts not yet handed to the process.
 #[derive(Default)]
 struct Pending {
-    operators: HashMap<String, Counts>,
-    edges: HashMap<(String, String), Counts>,
+    operators: HashMap<Node, Counts>,
+    edges: HashMap<(Node, Node), Counts>,
 }
 
 impl Pending {
-    fn operator(&mut self, name: &str) -> &mut Counts {
+    fn operator(&mut self, name: Node) -> &mut Counts {
         self.operators
-            .entry(name.to_owned())
+            .entry(name)
             .or_insert_with(|| Counts::new(true))
     }
 }
@@ -162,8 +166,8 @@ impl std::fmt::Debug for Operators {
 
 #[derive(Default)]
 struct Figures {
-    operators: BTreeMap<String, Windowed>,
-    edges: BTreeMap<(String, String), Windowed>,
+    operators: BTreeMap<Node, Windowed>,
+    edges: BTreeMap<(Node, Node), Windowed>,
 }
 
 impl Operators {
@@ -191,6 +195,7 @@ impl Operators {
             named,
             by_addr: HashMap::new(),
             nodes: HashMap::new(),
+            names: Vec::new(),
             channels: HashMap::new(),
             routes: HashMap::new(),
             started: HashMap::new(),
@@ -274,7 +279,7 @@ impl Operators {
         let operators: serde_json::Map<String, Value> = figures
             .operators
             .iter()
-            .map(|(name, windowed)| (name.clone(), stats(windowed)))
+            .map(|(name, windowed)| (name.to_string(), stats(windowed)))
             .collect();
         let edges: Vec<Value> = figures
             .edges
@@ -294,7 +299,7 @@ impl Observer {
     /// decoding happen in the driver, outside the dataflow).
     pub fn spouts_read(&self, records: u64, busy: Duration) {
         let mut log = self.0.borrow_mut();
-        *log.busy_in_epoch.entry(SPOUTS.to_owned()).or_default() += busy;
+        *log.busy_in_epoch.entry(SPOUTS).or_default() += busy;
         let spouts = log.pending.operator(SPOUTS);
         spouts.records_in += records;
         spouts.busy += busy;
@@ -321,12 +326,12 @@ struct Channel {
 #[derive(Clone, Default)]
 struct Route {
     /// The named operator that sends on it.
-    from: Option<String>,
+    from: Option<Node>,
     /// The named operator that receives from it.
-    to: Option<String>,
+    to: Option<Node>,
     /// The named operators it joins (through unnamed ones), counted on
     /// the channel leaving `from`.
-    edge: Option<(String, String)>,
+    edge: Option<(Node, Node)>,
 }
 
 struct WorkerLog {
@@ -334,16 +339,18 @@ struct WorkerLog {
     /// The index of the observed dataflow; others are ignored.
     dataflow: usize,
     named: &'static [&'static str],
-    /// Every operator of the dataflow by address: its id and name.
-    by_addr: HashMap<Vec<usize>, (usize, String)>,
+    /// Every operator of the dataflow by address: its id.
+    by_addr: HashMap<Vec<usize>, usize>,
     /// The node name of each operator id that is a node.
-    nodes: HashMap<usize, String>,
+    nodes: HashMap<usize, Node>,
+    /// The distinct nodes, in the order first seen.
+    names: Vec<Node>,
     channels: HashMap<usize, Channel>,
     routes: HashMap<usize, Route>,
     /// When each node operator last started, by id.
     started: HashMap<usize, Duration>,
     /// Busy time of each node since the last epoch written.
-    busy_in_epoch: HashMap<String, Duration>,
+    busy_in_epoch: HashMap<Node, Duration>,
     pending: Pending,
     handed_over: Instant,
 }
@@ -359,12 +366,14 @@ impl WorkerLog {
                         self.named.iter().copied().find(|n| *n == op.name)
                     };
                     if let Some(node) = node {
-                        self.nodes.insert(op.id, node.to_owned());
+                        self.nodes.insert(op.id, node);
+                        if !self.names.contains(&node) {
+                            self.names.push(node);
+                        }
                         // Shown from the start, before it counts anything.
                         self.pending.operator(node);
                     }
-                    self.by_addr
-                        .insert(op.addr.clone(), (op.id, op.name.clone()));
+                    self.by_addr.insert(op.addr.clone(), op.id);
                 }
                 TimelyEvent::Channels(channel)
                     if channel.scope_addr.first() == Some(&self.dataflow) =>
@@ -405,7 +414,7 @@ impl WorkerLog {
                             if let Some(start) = self.started.remove(&schedule.id) {
                                 let busy = time.saturating_sub(start);
                                 let name = &self.nodes[&schedule.id];
-                                *self.busy_in_epoch.entry(name.clone()).or_default() += busy;
+                                *self.busy_in_epoch.entry(name).or_default() += busy;
                                 self.pending.operator(name).busy += busy;
                             }
                         }
@@ -420,17 +429,10 @@ impl WorkerLog {
     }
 
     fn epochs_written(&mut self, epochs: u64) {
-        let names: Vec<String> = self
-            .nodes
-            .values()
-            .cloned()
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        for name in names {
-            let busy = self.busy_in_epoch.remove(&name).unwrap_or_default();
+        for &name in &self.names {
+            let busy = self.busy_in_epoch.remove(name).unwrap_or_default();
             let micros = (busy.as_micros() as u64 / epochs).min(3_600_000_000);
-            if let Some(per_epoch) = &mut self.pending.operator(&name).per_epoch {
+            if let Some(per_epoch) = &mut self.pending.operator(name).per_epoch {
                 let _ = per_epoch.record_n(micros, epochs as u32);
             }
         }
@@ -455,32 +457,28 @@ impl WorkerLog {
         route
     }
 
-    fn node_at(&self, scope: &[usize], index: usize) -> Option<(Vec<usize>, Option<&String>)> {
+    fn node_at(&self, scope: &[usize], index: usize) -> Option<(Vec<usize>, Option<Node>)> {
         let mut addr = scope.to_vec();
         addr.push(index);
-        let (id, _) = self.by_addr.get(&addr)?;
-        let node = self.nodes.get(id);
+        let id = self.by_addr.get(&addr)?;
+        let node = self.nodes.get(id).copied();
         Some((addr, node))
     }
 
     fn resolve(&self, channel: usize) -> Route {
         let c = &self.channels[&channel];
-        let from = self
-            .node_at(&c.scope, c.source)
-            .and_then(|(_, n)| n.cloned());
-        let to = self
-            .node_at(&c.scope, c.target)
-            .and_then(|(_, n)| n.cloned());
-        let edge = from.as_ref().and_then(|from| {
+        let from = self.node_at(&c.scope, c.source).and_then(|(_, n)| n);
+        let to = self.node_at(&c.scope, c.target).and_then(|(_, n)| n);
+        let edge = from.and_then(|from| {
             let reached = self.named_downstream(channel);
-            (reached.len() == 1).then(|| (from.clone(), reached.into_iter().next().expect("one")))
+            (reached.len() == 1).then(|| (from, reached.into_iter().next().expect("one")))
         });
         Route { from, to, edge }
     }
 
     /// The named operators that `channel`'s records reach first, passing
     /// through unnamed operators.
-    fn named_downstream(&self, channel: usize) -> HashSet<String> {
+    fn named_downstream(&self, channel: usize) -> HashSet<Node> {
         let mut reached = HashSet::new();
         let mut seen = HashSet::new();
         let mut todo = vec![channel];
@@ -491,7 +489,7 @@ impl WorkerLog {
             let c = &self.channels[&channel];
             match self.node_at(&c.scope, c.target) {
                 Some((_, Some(node))) => {
-                    reached.insert(node.clone());
+                    reached.insert(node);
                 }
                 Some((_, None)) => todo.extend(
                     self.channels
