@@ -151,6 +151,9 @@ fn workload_shape(events: &[Event]) -> (f64, f64) {
         } = event
         {
             users.insert(user);
+            if op.relation() != crate::event::Relation::Follows {
+                continue;
+            }
             let winner = edges.entry((user, interest)).or_insert((*time, *op));
             *winner = (*winner).max((*time, *op));
         }

@@ -100,14 +100,57 @@ impl Activity {
     }
 }
 
-/// Whether an interest event starts or ends the interest. On equal times the
-/// larger one (unfollow) wins, so the derived order is part of the contract.
+/// What an interest event does to its (user, typed id) pair: follow and
+/// unfollow start and end an interest, block and unblock start and end a
+/// block (SPEC section 2: a block hides whatever names the blocked id as
+/// actor or object, a mute when it is a thing). Each [`Relation`] resolves
+/// last-writer-wins on its own; on equal times the larger op wins (unfollow,
+/// block), so the derived order is part of the contract. New variants go at
+/// the end: checkpoints store ops by their index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum InterestOp {
     /// `follow`
     Follow,
     /// `unfollow`
     Unfollow,
+    /// `unblock`
+    Unblock,
+    /// `block`
+    Block,
+}
+
+/// The two relations a user has with a typed id, each resolved on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Relation {
+    /// The user follows it: its stories reach the user's feed.
+    Follows,
+    /// The user blocks (or mutes) it: stories with it as actor or object never do.
+    Blocks,
+}
+
+impl InterestOp {
+    /// The relation this op changes.
+    pub fn relation(self) -> Relation {
+        match self {
+            InterestOp::Follow | InterestOp::Unfollow => Relation::Follows,
+            InterestOp::Unblock | InterestOp::Block => Relation::Blocks,
+        }
+    }
+
+    /// Whether the relation holds after this op (follow, block).
+    pub fn holds(self) -> bool {
+        matches!(self, InterestOp::Follow | InterestOp::Block)
+    }
+
+    /// The event `type` on the wire.
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            InterestOp::Follow => "follow",
+            InterestOp::Unfollow => "unfollow",
+            InterestOp::Unblock => "unblock",
+            InterestOp::Block => "block",
+        }
+    }
 }
 
 /// A decoded event.
@@ -115,16 +158,17 @@ pub enum InterestOp {
 pub enum Event {
     /// An activity (story source).
     Activity(Activity),
-    /// A follow or an unfollow.
+    /// A follow, unfollow, block or unblock.
     Interest {
         /// The event's time (milliseconds since the Unix epoch): the later
-        /// of a pair's follow and unfollow wins.
+        /// of a pair's follow and unfollow (or block and unblock) wins.
         time: Millis,
-        /// The user whose interest changes.
+        /// The user whose interest (or block) changes.
         user: TypedId,
-        /// Of whom or what.
+        /// Of whom or what: the `interest` of a follow or unfollow, the
+        /// `blocked` of a block or unblock.
         interest: TypedId,
-        /// Follow or unfollow.
+        /// Follow, unfollow, block or unblock.
         op: InterestOp,
     },
     /// The activity `id` is withdrawn everywhere.
@@ -187,6 +231,8 @@ struct Wire<'a> {
     user: Option<Cow<'a, str>>,
     #[serde(borrow)]
     interest: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    blocked: Option<Cow<'a, str>>,
 }
 
 fn missing(field: &'static str) -> DecodeError {
@@ -428,6 +474,16 @@ pub fn decode(bytes: &[u8], max_event_bytes: usize) -> Result<Event, DecodeError
                 InterestOp::Unfollow
             },
         }),
+        "block" | "unblock" => Ok(Event::Interest {
+            time: time?,
+            user: required_typed_id("user", wire.user)?,
+            interest: required_typed_id("blocked", wire.blocked)?,
+            op: if kind == "block" {
+                InterestOp::Block
+            } else {
+                InterestOp::Unblock
+            },
+        }),
         "delete" => Ok(Event::Delete {
             time: time?,
             id: required_id("id", wire.id)?,
@@ -458,10 +514,15 @@ pub fn encode(event: &Event) -> String {
             user,
             interest,
             op,
-        } => json!({
-            "type": if *op == InterestOp::Follow { "follow" } else { "unfollow" },
-            "time": time, "user": user, "interest": interest,
-        }),
+        } => {
+            let field = match op.relation() {
+                Relation::Follows => "interest",
+                Relation::Blocks => "blocked",
+            };
+            let mut v = json!({"type": op.wire_name(), "time": time, "user": user});
+            v[field] = json!(interest);
+            v
+        }
         Event::Delete { time, id } => json!({"type": "delete", "time": time, "id": id}),
     };
     value.to_string()
@@ -488,6 +549,37 @@ mod tests {
                 interest: TypedId::parse("user:b").unwrap(),
                 op: InterestOp::Follow
             }
+        );
+    }
+
+    #[test]
+    fn block_and_unblock_round_trip() {
+        for (line, op) in [
+            (
+                &br#"{"type":"block","time":5,"user":"user:a","blocked":"listing:b"}"#[..],
+                InterestOp::Block,
+            ),
+            (
+                &br#"{"type":"unblock","time":5,"user":"user:a","blocked":"listing:b"}"#[..],
+                InterestOp::Unblock,
+            ),
+        ] {
+            let event = decode(line, MAX).unwrap();
+            let expected = Event::Interest {
+                time: 5,
+                user: TypedId::parse("user:a").unwrap(),
+                interest: TypedId::parse("listing:b").unwrap(),
+                op,
+            };
+            assert_eq!(event, expected);
+            assert_eq!(decode(encode(&event).as_bytes(), MAX).unwrap(), expected);
+        }
+        let no_blocked = br#"{"type":"block","time":5,"user":"user:a","interest":"user:b"}"#;
+        assert!(decode(no_blocked, MAX).is_err());
+        assert!(InterestOp::Block > InterestOp::Unblock, "block wins ties");
+        assert!(
+            InterestOp::Unfollow > InterestOp::Follow,
+            "unfollow wins ties"
         );
     }
 

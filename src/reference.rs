@@ -1,5 +1,5 @@
 //! The reference model: feeds, digests and notifications recomputed from scratch, in plain Rust, straight
-//! from SPEC section 2. No dataflow, no incremental state: the oracle that
+//! from SPEC sections 2 to 4 (blocks included). No dataflow, no incremental state: the oracle that
 //! tests compare the topology against, and the batch baseline of `bench`.
 //!
 //! ```
@@ -48,18 +48,10 @@ pub fn feed_activities<'a>(
 ) -> BTreeMap<TypedId, Vec<&'a Activity>> {
     let retained = retained_activities(events, config);
     let mut interests: HashMap<&TypedId, BTreeSet<&TypedId>> = HashMap::new();
-    let mut winners: HashMap<(&TypedId, &TypedId), (Millis, InterestOp)> = HashMap::new();
     for event in events {
         match event {
-            Event::Interest {
-                time,
-                user,
-                interest,
-                op,
-            } => {
+            Event::Interest { user, .. } => {
                 interests.entry(user).or_default();
-                let winner = winners.entry((user, interest)).or_insert((*time, *op));
-                *winner = (*winner).max((*time, *op));
             }
             Event::Activity(a) => {
                 interests.entry(&a.actor).or_default();
@@ -67,11 +59,10 @@ pub fn feed_activities<'a>(
             Event::Delete { .. } => {}
         }
     }
-    for ((user, interest), (_, op)) in winners {
-        if op == InterestOp::Follow {
-            interests.entry(user).or_default().insert(interest);
-        }
+    for (user, interest) in relation_in_force(events, InterestOp::Follow) {
+        interests.entry(user).or_default().insert(interest);
     }
+    let blocks = blocks(events);
     let mut about: HashMap<&TypedId, Vec<&Activity>> = HashMap::new();
     for activity in &retained {
         for typed in activity.story_ids() {
@@ -86,6 +77,7 @@ pub fn feed_activities<'a>(
         let mut entries: Vec<&Activity> = followed
             .iter()
             .flat_map(|i| about.get(i).into_iter().flatten().copied())
+            .filter(|a| !hidden(&blocks, user, a))
             .collect();
         entries.sort_by(|a, b| (b.time, &b.id).cmp(&(a.time, &a.id)));
         entries.dedup_by(|a, b| a.id == b.id);
@@ -116,10 +108,11 @@ pub fn notifications(
     config: &FeedConfig,
     spec: &DigestSpec,
 ) -> BTreeMap<TypedId, Vec<Group>> {
+    let blocks = blocks(events);
     let mut by_target: BTreeMap<TypedId, Vec<&Activity>> = BTreeMap::new();
     for activity in retained_activities(events, config) {
         match &activity.target {
-            Some(target) if *target != activity.actor => {
+            Some(target) if *target != activity.actor && !hidden(&blocks, target, activity) => {
                 by_target.entry(target.clone()).or_default().push(activity)
             }
             _ => {}
@@ -129,6 +122,48 @@ pub fn notifications(
         .into_iter()
         .map(|(user, activities)| (user, digest_of(activities, spec)))
         .collect()
+}
+
+/// The (user, typed id) pairs whose relation of `holds` (follow or block)
+/// is in force: for each pair and relation, the event with the largest
+/// `(time, op)` wins (unfollow and block win ties).
+fn relation_in_force(events: &[Event], holds: InterestOp) -> Vec<(&TypedId, &TypedId)> {
+    let mut winners: HashMap<(&TypedId, &TypedId), (Millis, InterestOp)> = HashMap::new();
+    for event in events {
+        if let Event::Interest {
+            time,
+            user,
+            interest,
+            op,
+        } = event
+        {
+            if op.relation() == holds.relation() {
+                let winner = winners.entry((user, interest)).or_insert((*time, *op));
+                *winner = (*winner).max((*time, *op));
+            }
+        }
+    }
+    winners
+        .into_iter()
+        .filter(|(_, (_, op))| *op == holds)
+        .map(|(pair, _)| pair)
+        .collect()
+}
+
+/// Each user's blocked typed ids.
+fn blocks(events: &[Event]) -> HashMap<&TypedId, HashSet<&TypedId>> {
+    let mut blocks: HashMap<&TypedId, HashSet<&TypedId>> = HashMap::new();
+    for (user, blocked) in relation_in_force(events, InterestOp::Block) {
+        blocks.entry(user).or_default().insert(blocked);
+    }
+    blocks
+}
+
+/// Whether `user` blocks the actor or the object of `activity`.
+fn hidden(blocks: &HashMap<&TypedId, HashSet<&TypedId>>, user: &TypedId, a: &Activity) -> bool {
+    blocks
+        .get(user)
+        .is_some_and(|b| b.contains(&a.actor) || b.contains(&a.object))
 }
 
 /// The digest head of a set of distinct activities, from scratch.

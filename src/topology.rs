@@ -1,7 +1,7 @@
 //! The topology: spouts' inputs → bolts → sink, wired as one timely dataflow.
 //!
 //! ```text
-//!   events ─┬─ follows, actors ──▶ ResolveInterests ── edges, by user ────────┐
+//!   events ─┬─ follows, blocks, actors ▶ ResolveInterests ── edges, by user ──┐
 //!           │                                                                 ├─▶ MaintainHead ─┬─ heads ─▶ WriteTo ─▶ probe
 //!           ├─ activities, deletes ─▶ KeepStories ── stories, to every worker ─┘  (fan-out)     └─ deliveries ─▶ Digest ─▲ │
 //!           │                              ├── stories about their target ─▶ Digest (notifications) ─────────────────┤ │
@@ -29,7 +29,7 @@ use crate::cluster::Cluster;
 use crate::config::TopologyConfig;
 use crate::digest::DigestSpec;
 use crate::drpc::{Answer, Drpc, Request};
-use crate::event::{Event, Millis, TypedId};
+use crate::event::{Event, Millis, Relation, TypedId};
 use crate::push::Pushes;
 use crate::status::Status;
 use crate::store::{Store, Write, WriteTo};
@@ -227,6 +227,11 @@ pub fn build(
         };
         let mut writes = vec![activity_writes.map(Write::Activity)];
         if let Some(spec) = notifications {
+            // A user's blocks hide notifications too.
+            let blocks = edges
+                .clone()
+                .filter(|edge| edge.relation == Relation::Blocks)
+                .map(|edge| (edge.user, edge.of));
             // A story about an activity's target, by someone else, notifies the target.
             let notified = stories
                 .clone()
@@ -236,7 +241,7 @@ pub fn build(
                         .filter(|target| *target != story.0.actor)
                         .map(|target| (target, story))
                 })
-                .digest(vec![spec], recover_into.clone(), status.clone());
+                .digest(blocks, vec![spec], recover_into.clone(), status.clone());
             writes.push(notified.map(Write::Digest));
         }
         let settings = HeadSettings {

@@ -37,11 +37,14 @@ pub use crate::digest::{DigestChange, GroupChange};
 pub trait Digest<'scope> {
     /// Changes to each user's digest heads, one set per spec, from the
     /// deliveries (with multiplicity: an activity counts once however many
-    /// times it is delivered). With `recover_into` (a store that outlives the
-    /// process) nothing is written until the topology has caught up; then
-    /// every digest this worker owns is written whole.
+    /// times it is delivered), leaving out those whose actor or object the
+    /// user blocks (`blocks`: `(user, blocked)` pairs in force). With
+    /// `recover_into` (a store that outlives the process) nothing is
+    /// written until the topology has caught up; then every digest this
+    /// worker owns is written whole.
     fn digest(
         self,
+        blocks: VecCollection<'scope, u64, (TypedId, TypedId), isize>,
         specs: Vec<DigestSpec>,
         recover_into: Option<Arc<dyn Store>>,
         status: Arc<Status>,
@@ -239,42 +242,89 @@ impl Keys {
     }
 }
 
+/// One user's blocks, and the deliveries they hide (SPEC section 2).
+#[derive(Default)]
+struct Blocked {
+    /// The typed ids blocked, sorted.
+    ids: Vec<TypedId>,
+    /// Deliveries whose actor or object is blocked, sorted, with their counts
+    /// (> 0): an unblock shows them again.
+    hidden: Vec<(Story, u32)>,
+}
+
+impl Blocked {
+    fn hides(&self, story: &Story) -> bool {
+        self.ids.binary_search(&story.0.actor).is_ok()
+            || self.ids.binary_search(&story.0.object).is_ok()
+    }
+
+    fn hide(&mut self, story: &Story, diff: isize) {
+        match self.hidden.binary_search_by(|(s, _)| s.cmp(story)) {
+            Ok(at) => {
+                let count = self.hidden[at].1 as isize + diff;
+                if count > 0 {
+                    self.hidden[at].1 = count as u32;
+                } else {
+                    self.hidden.remove(at);
+                }
+            }
+            Err(at) if diff > 0 => self.hidden.insert(at, (story.clone(), diff as u32)),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Whether `story` names `id` as its actor or object.
+fn names(story: &Story, id: &TypedId) -> bool {
+    story.0.actor == *id || story.0.object == *id
+}
+
+/// The groups each delivery of an epoch touched, per user and spec.
+type Touched = std::collections::BTreeMap<TypedId, Vec<HashSet<Key>>>;
+
 /// The operator's state on one worker.
 struct Digests {
     specs: Vec<DigestSpec>,
     keys: Vec<Keys>,
     /// Per user, one digest per spec.
     users: HashMap<TypedId, Vec<UserDigest>>,
+    /// The users with blocks.
+    blocks: HashMap<TypedId, Blocked>,
 }
 
 impl Digests {
     fn epoch(
         &mut self,
+        mut blocks: Vec<((TypedId, TypedId), isize)>,
         mut deliveries: Vec<((TypedId, Story), isize)>,
         out: &mut Vec<DigestChange>,
     ) {
+        differential_dataflow::consolidation::consolidate(&mut blocks);
         differential_dataflow::consolidation::consolidate(&mut deliveries);
+        let mut touched = Touched::new();
+        // Blocks first: this epoch's deliveries then meet the blocks as they are after it.
+        for ((user, blocked), diff) in blocks {
+            let moved = self.block(&user, blocked, diff > 0);
+            self.apply(&user, moved, &mut touched);
+        }
         let mut deliveries = deliveries.into_iter().peekable();
         while let Some(((user, _), _)) = deliveries.peek() {
             let user = user.clone();
-            let digests = self
-                .users
-                .entry(user.clone())
-                .or_insert_with(|| self.specs.iter().map(|_| UserDigest::default()).collect());
-            let mut touched: Vec<HashSet<Key>> = vec![HashSet::new(); self.specs.len()];
+            let mut blocked = self.blocks.get_mut(&user);
+            let mut run = Vec::new();
             while let Some(((_, story), diff)) = deliveries.next_if(|((u, _), _)| *u == user) {
-                for (((spec, keys), digest), touched) in self
-                    .specs
-                    .iter()
-                    .zip(&mut self.keys)
-                    .zip(digests.iter_mut())
-                    .zip(&mut touched)
-                {
-                    let key = keys.key(spec, &story);
-                    digest.update(spec, &key, &story, diff, touched);
+                match blocked.as_mut() {
+                    Some(blocked) if blocked.hides(&story) => blocked.hide(&story, diff),
+                    _ => run.push((story, diff)),
                 }
             }
-            for ((spec, digest), touched) in self.specs.iter().zip(digests.iter()).zip(touched) {
+            self.apply(&user, run, &mut touched);
+        }
+        for (user, touched) in touched {
+            let Some(digests) = self.users.get(&user) else {
+                continue;
+            };
+            for ((spec, digest), touched) in self.specs.iter().zip(digests).zip(touched) {
                 out.extend(
                     digest
                         .changes(spec, touched)
@@ -291,6 +341,73 @@ impl Digests {
             }
         }
         self.keys.iter_mut().for_each(Keys::end_epoch);
+    }
+
+    /// `user` blocks (`blocks`) or unblocks `blocked`: returns the
+    /// deliveries that leave the user's groups (hidden now) or come back.
+    fn block(&mut self, user: &TypedId, blocked: TypedId, blocks: bool) -> Vec<(Story, isize)> {
+        let state = self.blocks.entry(user.clone()).or_default();
+        let moved = if blocks {
+            if let Err(at) = state.ids.binary_search(&blocked) {
+                state.ids.insert(at, blocked.clone());
+            }
+            // Every spec holds the same deliveries: the first one lists them.
+            let shown = self.users.get(user).and_then(|digests| digests.first());
+            let leaving: Vec<(Story, isize)> = shown
+                .into_iter()
+                .flat_map(|digest| digest.groups.values())
+                .flat_map(|group| &group.activities)
+                .filter(|(story, _)| names(story, &blocked))
+                .map(|(story, count)| (story.clone(), -(*count as isize)))
+                .collect();
+            for (story, count) in &leaving {
+                state.hide(story, -count);
+            }
+            leaving
+        } else {
+            if let Ok(at) = state.ids.binary_search(&blocked) {
+                state.ids.remove(at);
+            }
+            let hidden = std::mem::take(&mut state.hidden);
+            let (back, still): (Vec<_>, Vec<_>) = hidden
+                .into_iter()
+                .partition(|(story, _)| !state.hides(story));
+            state.hidden = still;
+            back.into_iter()
+                .map(|(story, count)| (story, count as isize))
+                .collect()
+        };
+        if state.ids.is_empty() && state.hidden.is_empty() {
+            self.blocks.remove(user);
+        }
+        moved
+    }
+
+    /// Applies deliveries to `user`'s digests, noting what they touched.
+    fn apply(&mut self, user: &TypedId, run: Vec<(Story, isize)>, touched: &mut Touched) {
+        if run.is_empty() {
+            return;
+        }
+        let n = self.specs.len();
+        let digests = self
+            .users
+            .entry(user.clone())
+            .or_insert_with(|| (0..n).map(|_| UserDigest::default()).collect());
+        let touched = touched
+            .entry(user.clone())
+            .or_insert_with(|| vec![HashSet::new(); n]);
+        for (story, diff) in run {
+            for (((spec, keys), digest), touched) in self
+                .specs
+                .iter()
+                .zip(&mut self.keys)
+                .zip(digests.iter_mut())
+                .zip(touched.iter_mut())
+            {
+                let key = keys.key(spec, &story);
+                digest.update(spec, &key, &story, diff, touched);
+            }
+        }
     }
 
     /// Every digest this worker owns, whole (a reset, then the head), and a
@@ -325,9 +442,16 @@ impl Digests {
     }
 }
 
+/// One input of the digest operator.
+enum Input {
+    Block((TypedId, TypedId), isize),
+    Delivery((TypedId, Story), isize),
+}
+
 impl<'scope> Digest<'scope> for VecCollection<'scope, u64, (TypedId, Story), isize> {
     fn digest(
         self,
+        blocks: VecCollection<'scope, u64, (TypedId, TypedId), isize>,
         specs: Vec<DigestSpec>,
         recover_into: Option<Arc<dyn Store>>,
         status: Arc<Status>,
@@ -339,6 +463,10 @@ impl<'scope> Digest<'scope> for VecCollection<'scope, u64, (TypedId, Story), isi
             self.inner,
             Exchange::new(|((user, _), _, _): &((TypedId, Story), u64, isize)| route(user)),
         );
+        let mut blocks = builder.new_input(
+            blocks.inner,
+            Exchange::new(|((user, _), _, _): &((TypedId, TypedId), u64, isize)| route(user)),
+        );
         let (output, stream) = builder.new_output();
         let mut output =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<DigestChange>>>::from(output);
@@ -349,15 +477,28 @@ impl<'scope> Digest<'scope> for VecCollection<'scope, u64, (TypedId, Story), isi
                 keys: specs.iter().map(|_| Keys::default()).collect(),
                 specs,
                 users: HashMap::new(),
+                blocks: HashMap::new(),
             };
             let mut out = Vec::new();
             move |frontiers| {
                 deliveries.for_each(|cap, data| {
-                    stash.stash_timed(&cap, data.drain(..).map(|(d, t, r)| (t, (d, r))))
+                    let items = data.drain(..).map(|(d, t, r)| (t, Input::Delivery(d, r)));
+                    stash.stash_timed(&cap, items)
+                });
+                blocks.for_each(|cap, data| {
+                    let items = data.drain(..).map(|(b, t, r)| (t, Input::Block(b, r)));
+                    stash.stash_timed(&cap, items)
                 });
                 let mut output = output.activate();
-                for (caps, inputs) in stash.take_ready(&[&frontiers[0]]) {
-                    digests.epoch(inputs, &mut out);
+                for (caps, inputs) in stash.take_ready(&[&frontiers[0], &frontiers[1]]) {
+                    let (mut blocked, mut delivered) = (Vec::new(), Vec::new());
+                    for input in inputs {
+                        match input {
+                            Input::Block(pair, diff) => blocked.push((pair, diff)),
+                            Input::Delivery(delivery, diff) => delivered.push((delivery, diff)),
+                        }
+                    }
+                    digests.epoch(blocked, delivered, &mut out);
                     status.add_digest_updates(out.len() as u64);
                     if recovery.holding() {
                         out.clear(); // the recovered digests are written whole at the end

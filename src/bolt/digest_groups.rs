@@ -636,27 +636,68 @@ impl DigestGroups {
     /// before the fan-out applies it, so that each story's paths before
     /// and after are known.
     pub fn follow(&mut self, user: Tid, interest: Tid, diff: isize, fanout: &Fanout) {
-        if self.specs.is_empty() {
+        if self.specs.is_empty() || self.start_user(user) {
             return;
         }
-        if !self.users.contains_key(&user) {
-            // No digest yet (a new user, or a resume from a checkpoint): it
-            // is built whole at the end of the epoch by walking the feed
-            // from the top, not by a delivery per story of each interest.
-            let digests = self
-                .specs
-                .iter()
-                .map(|_| UserDigest {
-                    held_from: Some(Millis::MAX),
-                    ..UserDigest::default()
-                })
-                .collect();
-            self.users.insert(user, digests);
-            self.touched.push(user);
+        let oldest = self.oldest_held(user);
+        for entry in fanout.stories_about(interest) {
+            if entry.time < oldest {
+                break;
+            }
+            if fanout.hides(user, entry) {
+                continue; // out of the feed before and after
+            }
+            let before = fanout.paths(user, entry) as isize;
+            let after = before + diff;
+            if (before > 0) != (after > 0) {
+                self.deliver(user, entry, after > 0, &fanout.slots);
+            }
+        }
+    }
+
+    /// `user` is about to block `blocked` (`joins` false: call before the
+    /// fan-out applies it) or has just unblocked it (`joins` true: call
+    /// after): the stories in the user's feed that name it as actor or
+    /// object leave the user's digests, or join them.
+    pub fn rejoin(&mut self, user: Tid, blocked: Tid, joins: bool, fanout: &Fanout) {
+        if self.specs.is_empty() || self.start_user(user) {
             return;
         }
-        // Stories older than every held group's bucket reach no held group.
-        let oldest = self.users.get(&user).map_or(Millis::MIN, |digests| {
+        let oldest = self.oldest_held(user);
+        for entry in fanout.stories_about(blocked) {
+            if entry.time < oldest {
+                break;
+            }
+            if fanout.slots.names(entry, blocked) && fanout.in_feed_of(user, entry) {
+                self.deliver(user, entry, joins, &fanout.slots);
+            }
+        }
+    }
+
+    /// Starts the digests of a user who has none yet (a new user, or a
+    /// resume from a checkpoint), to be built whole at the end of the epoch
+    /// by walking the feed from the top, not by a delivery per story of
+    /// each interest. Whether it did.
+    fn start_user(&mut self, user: Tid) -> bool {
+        if self.users.contains_key(&user) {
+            return false;
+        }
+        let digests = self
+            .specs
+            .iter()
+            .map(|_| UserDigest {
+                held_from: Some(Millis::MAX),
+                ..UserDigest::default()
+            })
+            .collect();
+        self.users.insert(user, digests);
+        self.touched.push(user);
+        true
+    }
+
+    /// Stories older than this reach none of `user`'s held groups.
+    fn oldest_held(&self, user: Tid) -> Millis {
+        self.users.get(&user).map_or(Millis::MIN, |digests| {
             digests
                 .iter()
                 .zip(&self.specs)
@@ -666,17 +707,7 @@ impl DigestGroups {
                 })
                 .min()
                 .unwrap_or(Millis::MIN)
-        });
-        for entry in fanout.stories_about(interest) {
-            if entry.time < oldest {
-                break;
-            }
-            let before = fanout.paths(user, entry) as isize;
-            let after = before + diff;
-            if (before > 0) != (after > 0) {
-                self.deliver(user, entry, after > 0, &fanout.slots);
-            }
-        }
+        })
     }
 
     /// Ends the epoch: loads, refills and trims the touched users' digests

@@ -9,6 +9,10 @@
 //! refilled below a bound) by merging the newest stories of the user's
 //! interests until the head is full, reading no more than the head needs.
 //!
+//! It also keeps the blocks of the users it owns (SPEC section 2): a story
+//! whose actor or object a user blocks is not in that user's feed, so
+//! [`Fanout::in_feed_of`], [`Fanout::merged`] and [`Reach`] leave it out.
+//!
 //! Everything the fan-out moves per delivery is fixed-size: typed ids are
 //! interned to [`Tid`]s and each retained story has a [`Slot`], so a feed
 //! entry is an [`Entry`] (its time and slot, 16 bytes, `Copy`) and a
@@ -111,6 +115,8 @@ struct Kept {
     /// The typed ids it is about: actor, object and target, each once.
     about: [Tid; 3],
     about_len: u8,
+    /// Where the object is in `about`: 0 when it is the actor, else 1.
+    object_at: u8,
     /// Removed in this epoch: its slot is freed when the epoch ends.
     removed: bool,
 }
@@ -118,6 +124,12 @@ struct Kept {
 impl Kept {
     fn about(&self) -> &[Tid] {
         &self.about[..self.about_len as usize]
+    }
+
+    /// Whether its actor or object is in `blocked` (sorted).
+    fn names_any(&self, blocked: &[Tid]) -> bool {
+        let (actor, object) = (self.about[0], self.about[self.object_at as usize]);
+        blocked.binary_search(&actor).is_ok() || blocked.binary_search(&object).is_ok()
     }
 }
 
@@ -178,6 +190,12 @@ impl Slots {
         self.kept(entry.slot).about()
     }
 
+    /// Whether the story in `entry` has `tid` as its actor or object (so
+    /// that a block of `tid` hides it).
+    pub fn names(&self, entry: Entry, tid: Tid) -> bool {
+        self.kept(entry.slot).names_any(&[tid])
+    }
+
     /// Where `story` is, or would go, in `sorted` (oldest first).
     fn find(&self, sorted: &VecDeque<Entry>, story: &Story) -> Result<usize, usize> {
         let (time, id) = (story.0.time, &*story.0.id);
@@ -234,6 +252,8 @@ pub struct Fanout {
     interests: FastMap<Tid, Vec<Tid>>,
     /// The followers on this worker of each interest.
     followers: FastMap<Tid, Vec<Tid>>,
+    /// The typed ids each user this worker owns blocks, sorted.
+    blocks: FastMap<Tid, Vec<Tid>>,
     /// One user's interests as a bitmap, for [`Fanout::in_feed_of`].
     marked: RefCell<Marked>,
 }
@@ -285,6 +305,7 @@ impl Fanout {
             story: story.clone(),
             about,
             about_len: about_len as u8,
+            object_at: u8::from(story.0.object != story.0.actor),
             removed: false,
         };
         let slot = match self.slots.free.pop() {
@@ -445,6 +466,43 @@ impl Fanout {
             .sum()
     }
 
+    /// `user` (owned here) now blocks `blocked`: its stories as actor or
+    /// object leave the user's feed.
+    pub fn block(&mut self, user: Tid, blocked: Tid) {
+        let blocks = self.blocks.entry(user).or_default();
+        if let Err(at) = blocks.binary_search(&blocked) {
+            blocks.insert(at, blocked);
+        }
+    }
+
+    /// `user` no longer blocks `blocked`.
+    pub fn unblock(&mut self, user: Tid, blocked: Tid) {
+        if let Some(blocks) = self.blocks.get_mut(&user) {
+            if let Ok(at) = blocks.binary_search(&blocked) {
+                blocks.remove(at);
+            }
+            if blocks.is_empty() {
+                self.blocks.remove(&user);
+            }
+        }
+    }
+
+    /// Whether `user` blocks the actor or the object of the story in
+    /// `entry` (which then never shows in their feed).
+    #[inline]
+    pub fn hides(&self, user: Tid, entry: Entry) -> bool {
+        if self.blocks.is_empty() {
+            return false;
+        }
+        let (Some(blocked), Some(kept)) = (
+            self.blocks.get(&user),
+            self.slots.kept[entry.slot as usize].as_ref(),
+        ) else {
+            return false;
+        };
+        kept.names_any(blocked)
+    }
+
     fn forget_marks(&mut self, user: Tid) {
         let marked = self.marked.get_mut();
         if marked.user == Some(user) {
@@ -453,8 +511,12 @@ impl Fanout {
     }
 
     /// Whether the retained story in `entry` is about one of `user`'s
-    /// interests. Fastest when asked for one user many times in a row.
+    /// interests and not hidden by a block of theirs. Fastest when asked
+    /// for one user many times in a row.
     pub fn in_feed_of(&self, user: Tid, entry: Entry) -> bool {
+        if self.hides(user, entry) {
+            return false;
+        }
         let Some(kept) = self.slots.kept[entry.slot as usize].as_ref() else {
             return false;
         };
@@ -471,8 +533,10 @@ impl Fanout {
     /// The newest `limit` entries of `user`'s feed strictly older than
     /// `below` (`None`: from the top), newest first: a k-way merge of the
     /// newest stories of each interest, stopping once `limit` are found.
+    /// Stories the user's blocks hide are passed over.
     pub fn merged(&self, user: Tid, below: Option<&FeedKey>, limit: usize) -> Vec<Entry> {
         let slots = &self.slots;
+        let blocked = self.blocks.get(&user).map_or(&[][..], Vec::as_slice);
         let mut sources: Vec<_> = self
             .interests(user)
             .iter()
@@ -502,7 +566,9 @@ impl Fanout {
                 break;
             };
             // A story about two of the user's interests comes from both: once.
-            if out.last() != Some(&entry) {
+            if out.last() != Some(&entry)
+                && (blocked.is_empty() || !slots.kept(entry.slot).names_any(blocked))
+            {
                 out.push(entry);
             }
             if let Some(next) = sources[index].next() {
@@ -554,8 +620,21 @@ pub struct Reach {
 }
 
 impl Reach {
-    /// Calls `f` once for each user the retained story in `entry` reaches.
+    /// Calls `f` once for each user the retained story in `entry` reaches
+    /// (a follower whose blocks hide it is not reached).
     pub fn each(&mut self, fanout: &Fanout, entry: Entry, mut f: impl FnMut(Tid)) {
+        if !fanout.blocks.is_empty() {
+            let mut f = |u| {
+                if !fanout.hides(u, entry) {
+                    f(u)
+                }
+            };
+            return self.each_follower(fanout, entry, &mut f);
+        }
+        self.each_follower(fanout, entry, &mut f)
+    }
+
+    fn each_follower(&mut self, fanout: &Fanout, entry: Entry, f: &mut impl FnMut(Tid)) {
         let about = fanout.slots.about(entry);
         if let [only] = about {
             fanout.followers(*only).iter().for_each(|u| f(*u));

@@ -27,12 +27,13 @@ use timely::dataflow::StreamVec;
 use crate::bolt::digest::DigestChange;
 use crate::bolt::digest_groups::DigestGroups;
 use crate::bolt::fanout::{Entry, Fanout, FastMap, Slots, Tid};
+use crate::bolt::interests::Edge;
 use crate::bolt::recovery::{stale_users, RecoveryGate};
 use crate::bolt::EpochStash;
 use crate::config::Materialize;
 use crate::digest::DigestSpec;
 use crate::drpc::{Answer, Drpc, Request};
-use crate::event::{Millis, TypedId};
+use crate::event::{Millis, Relation, TypedId};
 use crate::feed::{FeedKey, Story};
 use crate::grouping::route;
 use crate::status::Status;
@@ -70,7 +71,7 @@ pub struct HeadSettings {
 
 /// Maintains bounded feed heads and answers rebuild-feed requests.
 pub trait MaintainHead<'scope> {
-    /// From the `(interest, user)` edges, every retained story (each worker
+    /// From the interest and block edges, every retained story (each worker
     /// must see all of them: broadcast) and the rebuild requests: changes to
     /// each user's head of `feed_size` entries in SPEC order, and to each
     /// user's digests (`settings.digests`). At the epoch of
@@ -306,7 +307,7 @@ fn diff_sorted(
 }
 
 enum Input {
-    Edge((TypedId, TypedId), isize),
+    Edge(Edge, isize),
     Story(Story, isize),
     Request(Request),
 }
@@ -324,7 +325,7 @@ struct Heads {
 /// What one epoch brings, split by kind.
 #[derive(Default)]
 struct EpochInput {
-    edges: Vec<((TypedId, TypedId), isize)>,
+    edges: Vec<(Edge, isize)>,
     stories: Vec<(Story, isize)>,
     requests: Vec<Request>,
 }
@@ -379,23 +380,39 @@ impl Heads {
         // Interests first: what a changed edge brings to digests is the
         // interest's stories before this epoch's (this epoch's stories then
         // reach the followers as they are after the edges).
-        let mut follows = Vec::new();
+        // A follow or an unblock brings the stories about `i` back
+        // (`backfills`); an unfollow or a block drops entries (`unfollowed`).
+        let mut backfills = Vec::new();
         let mut unfollowed = Vec::new();
-        for ((interest, user), diff) in edges {
+        for (edge, diff) in edges {
             let (i, u) = (
-                self.fanout.typed_ids.intern(&interest),
-                self.fanout.typed_ids.intern(&user),
+                self.fanout.typed_ids.intern(&edge.of),
+                self.fanout.typed_ids.intern(&edge.user),
             );
-            self.digests.follow(u, i, diff, &self.fanout);
-            for _ in 0..diff.unsigned_abs() {
-                if diff > 0 {
-                    self.fanout.follow(u, i);
-                } else {
-                    self.fanout.unfollow(u, i);
+            match edge.relation {
+                Relation::Follows => {
+                    self.digests.follow(u, i, diff, &self.fanout);
+                    for _ in 0..diff.unsigned_abs() {
+                        if diff > 0 {
+                            self.fanout.follow(u, i);
+                        } else {
+                            self.fanout.unfollow(u, i);
+                        }
+                    }
+                }
+                // Digests see the feed as it is before a block and after an unblock.
+                Relation::Blocks if diff > 0 => {
+                    self.digests.rejoin(u, i, false, &self.fanout);
+                    self.fanout.block(u, i);
+                }
+                Relation::Blocks => {
+                    self.fanout.unblock(u, i);
+                    self.digests.rejoin(u, i, true, &self.fanout);
                 }
             }
-            if diff > 0 {
-                follows.push((u, i));
+            let brings = (edge.relation == Relation::Follows) == (diff > 0);
+            if brings {
+                backfills.push((u, i));
             } else {
                 unfollowed.push(u);
             }
@@ -427,7 +444,7 @@ impl Heads {
         }
         self.digests.deliver_all(&changed, &self.fanout);
 
-        // Heads: unfollows drop what no interest brings any more.
+        // Heads: unfollows and blocks drop what is no longer in the feed.
         unfollowed.sort_unstable();
         unfollowed.dedup();
         for u in unfollowed {
@@ -461,6 +478,8 @@ impl Heads {
                     };
                     let changed = if diff < 0 {
                         head.remove(entry, size, slots)
+                    } else if self.fanout.hides(u, entry) {
+                        false
                     } else {
                         head.insert(entry, size, cap, slots) == Inserted::Added
                     };
@@ -471,8 +490,9 @@ impl Heads {
                 }
             }
         }
-        // Follows backfill from the interest's newest stories down to the bound.
-        for (u, i) in follows {
+        // Follows and unblocks backfill from the newest stories about the
+        // typed id down to the bound.
+        for (u, i) in backfills {
             let Some(head) = self.head_mut(u) else {
                 continue;
             };
@@ -487,6 +507,9 @@ impl Heads {
             let head = self.heads.get_mut(&u).expect("present");
             for entry in self.fanout.stories_about(i) {
                 considered += 1;
+                if !self.fanout.in_feed_of(u, entry) {
+                    continue; // hidden by a block, or (after an unblock) not followed
+                }
                 if head.insert(entry, size, cap, &self.fanout.slots) == Inserted::Below {
                     break;
                 }
@@ -645,7 +668,7 @@ pub fn reset_marker(user: &TypedId) -> HeadChange {
     (user.clone(), FeedKey::new(0, ""), 0)
 }
 
-impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, TypedId), isize> {
+impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, Edge, isize> {
     fn maintain_head(
         self,
         stories: VecCollection<'scope, u64, Story, isize>,
@@ -659,7 +682,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, (TypedId, Typed
         let mut builder = OperatorBuilder::new("MaintainHead".to_owned(), scope);
         let mut edges = builder.new_input(
             self.inner,
-            Exchange::new(|((_, user), _, _): &((TypedId, TypedId), u64, isize)| route(user)),
+            Exchange::new(|(edge, _, _): &(Edge, u64, isize)| route(&edge.user)),
         );
         let mut stories = builder.new_input(stories.inner, Pipeline);
         let mut requests =

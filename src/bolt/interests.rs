@@ -1,4 +1,5 @@
-//! Interests: who follows which people and things, resolved last-writer-wins.
+//! Interests: who follows (and who blocks) which people and things, resolved
+//! last-writer-wins per (user, typed id, relation).
 
 use std::collections::HashMap;
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use crate::bolt::EpochStash;
 use crate::checkpoint::{Checkpoints, Snapshots};
-use crate::event::{InterestOp, Millis, TypedId};
+use crate::event::{InterestOp, Millis, Relation, TypedId};
 use crate::grouping::route;
 
 /// What the interests bolt consumes, grouped by user.
@@ -21,17 +22,40 @@ use crate::grouping::route;
 pub enum InterestEvent {
     /// `user` exists (acted or followed): with `follow_self`, they follow themselves.
     Seen(TypedId),
-    /// A follow or unfollow.
+    /// A follow, unfollow, block or unblock.
     Change {
         /// The event's time (milliseconds since the Unix epoch).
         time: Millis,
         /// The user whose interest changes.
         user: TypedId,
-        /// Of whom or what.
+        /// Of whom or what (the blocked id of a block or unblock).
         interest: TypedId,
-        /// Follow or unfollow.
+        /// Follow, unfollow, block or unblock.
         op: InterestOp,
     },
+}
+
+/// A relation in force: `user` follows (or blocks) `of`. The interests
+/// bolt's output is the collection of these.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Edge {
+    /// Followed or blocked.
+    pub of: TypedId,
+    /// Who follows or blocks it.
+    pub user: TypedId,
+    /// Which of the two.
+    pub relation: Relation,
+}
+
+impl Edge {
+    /// `user` follows `of`.
+    pub fn follows(of: TypedId, user: TypedId) -> Edge {
+        Edge {
+            of,
+            user,
+            relation: Relation::Follows,
+        }
+    }
 }
 
 impl InterestEvent {
@@ -42,26 +66,27 @@ impl InterestEvent {
     }
 }
 
-/// Resolves follow/unfollow events into the current interest edges.
+/// Resolves follow/unfollow and block/unblock events into the edges in force.
 pub trait ResolveInterests<'scope> {
-    /// The collection of `(interest, user)` edges. For each (user, interest)
-    /// pair the event with the largest `(time, op)` wins, where unfollow
-    /// beats follow at equal times, so neither delivery order nor replays
-    /// change the result. With `follow_self`, each user seen also follows
+    /// The collection of [`Edge`]s. For each (user, typed id, relation)
+    /// the event with the largest `(time, op)` wins, where unfollow beats
+    /// follow and block beats unblock at equal times, so neither delivery
+    /// order nor replays change the result. With `follow_self`, each user seen also follows
     /// themselves. With `checkpoints`, the state is saved at each
     /// checkpoint boundary as an [`InterestsPart`].
     fn resolve_interests(
         self,
         follow_self: bool,
         checkpoints: Option<Arc<Checkpoints>>,
-    ) -> VecCollection<'scope, u64, (TypedId, TypedId), isize>;
+    ) -> VecCollection<'scope, u64, Edge, isize>;
 }
 
 /// The interests bolt's part of a checkpoint on one worker: each user it
 /// has seen, with the winning `(time, op)` of each of their pairs.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct InterestsPart {
-    /// Per user, `(interest, time, op)` of every pair ever followed or unfollowed.
+    /// Per user, `(typed id, time, op)` of every pair ever followed,
+    /// unfollowed, blocked or unblocked (a pair with both relations twice).
     pub users: Vec<(TypedId, Vec<SavedPair>)>,
 }
 
@@ -86,7 +111,7 @@ impl InterestsPart {
     }
 }
 
-type Users = HashMap<TypedId, HashMap<TypedId, (Millis, InterestOp)>>;
+type Users = HashMap<TypedId, HashMap<(TypedId, Relation), (Millis, InterestOp)>>;
 
 fn save(snapshots: &Snapshots, boundaries: &[u64], users: &Users) {
     if !boundaries.is_empty() {
@@ -101,7 +126,7 @@ fn part(users: &Users) -> InterestsPart {
             .map(|(user, pairs)| {
                 let pairs = pairs
                     .iter()
-                    .map(|(i, (t, op))| (i.clone(), *t, *op))
+                    .map(|((i, _), (t, op))| (i.clone(), *t, *op))
                     .collect();
                 (user.clone(), pairs)
             })
@@ -114,7 +139,7 @@ impl<'scope> ResolveInterests<'scope> for StreamVec<'scope, u64, InterestEvent> 
         self,
         follow_self: bool,
         checkpoints: Option<Arc<Checkpoints>>,
-    ) -> VecCollection<'scope, u64, (TypedId, TypedId), isize> {
+    ) -> VecCollection<'scope, u64, Edge, isize> {
         let mut snapshots = Snapshots::new(checkpoints, "interests", self.scope().index());
         let pact = Exchange::new(|e: &InterestEvent| route(e.user()));
         self.unary_frontier(pact, "ResolveInterests", move |_cap, _info| {
@@ -132,7 +157,7 @@ impl<'scope> ResolveInterests<'scope> for StreamVec<'scope, u64, InterestEvent> 
                         let user = event.user().clone();
                         let edges = users.entry(user.clone()).or_insert_with(|| {
                             if follow_self {
-                                session.give(((user.clone(), user.clone()), time, 1));
+                                session.give((Edge::follows(user.clone(), user.clone()), time, 1));
                             }
                             HashMap::new()
                         });
@@ -145,17 +170,20 @@ impl<'scope> ResolveInterests<'scope> for StreamVec<'scope, u64, InterestEvent> 
                         else {
                             continue;
                         };
-                        let current = edges.get(&interest).copied();
+                        let relation = op.relation();
+                        let pair = (interest, relation);
+                        let current = edges.get(&pair).copied();
                         if current.is_none_or(|winner| (at, op) > winner) {
-                            let was = current.is_some_and(|(_, op)| op == InterestOp::Follow);
-                            let is = op == InterestOp::Follow;
-                            edges.insert(interest.clone(), (at, op));
+                            let was = current.is_some_and(|(_, op)| op.holds());
+                            let is = op.holds();
+                            edges.insert(pair.clone(), (at, op));
                             if was != is {
-                                session.give((
-                                    (interest, user.clone()),
-                                    time,
-                                    if is { 1 } else { -1 },
-                                ));
+                                let edge = Edge {
+                                    of: pair.0,
+                                    user: user.clone(),
+                                    relation,
+                                };
+                                session.give((edge, time, if is { 1 } else { -1 }));
                             }
                         }
                     }

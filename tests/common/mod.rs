@@ -89,6 +89,9 @@ pub struct Mix {
     pub interests: f64,
     /// Of those, the share of unfollows.
     pub unfollows: f64,
+    /// Share of blocks and unblocks (a third of them unblocks, and a tenth
+    /// of them a block and an unblock of one pair at one time).
+    pub blocks: f64,
     // The rest are deletes.
 }
 
@@ -97,6 +100,7 @@ pub const DEFAULT_MIX: Mix = Mix {
     activities: 0.45,
     interests: 0.40,
     unfollows: 0.35,
+    blocks: 0.0,
 };
 
 /// A churning mix: as many unfollows as follows, and a quarter deletes.
@@ -104,6 +108,16 @@ pub const CHURN_MIX: Mix = Mix {
     activities: 0.40,
     interests: 0.35,
     unfollows: 0.5,
+    blocks: 0.0,
+};
+
+/// [`DEFAULT_MIX`] with blocks and mutes: a tenth of the events block or
+/// unblock people and things.
+pub const BLOCK_MIX: Mix = Mix {
+    activities: 0.42,
+    interests: 0.35,
+    unfollows: 0.3,
+    blocks: 0.12,
 };
 
 /// A seeded random event sequence full of the adversarial cases: duplicate
@@ -176,6 +190,29 @@ pub fn random_lines_mixed(seed: u64, shape: Shape, mix: Mix) -> Vec<String> {
                 "unfollow"
             };
             json!({"type": kind, "time": time_value(&mut rng, ms), "user": user, "interest": interest})
+        } else if roll < mix.activities + mix.interests + mix.blocks {
+            let user = typed("user", rng.gen_range(0..shape.users));
+            let blocked = pick_any(&mut rng);
+            let block = |kind: &str, rng: &mut StdRng| json!({"type": kind, "time": time_value(rng, ms), "user": user, "blocked": blocked});
+            if rng.gen_bool(0.1) {
+                // A block and an unblock of one pair at one time: the block wins, in either order.
+                let (first, second) = if rng.gen_bool(0.5) {
+                    ("block", "unblock")
+                } else {
+                    ("unblock", "block")
+                };
+                lines.push(block(first, &mut rng).to_string());
+                block(second, &mut rng)
+            } else {
+                block(
+                    if rng.gen_bool(0.67) {
+                        "block"
+                    } else {
+                        "unblock"
+                    },
+                    &mut rng,
+                )
+            }
         } else {
             json!({"type": "delete", "time": time_value(&mut rng, ms), "id": format!("a{}", rng.gen_range(0..shape.ids + 3))})
         };
