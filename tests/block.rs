@@ -195,6 +195,72 @@ fn blocks_with_default_heads_equal_the_reference() {
     check(110, shape, FeedConfig::default());
 }
 
+/// In `active` mode a feed is built on its first read by the rebuild
+/// query, which must honour blocks; a second batch (more blocks, unblocks
+/// and activities) then changes the heads made live, which must stay exact.
+#[test]
+fn active_mode_rebuilds_and_live_heads_honour_blocks() {
+    let shape = Shape {
+        events: 1_500,
+        users: 10,
+        things: 6,
+        ids: 500,
+        times: 120,
+        spacing: 60_000,
+    };
+    let feed = FeedConfig {
+        feed_size: 5,
+        materialize: feedstorm::config::Materialize::Active,
+        ..FeedConfig::default()
+    };
+    let first = random_lines_mixed(120, shape, BLOCK_MIX);
+    // The second batch's activities get ids of their own (`b…`).
+    let second: Vec<String> = random_lines_mixed(121, shape, BLOCK_MIX)
+        .into_iter()
+        .map(|line| line.replace("\"id\":\"a", "\"id\":\"b"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    write_lines(&path, &first);
+    let topology = file_topology(&path, true, feed.clone(), dir.path());
+    let running = Running::start(&topology, &RunOptions::threads(2)).unwrap();
+    wait_caught_up(&running, first.len() as u64);
+    let server = serve(&running, &topology, 1_000);
+    let base = format!("http://{}", server.addr);
+    let users: Vec<TypedId> = (0..shape.users)
+        .map(|i| TypedId::parse(&format!("user:user{i}")).unwrap())
+        .collect();
+    let expect = |lines: &[String], user: &TypedId| -> Vec<String> {
+        reference::feeds(&decode_all(lines), &feed)
+            .get(user)
+            .map(|keys| keys.iter().map(|k| k.id.to_string()).collect())
+            .unwrap_or_default()
+    };
+    for user in &users {
+        let url = format!("{base}/feeds/{}?limit=5", encode(user));
+        assert_eq!(
+            ids(&get(&url)["entries"]),
+            expect(&first, user),
+            "{user} first read"
+        );
+    }
+    append_lines(&path, &second);
+    wait_caught_up(&running, (first.len() + second.len()) as u64);
+    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    for user in &users {
+        // Live since the first read: the store's head, not a rebuild.
+        let url = format!("{base}/feeds/{}?limit=5", encode(user));
+        assert_eq!(
+            ids(&get(&url)["entries"]),
+            expect(&all, user),
+            "{user} live"
+        );
+    }
+    assert_eq!(running.status.drpc_mismatches(), 0);
+    drop(server);
+    running.stop().unwrap();
+}
+
 /// The reference model itself on a hand-written case: a block hides what
 /// names the blocked id as actor or object (not as target), in the feed and
 /// the notifications, and a later unblock brings it back; on equal times

@@ -72,7 +72,8 @@ fn assert_exact(running: &Running, topology: &TopologyConfig, lines: &[String], 
 fn restarts_resume_from_the_checkpoint_on_other_worker_counts_and_stay_exact() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
-    let lines = random_lines(
+    // Blocks mixed in: their LWW state is part of the interests checkpoint.
+    let lines = random_lines_mixed(
         91,
         Shape {
             events: 6_000,
@@ -82,6 +83,7 @@ fn restarts_resume_from_the_checkpoint_on_other_worker_counts_and_stay_exact() {
             times: 800,
             spacing: 60_000,
         },
+        BLOCK_MIX,
     );
     write_lines(&path, &[]);
     let topology = checkpointed(&path, dir.path());

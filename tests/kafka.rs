@@ -177,7 +177,8 @@ fn dead_letters(topic: &str) -> Vec<Fetched> {
 /// partition and offset, and processing goes on.
 #[test]
 fn feeds_from_kafka_equal_the_reference_on_1_and_8_partitions_and_1_and_3_workers() {
-    let mut lines = random_lines(71, SMALL);
+    // Blocks mixed in: `produce` keys them by user, as follows.
+    let mut lines = random_lines_mixed(71, SMALL, BLOCK_MIX);
     let bad = vec![
         "{not json".to_owned(),
         r#"{"type":"activity","id":"x"}"#.to_owned(),
@@ -394,7 +395,7 @@ fn status(addr: &str) -> Option<serde_json::Value> {
 #[test]
 fn feeds_are_exact_after_five_sigkills_and_restarts_mid_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let lines = random_lines(
+    let lines = random_lines_mixed(
         72,
         Shape {
             events: 24_000,
@@ -404,6 +405,7 @@ fn feeds_are_exact_after_five_sigkills_and_restarts_mid_stream() {
             times: 3_000,
             spacing: 1_000,
         },
+        BLOCK_MIX,
     );
     let partitions = 4;
     let topic = topic("crash", partitions);

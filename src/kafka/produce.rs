@@ -1,6 +1,6 @@
 //! `feedstorm produce`: events into a Kafka topic, keyed so that each
-//! source's events keep their order (activities by actor, follows by user,
-//! deletes by activity id). Correctness does not depend on it: the topology
+//! source's events keep their order (activities by actor, follows and
+//! blocks by user, deletes by activity id). Correctness does not depend on it: the topology
 //! gives the same feeds in any order.
 
 use std::io::BufRead;
@@ -13,6 +13,13 @@ use crate::event::{decode, encode, Event};
 use crate::kafka::Producer;
 
 /// The message key of an event.
+///
+/// ```
+/// use feedstorm::event::decode;
+/// use feedstorm::kafka::produce::key_of;
+/// let block = br#"{"type":"block","time":1,"user":"user:ann","blocked":"user:bob"}"#;
+/// assert_eq!(key_of(&decode(block, 1 << 20).unwrap()), "user:ann");
+/// ```
 pub fn key_of(event: &Event) -> &str {
     match event {
         Event::Activity(activity) => activity.actor.as_str(),
