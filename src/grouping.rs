@@ -1,8 +1,12 @@
 //! Storm's *fields grouping*: which worker owns a record. Every process must
-//! route a key to the same worker, so the hash is fixed (SipHash with zero
-//! keys), never randomly seeded.
+//! route a key to the same worker, so the hash is differential's
+//! [`Hashable::hashed`] (foldhash with a fixed seed), never randomly seeded.
+//! Routes are not persisted: a checkpoint's state is routed again when it is
+//! loaded, so only the processes of one cluster (one build) must agree.
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
+
+use differential_dataflow::hashable::Hashable;
 
 /// The routing hash of a key; timely's `Exchange` pact sends the record to
 /// worker `hash % peers`.
@@ -12,8 +16,6 @@ use std::hash::{Hash, Hasher};
 /// assert_eq!(route("user:rob"), route(&"user:rob".to_string()));
 /// ```
 pub fn route<K: Hash + ?Sized>(key: &K) -> u64 {
-    #[allow(deprecated)] // SipHasher is deprecated only as a HashMap hasher; we need fixed keys.
-    let mut hasher = std::hash::SipHasher::new();
-    key.hash(&mut hasher);
-    hasher.finish()
+    // `hashed` needs a sized receiver: hash the reference, which hashes as its target.
+    (&key).hashed()
 }

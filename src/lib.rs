@@ -17,11 +17,11 @@
 //! | [`spout`] | spout | sources: JSONL file, seeded generator, Kafka (acked per epoch) |
 //! | `kafka` | — | (feature `kafka`) client settings, a delivery-confirming producer, `feedstorm produce` |
 //! | [`topology`] | topology | wiring spouts → bolts → sink as one dataflow |
-//! | [`bolt`] | bolt | one operator per file: interests, stories, fanout, feed heads |
+//! | [`bolt`] | bolt | one operator per file: interests (and blocks), stories, feed heads and digests, notifications, the sink (`WriteTo`, whose frontier acks) |
 //! | [`digest`] | — | digests and notifications: aggregation keys, groups, seen/read marks |
-//! | [`drpc`] | DRPC | rebuild-feed requests joined with the shared arrangements |
+//! | [`drpc`] | DRPC | the answer desk for rebuild-feed requests (the feed-head bolt answers them at their epoch) |
 //! | [`grouping`] | fields grouping | which worker owns a user, a typed id, an activity |
-//! | [`store`] | sink | the store trait, the embedded store, the sink bolt |
+//! | [`store`] | (state store) | the store trait the sink writes and the HTTP API reads: embedded, Redis |
 //! | [`runtime`] | worker / acking | timely workers, epochs, back-pressure, progress |
 //! | [`cluster`] | worker cluster (supervisor) | processes, their handshake, cluster-wide durability and stop, lost peers |
 //! | [`checkpoint`] | (Trident state) | snapshots of the bolts' state with the spouts' positions; resume and acking |

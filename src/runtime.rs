@@ -243,7 +243,7 @@ fn open_spouts(
                     Box::new(Generator::new(config.clone(), index, peers))
                 }
                 #[cfg(feature = "kafka")]
-                SpoutConfig::Kafka(config) => Box::new(crate::spout::kafka::KafkaSpout::open(
+                SpoutConfig::Kafka(config) => Box::new(crate::kafka::spout::KafkaSpout::open(
                     &within_budget(config, topology.input.max_inflight_bytes),
                     topology.input.limits(),
                     index,

@@ -23,7 +23,9 @@ use timely::worker::Worker;
 use crate::bolt::feed_head::HeadSettings;
 use crate::bolt::interests::InterestsPart;
 use crate::bolt::stories::StoriesPart;
-use crate::bolt::{Digest, InterestEvent, KeepStories, MaintainHead, ResolveInterests, StoryEvent};
+use crate::bolt::{
+    Digest, InterestEvent, KeepStories, MaintainHead, ResolveInterests, StoryEvent, Write, WriteTo,
+};
 use crate::checkpoint::Checkpoints;
 use crate::cluster::Cluster;
 use crate::config::TopologyConfig;
@@ -32,7 +34,7 @@ use crate::drpc::{Answer, Drpc, Request};
 use crate::event::{Event, Millis, Relation, TypedId};
 use crate::push::Pushes;
 use crate::status::Status;
-use crate::store::{Store, Write, WriteTo};
+use crate::store::Store;
 use differential_dataflow::AsCollection;
 
 /// The topology's operators by their timely names, as the topology page

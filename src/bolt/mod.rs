@@ -11,6 +11,7 @@
 //! | [`digest_groups`] | — | the digests a feed-head bolt keeps of its users' feeds, bounded by time buckets |
 //! | [`top_k`] | — | the bounded top-K that heads and digests share |
 //! | [`recovery`] | — | the gate that holds output while a restart recovers on a persistent store |
+//! | [`write_to`] | [`WriteTo`] | heads, digests and activity writes → the store, one batch per epoch; its frontier is the ack |
 //!
 //! The stateful operators process whole epochs in epoch order ([`EpochStash`]),
 //! so their output never depends on how events were split between workers or
@@ -24,6 +25,7 @@ pub mod interests;
 pub mod recovery;
 pub mod stories;
 pub mod top_k;
+pub mod write_to;
 
 use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
@@ -35,6 +37,7 @@ pub use digest::Digest;
 pub use feed_head::MaintainHead;
 pub use interests::{InterestEvent, ResolveInterests};
 pub use stories::{ActivityChange, KeepStories, StoryEvent};
+pub use write_to::{Write, WriteTo};
 
 /// Lets a reused output buffer give back the capacity of a burst: a catch-up
 /// epoch can carry millions of changes, and a buffer that kept their capacity

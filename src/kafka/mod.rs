@@ -1,9 +1,10 @@
-//! What the Kafka parts share (feature `kafka`): client settings, and a
-//! producer that knows whether its messages were delivered. The spout is
-//! [`crate::spout::kafka`]; the dead-letter topic and `feedstorm produce`
-//! use [`Producer`].
+//! Everything Kafka (feature `kafka`, on by default), in one place: client
+//! settings, the spout ([`spout::KafkaSpout`], a [`crate::spout::Spout`]),
+//! and a producer that knows whether its messages were delivered, which
+//! the dead-letter topic and `feedstorm produce` ([`produce`]) use.
 
 pub mod produce;
+pub mod spout;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

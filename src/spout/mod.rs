@@ -2,11 +2,15 @@
 //! loop (see [`crate::runtime`]), which puts what it returns into the
 //! dataflow's inputs in epochs. Each worker runs its own instance, which reads
 //! only that worker's share of the source, so no record is read twice.
+//!
+//! | spout | reads |
+//! |---|---|
+//! | [`file`] | a JSONL file, each worker its share of the lines, optionally followed |
+//! | [`generator`] | a seeded synthetic workload (power-law graph, skew, late events) |
+//! | `crate::kafka::spout` | (feature `kafka`) assigned Kafka partitions, offsets acked once durable |
 
 pub mod file;
 pub mod generator;
-#[cfg(feature = "kafka")]
-pub mod kafka;
 
 use std::collections::BTreeMap;
 

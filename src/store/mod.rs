@@ -4,7 +4,6 @@
 
 pub mod embedded;
 pub mod redis;
-pub mod sink;
 
 use std::sync::Arc;
 
@@ -19,7 +18,6 @@ use crate::feed::FeedKey;
 
 pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
-pub use sink::{Write, WriteTo};
 
 /// One epoch's writes from one worker, applied in this order: `puts`, `feed`
 /// and `digests`, `removes`, so that a reader never meets an entry whose activity was not

@@ -13,7 +13,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::bolt::feed_head::HeadChange;
-use crate::bolt::ActivityChange;
+use crate::bolt::stories::ActivityChange;
 use crate::digest::DigestChange;
 use crate::push::Pushes;
 use crate::status::Status;
