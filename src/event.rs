@@ -296,6 +296,14 @@ pub fn parse_time(raw_json: &str) -> Option<Millis> {
     }
 }
 
+/// Now, in Unix milliseconds (the wall clock that [`decode_read`] checks
+/// times against, and that checkpoints and `/status` stamp).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Formats milliseconds as RFC 3339 UTC with milliseconds, as the HTTP API answers.
 ///
 /// ```

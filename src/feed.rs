@@ -12,6 +12,11 @@ use serde_json::value::RawValue;
 
 use crate::event::{format_time, Activity, Millis, TypedId};
 
+/// A change to a user's feed head, as the feed-head bolt emits it and the
+/// sink writes it: `+1` enters, `-1` leaves, and `0` (with an empty key, see
+/// [`crate::bolt::feed_head::reset_marker`]) clears the user's head first.
+pub type HeadChange = (TypedId, FeedKey, isize);
+
 /// An activity's place in every feed: `time`, then `id` (byte order).
 /// The derived order is ascending, so the newest entry is the largest and a
 /// feed reads from the largest down.

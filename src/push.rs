@@ -21,9 +21,8 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::bolt::feed_head::HeadChange;
 use crate::event::TypedId;
-use crate::feed::FeedKey;
+use crate::feed::{FeedKey, HeadChange};
 
 /// Epochs a stream may have queued (written, not yet sent to its client)
 /// before it is cut off.

@@ -296,7 +296,7 @@ fn meet(
 ) -> Result<Agreement> {
     let first = worker.index() == cluster.first_worker();
     let (run, candidates) = checkpoints.map_or_else(
-        || (crate::checkpoint::unix_ms(), Vec::new()),
+        || (crate::event::unix_ms(), Vec::new()),
         Checkpoints::proposal,
     );
     let mine = first.then_some(Hello {

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::checkpoint::unix_ms;
+use crate::event::unix_ms;
 use crate::observe::Operators;
 use crate::spout::Backlog;
 use crate::store::StoreStats;

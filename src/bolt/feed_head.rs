@@ -39,9 +39,7 @@ use crate::grouping::route;
 use crate::status::Status;
 use crate::store::Store;
 
-/// A change to a user's feed head: `+1` enters, `-1` leaves, and `0` (with
-/// an empty key, see [`reset_marker`]) clears the user's head first.
-pub type HeadChange = (TypedId, FeedKey, isize);
+pub use crate::feed::HeadChange;
 
 /// What the feed-head bolt emits for the sink: head changes and digest changes.
 pub type HeadsAndDigests<'scope> = (

@@ -44,7 +44,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -52,6 +52,7 @@ use serde::Serialize;
 use crate::cluster::Cluster;
 use crate::config::TopologyConfig;
 use crate::error::{Error, Result};
+use crate::event::unix_ms;
 use crate::spout::SourcePosition;
 
 pub use manifest::{inspect, Manifest, PartInfo, SourceEntry};
@@ -156,13 +157,6 @@ impl Resumed {
     pub fn position(&self, spout: usize) -> Option<&SourcePosition> {
         self.manifest.sources.get(spout).map(|s| &s.position)
     }
-}
-
-/// Now, in Unix milliseconds.
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn io_error(path: &Path, error: impl std::fmt::Display) -> Error {

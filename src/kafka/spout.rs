@@ -296,7 +296,7 @@ impl Spout for KafkaSpout {
             let decoded = if message.payload().is_none() {
                 Err(DecodeError::NotJson("a message without a payload".into()))
             } else {
-                decode_read(payload, &self.limits, crate::checkpoint::unix_ms() as i64)
+                decode_read(payload, &self.limits, crate::event::unix_ms() as i64)
             };
             out.push(decoded.map_err(|error| BadEvent {
                 position: Position::Kafka {

@@ -88,7 +88,7 @@ impl FileSpout {
                 max: self.limits.max_event_bytes,
             })
         } else {
-            decode_read(line, &self.limits, crate::checkpoint::unix_ms() as i64)
+            decode_read(line, &self.limits, crate::event::unix_ms() as i64)
         };
         // An oversize line is dead-lettered with its first max_event_bytes
         // (its line number finds the rest).

@@ -14,7 +14,7 @@ use crate::digest::DigestChange;
 use crate::digest::{Group, GroupOrder, MarkRequest, Marks, Notification, NotificationCounts};
 use crate::error::Result;
 use crate::event::{Activity, TypedId};
-use crate::feed::FeedKey;
+use crate::feed::{FeedKey, HeadChange};
 
 pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
@@ -27,7 +27,7 @@ pub struct WriteBatch {
     /// Activities that became retained.
     pub puts: Vec<Arc<Activity>>,
     /// Head changes: `+1` the entry enters the user's head, `-1` it leaves.
-    pub feed: Vec<(TypedId, FeedKey, isize)>,
+    pub feed: Vec<HeadChange>,
     /// Changes to digest and notification heads.
     pub digests: Vec<DigestChange>,
     /// Activities deleted or past retention.
