@@ -4,7 +4,7 @@
 //! test kills it (SIGKILL) and starts it again with the same command line in
 //! the same directory, so its topics survive. Its own test binary, so that no
 //! other test's broker disappears under it.
-#![cfg(feature = "kafka")]
+#![cfg(all(feature = "kafka", feature = "server-tests"))]
 
 mod common;
 

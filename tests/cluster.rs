@@ -322,7 +322,7 @@ fn assert_streams_open_through_either_process(
     assert!(redirected > 0, "every user owned by both processes?");
 }
 
-#[cfg(feature = "kafka")]
+#[cfg(all(feature = "kafka", feature = "server-tests"))]
 mod kafka {
     use super::*;
     use common::kafka::*;

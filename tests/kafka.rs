@@ -1,7 +1,7 @@
 //! The Kafka spout against a real Kafka-protocol broker (Tansu, started by
 //! scripts/servers.sh; FEEDSTORM_KAFKA_BROKERS, default 127.0.0.1:9092). A
 //! test that cannot reach it fails: it does not skip.
-#![cfg(feature = "kafka")]
+#![cfg(all(feature = "kafka", feature = "server-tests"))]
 
 mod common;
 

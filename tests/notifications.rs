@@ -66,11 +66,19 @@ fn marks_survive_a_restart_and_a_newer_activity_makes_a_group_unseen() {
 /// The same on Redis (scripts/servers.sh starts it): marks live in
 /// `PREFIX:marks:{USER}`.
 #[test]
+#[cfg_attr(
+    not(feature = "server-tests"),
+    ignore = "needs the servers scripts/test.sh starts"
+)]
 fn marks_in_redis_survive_a_restart_and_a_newer_activity_makes_a_group_unseen() {
     marks_in_redis_survive_a_restart(redis_target::single());
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "server-tests"),
+    ignore = "needs the servers scripts/test.sh starts"
+)]
 fn marks_in_a_redis_cluster_survive_a_restart_and_a_newer_activity_makes_a_group_unseen() {
     marks_in_redis_survive_a_restart(redis_target::cluster());
 }

@@ -3,7 +3,7 @@
 //! epoch count does not bind (1,000 epochs allowed in flight), only the
 //! in-flight byte budget does: no worker ever holds more than the budget and
 //! one epoch, lag shows while it catches up, and the feeds end exact.
-#![cfg(feature = "kafka")]
+#![cfg(all(feature = "kafka", feature = "server-tests"))]
 
 mod common;
 

@@ -1,7 +1,9 @@
 //! The Redis sink against real redis-servers started by scripts/servers.sh:
 //! a single server, a 3-master Redis Cluster, and a server with TLS and a
 //! password (see common/redis_target.rs). A test that cannot reach its
-//! server fails: it does not skip.
+//! server fails: it does not skip. Only with `--features server-tests`
+//! (scripts/test.sh turns it on).
+#![cfg(feature = "server-tests")]
 
 mod common;
 

@@ -360,6 +360,10 @@ fn screenshot_path() -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "server-tests"),
+    ignore = "needs Chromium, which scripts/test.sh installs"
+)]
 fn the_topology_page_shows_every_operator_live_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let (_demo, base) = start_demo(dir.path());
