@@ -355,6 +355,8 @@ impl Heads {
         }
     }
 
+    /// One epoch, in steps: interests and blocks, then stories, then the
+    /// heads (drops, deliveries, backfills, refills), then rebuild answers.
     fn epoch(
         &mut self,
         time: u64,
@@ -371,17 +373,35 @@ impl Heads {
         } = input;
         differential_dataflow::consolidation::consolidate(&mut edges);
         differential_dataflow::consolidation::consolidate(&mut stories);
-        let (size, cap) = (self.settings.feed_size, self.cap());
-        let mut considered = 0u64;
-        let mut touched: Vec<Tid> = Vec::new();
-
         // Interests first: what a changed edge brings to digests is the
         // interest's stories before this epoch's (this epoch's stories then
         // reach the followers as they are after the edges).
-        // A follow or an unblock brings the stories about `i` back
-        // (`backfills`); an unfollow or a block drops entries (`unfollowed`).
-        let mut backfills = Vec::new();
-        let mut unfollowed = Vec::new();
+        let (backfills, narrowed) = self.apply_edges(edges);
+        let changed = self.apply_stories(stories);
+        let mut touched: Vec<Tid> = Vec::new();
+        self.drop_unshown(narrowed, &mut touched);
+        let mut considered = self.deliver(&changed, &mut touched);
+        considered += self.backfill(backfills, &mut touched);
+        considered += self.refill_and_emit(touched, out);
+        status.add_deliveries(considered);
+
+        let answers = requests
+            .into_iter()
+            .map(|request| self.answer(time, request, drpc, status, out))
+            .collect();
+        self.evict_idle(drpc, out);
+        self.digests.end_epoch(&self.fanout, digest_out);
+        self.fanout.end_epoch();
+        answers
+    }
+
+    /// Applies the epoch's follows, unfollows, blocks and unblocks to the
+    /// fan-out and the digests. Returns the `(user, typed id)` pairs whose
+    /// stories may now enter the user's head (a follow or an unblock) and
+    /// the users whose heads may now hold entries no longer in their feed
+    /// (an unfollow or a block).
+    fn apply_edges(&mut self, edges: Vec<(Edge, isize)>) -> (Vec<(Tid, Tid)>, Vec<Tid>) {
+        let (mut backfills, mut narrowed) = (Vec::new(), Vec::new());
         for (edge, diff) in edges {
             let (i, u) = (
                 self.fanout.typed_ids.intern(&edge.of),
@@ -408,16 +428,20 @@ impl Heads {
                     self.digests.rejoin(u, i, true, &self.fanout);
                 }
             }
-            let brings = (edge.relation == Relation::Follows) == (diff > 0);
-            if brings {
+            if (edge.relation == Relation::Follows) == (diff > 0) {
                 backfills.push((u, i));
             } else {
-                unfollowed.push(u);
+                narrowed.push(u);
             }
         }
+        (backfills, narrowed)
+    }
 
-        // Then stories, removals before additions, each oldest first (a
-        // story newer than all about its ids is appended to their index).
+    /// Keeps or forgets the epoch's stories, removals before additions,
+    /// each oldest first (a story newer than all about its ids is appended
+    /// to their index), and delivers them to the digests. Returns the
+    /// entries kept or forgotten, with their diffs.
+    fn apply_stories(&mut self, mut stories: Vec<(Story, isize)>) -> Vec<(Entry, isize)> {
         // The key is read once per story, not once per comparison: a
         // catch-up or resume epoch holds hundreds of thousands.
         stories.sort_by_cached_key(|(story, diff)| (*diff, story.0.time));
@@ -441,11 +465,15 @@ impl Heads {
             changed.push((entry, diff));
         }
         self.digests.deliver_all(&changed, &self.fanout);
+        changed
+    }
 
-        // Heads: unfollows and blocks drop what is no longer in the feed.
-        unfollowed.sort_unstable();
-        unfollowed.dedup();
-        for u in unfollowed {
+    /// Drops from the heads of `users` what is no longer in their feed.
+    fn drop_unshown(&mut self, mut users: Vec<Tid>, touched: &mut Vec<Tid>) {
+        let size = self.settings.feed_size;
+        users.sort_unstable();
+        users.dedup();
+        for u in users {
             let Some(head) = self.heads.get(&u) else {
                 continue;
             };
@@ -461,9 +489,14 @@ impl Heads {
             }
             touched.push(u);
         }
-        // Stories removed and added reach the followers of what they are about.
+    }
+
+    /// Stories removed and added reach the followers of what they are about.
+    fn deliver(&mut self, changed: &[(Entry, isize)], touched: &mut Vec<Tid>) -> u64 {
+        let (size, cap) = (self.settings.feed_size, self.cap());
+        let mut considered = 0;
         let slots = &self.fanout.slots;
-        for &(entry, diff) in &changed {
+        for &(entry, diff) in changed {
             for tid in slots.about(entry) {
                 for &u in self.fanout.followers(*tid) {
                     considered += 1;
@@ -488,18 +521,24 @@ impl Heads {
                 }
             }
         }
-        // Follows and unblocks backfill from the newest stories about the
-        // typed id down to the bound.
+        considered
+    }
+
+    /// Follows and unblocks backfill from the newest stories about the
+    /// typed id down to the bound.
+    fn backfill(&mut self, backfills: Vec<(Tid, Tid)>, touched: &mut Vec<Tid>) -> u64 {
+        let (size, cap) = (self.settings.feed_size, self.cap());
+        let mut considered = 0;
         for (u, i) in backfills {
             let Some(head) = self.head_mut(u) else {
                 continue;
             };
+            touched.push(u);
             if head.len() == 0 {
                 // An empty head (a new user, or a resume from a checkpoint)
                 // is filled by one merge of all its interests below, not
                 // by a backfill per interest.
                 head.unknown_below = Some(FeedKey::new(Millis::MAX, ""));
-                touched.push(u);
                 continue;
             }
             let head = self.heads.get_mut(&u).expect("present");
@@ -512,11 +551,16 @@ impl Heads {
                     break;
                 }
             }
-            touched.push(u);
         }
+        considered
+    }
 
-        // Refill the users that retractions left short, and emit.
-        // Users touched by edges are listed once per edge, by stories once.
+    /// Refills the `touched` users that retractions left short, and emits
+    /// their head changes. Users touched by edges are listed once per
+    /// edge, by stories once.
+    fn refill_and_emit(&mut self, mut touched: Vec<Tid>, out: &mut Vec<HeadChange>) -> u64 {
+        let (size, cap) = (self.settings.feed_size, self.cap());
+        let mut considered = 0;
         touched.sort_unstable();
         touched.dedup();
         for u in touched {
@@ -547,16 +591,7 @@ impl Heads {
                 self.heads.remove(&u);
             }
         }
-        status.add_deliveries(considered);
-
-        let answers = requests
-            .into_iter()
-            .map(|request| self.answer(time, request, drpc, status, out))
-            .collect();
-        self.evict_idle(drpc, out);
-        self.digests.end_epoch(&self.fanout, digest_out);
-        self.fanout.end_epoch();
-        answers
+        considered
     }
 
     fn is_live_mode(&self) -> bool {
