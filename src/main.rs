@@ -76,36 +76,10 @@ enum Command {
         workload: Workload,
     },
     /// Publish events to a Kafka topic, keyed by actor (activities), user
-    /// (follows) or activity id (deletes), with a progress bar and a final rate.
+    /// (follows and blocks) or activity id (deletes), with a progress bar and
+    /// a final rate.
     #[cfg(feature = "kafka")]
-    Produce {
-        /// Bootstrap brokers.
-        #[arg(long, default_value = "127.0.0.1:9092")]
-        brokers: String,
-        /// The topic (it must exist).
-        #[arg(long)]
-        topic: String,
-        /// A JSONL file of events (lines that do not decode are produced as
-        /// they are, to exercise dead letters).
-        #[arg(
-            long,
-            required_unless_present = "generate",
-            conflicts_with = "generate"
-        )]
-        file: Option<PathBuf>,
-        /// Produce the generator's workload (the demo's; see the workload options).
-        #[arg(long)]
-        generate: bool,
-        #[command(flatten)]
-        workload: Workload,
-        /// Refuse lines larger than this (match the topology's
-        /// `max_event_bytes`: consumers never fetch a message that is too large).
-        #[arg(long, default_value_t = 1 << 20)]
-        max_event_bytes: usize,
-        /// No progress bar.
-        #[arg(long)]
-        quiet: bool,
-    },
+    Produce(ProduceArgs),
     /// Look at checkpoints.
     Checkpoint {
         #[command(subcommand)]
@@ -115,47 +89,83 @@ enum Command {
     ///
     /// Without --materialize, runs `all` and `active` each in a child process
     /// (so that their peak memory is their own) and prints both and the ratio.
-    Bench {
-        #[command(flatten)]
-        workload: Workload,
-        /// Worker threads.
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-        /// Run one mode only, in this process.
-        #[arg(long, value_enum)]
-        materialize: Option<Mode>,
-        /// In active mode, the share of users who read their feed at the start.
-        #[arg(long, default_value_t = 0.05)]
-        active_fraction: f64,
-        /// Rebuild requests timed per probe user (10, 100, 1000 interests).
-        #[arg(long, default_value_t = 30)]
-        latency_samples: usize,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Write feeds to this Redis database (it is emptied with FLUSHDB:
-        /// give a spare one, e.g. redis://127.0.0.1:6390/15) and compare with
-        /// redis-benchmark on the same server.
-        #[arg(long)]
-        redis: Option<String>,
-        /// Skip checking feeds against the reference model.
-        #[arg(long)]
-        no_verify: bool,
-        /// Keep the default digest and notification feeds too (each user's
-        /// digest holds about `digest_size + slack` whole groups).
-        #[arg(long)]
-        digests: bool,
-        /// Draw deliveries/s and memory over the run, and the rebuild
-        /// latency distribution, to this SVG file (without --materialize:
-        /// of the `all` run).
-        #[arg(long, value_name = "FILE.svg")]
-        plot: Option<std::path::PathBuf>,
-        /// Instead: time a restart from a checkpoint after the workload,
-        /// with this many new events, against a full replay of the same
-        /// events (both from process start to caught up).
-        #[arg(long, value_name = "NEW_EVENTS")]
-        restart: Option<u64>,
-    },
+    Bench(BenchArgs),
+}
+
+/// `feedstorm produce`: where to, and what.
+#[cfg(feature = "kafka")]
+#[derive(clap::Args)]
+struct ProduceArgs {
+    /// Bootstrap brokers.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// The topic (it must exist).
+    #[arg(long)]
+    topic: String,
+    /// A JSONL file of events (lines that do not decode are produced as
+    /// they are, to exercise dead letters).
+    #[arg(
+        long,
+        required_unless_present = "generate",
+        conflicts_with = "generate"
+    )]
+    file: Option<PathBuf>,
+    /// Produce the generator's workload (the demo's; see the workload options).
+    #[arg(long)]
+    generate: bool,
+    #[command(flatten)]
+    workload: Workload,
+    /// Refuse lines larger than this (match the topology's
+    /// `max_event_bytes`: consumers never fetch a message that is too large).
+    #[arg(long, default_value_t = 1 << 20)]
+    max_event_bytes: usize,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// `feedstorm bench`: the workload and what to measure.
+#[derive(clap::Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    workload: Workload,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Run one mode only, in this process.
+    #[arg(long, value_enum)]
+    materialize: Option<Mode>,
+    /// In active mode, the share of users who read their feed at the start.
+    #[arg(long, default_value_t = 0.05)]
+    active_fraction: f64,
+    /// Rebuild requests timed per probe user (10, 100, 1000 interests).
+    #[arg(long, default_value_t = 30)]
+    latency_samples: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write feeds to this Redis database (it is emptied with FLUSHDB:
+    /// give a spare one, e.g. redis://127.0.0.1:6390/15) and compare with
+    /// redis-benchmark on the same server.
+    #[arg(long)]
+    redis: Option<String>,
+    /// Skip checking feeds against the reference model.
+    #[arg(long)]
+    no_verify: bool,
+    /// Keep the default digest and notification feeds too (each user's
+    /// digest holds about `digest_size + slack` whole groups).
+    #[arg(long)]
+    digests: bool,
+    /// Draw deliveries/s and memory over the run, and the rebuild
+    /// latency distribution, to this SVG file (without --materialize:
+    /// of the `all` run).
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
+    /// Instead: time a restart from a checkpoint after the workload,
+    /// with this many new events, against a full replay of the same
+    /// events (both from process start to caught up).
+    #[arg(long, value_name = "NEW_EVENTS")]
+    restart: Option<u64>,
 }
 
 /// `feedstorm checkpoint ...`
@@ -328,204 +338,194 @@ fn main() -> anyhow::Result<()> {
             server,
             limit,
             cursor,
-        } => {
-            let user =
-                percent_encoding::utf8_percent_encode(&user, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string();
-            let mut request = ureq::get(&format!("http://{server}/feeds/{user}"))
-                .query("limit", &limit.to_string());
-            if let Some(cursor) = &cursor {
-                request = request.query("cursor", cursor);
-            }
-            let body: serde_json::Value = match request.call() {
-                Ok(response) => response.into_json()?,
-                Err(ureq::Error::Status(code, response)) => {
-                    bail!("{code}: {}", response.into_string().unwrap_or_default())
-                }
-                Err(e) => return Err(e).context(format!("cannot reach {server}")),
-            };
-            println!("{}", serde_json::to_string_pretty(&body)?);
-            Ok(())
-        }
-        Command::Rebuild { user, server } => {
-            let body = match ureq::post(&format!("http://{server}/drpc/rebuild-feed"))
-                .send_json(serde_json::json!({ "user": user }))
-            {
-                Ok(response) => response.into_json::<serde_json::Value>()?,
-                Err(ureq::Error::Status(code, response)) => {
-                    bail!("{code}: {}", response.into_string().unwrap_or_default())
-                }
-                Err(e) => return Err(e).context(format!("cannot reach {server}")),
-            };
-            println!("{}", serde_json::to_string_pretty(&body)?);
-            Ok(())
-        }
-        Command::Generate { out, workload } => {
-            use std::io::Write;
-            let config = workload.config();
-            let mut file = std::io::BufWriter::new(std::fs::File::create(&out)?);
-            for event in feedstorm::spout::Generator::sequence(&config) {
-                writeln!(file, "{}", feedstorm::event::encode(&event))?;
-            }
-            file.flush()?;
-            Ok(())
-        }
+        } => feed(&user, &server, limit, cursor.as_deref()),
+        Command::Rebuild { user, server } => rebuild(&user, &server),
+        Command::Generate { out, workload } => generate(&out, &workload),
         #[cfg(feature = "kafka")]
-        Command::Produce {
-            brokers,
-            topic,
-            file,
-            generate: _,
-            workload,
-            max_event_bytes,
-            quiet,
-        } => {
-            use feedstorm::kafka::produce;
-            let producer = feedstorm::kafka::Producer::new(&brokers, &Default::default())?;
-            let produced = match file {
-                Some(path) => {
-                    produce::produce_file(&producer, &topic, &path, max_event_bytes, !quiet)
-                }
-                None => {
-                    let config = workload.config();
-                    produce::produce_events(
-                        &producer,
-                        &topic,
-                        feedstorm::spout::Generator::sequence(&config),
-                        feedstorm::spout::Generator::total(&config),
-                        max_event_bytes,
-                        !quiet,
-                    )
-                }
-            }
-            .with_context(|| format!("producing to {topic} at {brokers}"))?;
-            println!(
-                "produced {} events to {topic} in {:.2} s: {:.0} events/s{}",
-                produced.messages,
-                produced.seconds,
-                produced.rate(),
-                if produced.refused > 0 {
-                    format!(
-                        " ({} refused: larger than --max-event-bytes)",
-                        produced.refused
-                    )
-                } else {
-                    String::new()
-                }
-            );
-            Ok(())
-        }
+        Command::Produce(args) => produce(args),
         Command::Checkpoint {
             command: CheckpointCommand::Inspect { dir },
         } => {
             print!("{}", feedstorm::checkpoint::inspect(&dir)?);
             Ok(())
         }
-        Command::Bench {
-            workload,
-            workers,
-            materialize,
-            active_fraction,
-            latency_samples,
-            json,
-            redis,
-            no_verify,
-            digests,
-            plot,
-            restart,
-        } => {
-            if let Some(new) = restart {
-                let options = feedstorm::bench::BenchOptions {
-                    workload: workload.config(),
-                    workers,
-                    feed: FeedConfig {
-                        retention: workload.retention,
-                        ..FeedConfig::default()
-                    },
-                    digests,
-                    verify: false,
-                    active_fraction,
-                    latency_samples: 0,
-                    redis: None,
-                };
-                let report = feedstorm::bench::restart::run(&options, new)?;
-                if json {
-                    println!("{}", serde_json::to_string(&report)?);
-                } else {
-                    print!("{report}");
-                }
-                return Ok(());
-            }
-            let Some(mode) = materialize else {
-                let settings = (active_fraction, latency_samples, no_verify, digests);
-                return compare_modes(&workload, workers, settings, redis.as_deref(), plot);
-            };
-            let report = feedstorm::bench::run(&feedstorm::bench::BenchOptions {
-                workload: workload.config(),
-                workers,
-                feed: FeedConfig {
-                    materialize: match mode {
-                        Mode::All => Materialize::All,
-                        Mode::Active => Materialize::Active,
-                    },
-                    retention: workload.retention,
-                    ..FeedConfig::default()
-                },
-                digests,
-                verify: !no_verify,
-                active_fraction,
-                latency_samples,
-                redis,
-            })?;
-            if let Some(path) = &plot {
-                feedstorm::bench::plot::draw(&report, path)?;
-            }
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{report}");
-            }
-            if report.verified == Some(false) {
-                bail!("feeds differ from the reference model");
-            }
-            Ok(())
-        }
+        Command::Bench(args) => bench(args),
     }
 }
 
-/// Runs `bench` once per mode, each in a child process, and prints the ratio.
-fn compare_modes(
-    workload: &Workload,
-    workers: usize,
-    (active_fraction, latency_samples, no_verify, digests): (f64, usize, bool, bool),
-    redis: Option<&str>,
-    plot: Option<std::path::PathBuf>,
+/// `feedstorm feed`: a page of a user's feed, from a running topology.
+fn feed(user: &str, server: &str, limit: usize, cursor: Option<&str>) -> anyhow::Result<()> {
+    let user = percent_encoding::utf8_percent_encode(user, percent_encoding::NON_ALPHANUMERIC);
+    let mut request =
+        ureq::get(&format!("http://{server}/feeds/{user}")).query("limit", &limit.to_string());
+    if let Some(cursor) = cursor {
+        request = request.query("cursor", cursor);
+    }
+    print_answer(request.call(), server)
+}
+
+/// `feedstorm rebuild`: a user's feed rebuilt by the running topology.
+fn rebuild(user: &str, server: &str) -> anyhow::Result<()> {
+    let request = ureq::post(&format!("http://{server}/drpc/rebuild-feed"));
+    print_answer(
+        request.send_json(serde_json::json!({ "user": user })),
+        server,
+    )
+}
+
+/// Prints an API answer as pretty JSON; an error status is an error.
+fn print_answer(answer: Result<ureq::Response, ureq::Error>, server: &str) -> anyhow::Result<()> {
+    let body: serde_json::Value = match answer {
+        Ok(response) => response.into_json()?,
+        Err(ureq::Error::Status(code, response)) => {
+            bail!("{code}: {}", response.into_string().unwrap_or_default())
+        }
+        Err(e) => return Err(e).context(format!("cannot reach {server}")),
+    };
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(())
+}
+
+/// `feedstorm generate`: the generator's workload as JSONL.
+fn generate(out: &std::path::Path, workload: &Workload) -> anyhow::Result<()> {
+    use std::io::Write;
+    let config = workload.config();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
+    for event in feedstorm::spout::Generator::sequence(&config) {
+        writeln!(file, "{}", feedstorm::event::encode(&event))?;
+    }
+    file.flush()?;
+    Ok(())
+}
+
+/// `feedstorm produce`: a file or the generator's workload into a topic.
+#[cfg(feature = "kafka")]
+fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    use feedstorm::kafka::produce;
+    let ProduceArgs {
+        brokers,
+        topic,
+        file,
+        generate,
+        workload,
+        max_event_bytes,
+        quiet,
+    } = args;
+    let producer = feedstorm::kafka::Producer::new(&brokers, &Default::default())?;
+    let produced = match file {
+        Some(path) if !generate => {
+            produce::produce_file(&producer, &topic, &path, max_event_bytes, !quiet)
+        }
+        _ => {
+            let config = workload.config();
+            let events = feedstorm::spout::Generator::sequence(&config);
+            let total = feedstorm::spout::Generator::total(&config);
+            produce::produce_events(&producer, &topic, events, total, max_event_bytes, !quiet)
+        }
+    }
+    .with_context(|| format!("producing to {topic} at {brokers}"))?;
+    let refused = if produced.refused > 0 {
+        format!(
+            " ({} refused: larger than --max-event-bytes)",
+            produced.refused
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "produced {} events to {topic} in {:.2} s: {:.0} events/s{refused}",
+        produced.messages,
+        produced.seconds,
+        produced.rate(),
+    );
+    Ok(())
+}
+
+/// `feedstorm bench`: one mode in this process, both compared in child
+/// processes, or a restart against a full replay.
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let feed = FeedConfig {
+        materialize: match args.materialize {
+            Some(Mode::Active) => Materialize::Active,
+            _ => Materialize::All,
+        },
+        retention: args.workload.retention,
+        ..FeedConfig::default()
+    };
+    let options = feedstorm::bench::BenchOptions {
+        workload: args.workload.config(),
+        workers: args.workers,
+        feed,
+        digests: args.digests,
+        verify: !args.no_verify,
+        active_fraction: args.active_fraction,
+        latency_samples: args.latency_samples,
+        redis: args.redis.clone(),
+    };
+    if let Some(new) = args.restart {
+        let options = feedstorm::bench::BenchOptions {
+            verify: false,
+            latency_samples: 0,
+            redis: None,
+            ..options
+        };
+        let report = feedstorm::bench::restart::run(&options, new)?;
+        return print_report(&report, args.json);
+    }
+    if args.materialize.is_none() {
+        return compare_modes(&args);
+    }
+    let report = feedstorm::bench::run(&options)?;
+    if let Some(path) = &args.plot {
+        feedstorm::bench::plot::draw(&report, path)?;
+    }
+    print_report(&report, args.json)?;
+    if report.verified == Some(false) {
+        bail!("feeds differ from the reference model");
+    }
+    Ok(())
+}
+
+/// Prints a report as text, or as one line of JSON.
+fn print_report(
+    report: &(impl std::fmt::Display + serde::Serialize),
+    json: bool,
 ) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+/// Runs `bench` once per mode, each in a child process, and prints the ratio.
+fn compare_modes(args: &BenchArgs) -> anyhow::Result<()> {
     // Three runs: every head live; a share of users live; no head live (the
     // state both modes share), so head memory = held(mode) - held(none).
     let runs = [
-        ("all", active_fraction),
-        ("active", active_fraction),
+        ("all", args.active_fraction),
+        ("active", args.active_fraction),
         ("active", 0.0),
     ];
     let mut reports = Vec::new();
     for (mode, fraction) in runs {
         let mut child = std::process::Command::new(std::env::current_exe()?);
         child.args(["bench", "--json", "--materialize", mode]);
-        child.args(["--workers", &workers.to_string()]);
+        child.args(["--workers", &args.workers.to_string()]);
         child.args(["--active-fraction", &fraction.to_string()]);
-        child.args(["--latency-samples", &latency_samples.to_string()]);
-        child.args(workload.args());
-        if no_verify {
+        child.args(["--latency-samples", &args.latency_samples.to_string()]);
+        child.args(args.workload.args());
+        if args.no_verify {
             child.arg("--no-verify");
         }
-        if digests {
+        if args.digests {
             child.arg("--digests");
         }
-        if let Some(url) = redis {
+        if let Some(url) = &args.redis {
             child.args(["--redis", url]);
         }
-        if let (Some(path), "all") = (&plot, mode) {
+        if let (Some(path), "all") = (&args.plot, mode) {
             child.arg("--plot").arg(path);
         }
         let output = child.stderr(std::process::Stdio::inherit()).output()?;
@@ -536,7 +536,17 @@ fn compare_modes(
         println!("{report}");
         reports.push(report);
     }
-    let (all, active, none) = (&reports[0], &reports[1], &reports[2]);
+    print_comparison(&reports[0], &reports[1], &reports[2], args.active_fraction);
+    Ok(())
+}
+
+/// The memory of `all` against `active`, each less the state both share (`none`).
+fn print_comparison(
+    all: &feedstorm::bench::BenchReport,
+    active: &feedstorm::bench::BenchReport,
+    none: &feedstorm::bench::BenchReport,
+    active_fraction: f64,
+) {
     let heads =
         |r: &feedstorm::bench::BenchReport| r.held_rss_growth.saturating_sub(none.held_rss_growth);
     println!(
@@ -576,7 +586,6 @@ fn compare_modes(
         active.head_entries,
         all.head_entries as f64 / active.head_entries.max(1) as f64
     );
-    Ok(())
 }
 
 fn run(
