@@ -588,6 +588,8 @@ fn print_comparison(
     );
 }
 
+/// `feedstorm run`: starts the topology and its HTTP API, and runs until a
+/// signal (or another process of the cluster) stops it.
 fn run(
     process: &ProcessConfig,
     topology_path: &std::path::Path,
@@ -602,8 +604,48 @@ fn run(
             follow: false,
         })];
     }
+    let (running, server) = start(process, &topology, listen, cluster)?;
+    println!(
+        "feedstorm: topology {:?} serving on http://{addr}  (try: curl http://{addr}/status)",
+        topology.name,
+        addr = server.addr
+    );
+    match wait_for_end(&running)? {
+        Ended::LostPeer(lost) => exit_lost_peer(lost),
+        Ended::Asked(signal) => {
+            tracing::info!(
+                signal,
+                "stopping: every process halts at one epoch and checkpoints there"
+            );
+        }
+        Ended::ByPeer => tracing::info!("stopping: another process of the cluster asked"),
+    }
+    running.ask_to_stop();
+    // The workers drain; the API keeps answering meanwhile.
+    while !running.workers_returned() {
+        if let Some(lost) = feedstorm::cluster::lost_peer() {
+            exit_lost_peer(lost);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(server);
+    let status = running.status.clone();
+    running.stop()?;
+    if !status.healthy() {
+        bail!("a worker failed; see the log above");
+    }
+    Ok(())
+}
+
+/// Binds the HTTP address first (the other processes are told where to
+/// forward reads), then starts the topology and serves its API.
+fn start(
+    process: &ProcessConfig,
+    topology: &TopologyConfig,
+    listen: Option<SocketAddr>,
+    cluster: Cluster,
+) -> anyhow::Result<(Running, Server)> {
     let token = process.http.token()?;
-    // Bound first: the other processes are told where to forward reads.
     let listen = listen.unwrap_or(process.listen);
     if token.is_none() && !listen.ip().is_loopback() {
         tracing::warn!(
@@ -615,29 +657,26 @@ fn run(
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     let http = advertised(listener.local_addr()?, &cluster);
-    let running = Running::start(
-        &topology,
-        &RunOptions {
-            cluster: cluster.clone(),
-            http: Some(http),
-        },
-    )?;
-    let server = Server::serve(
-        listener,
-        Api::new(&running, &topology, process.max_page_limit).with_token(token),
-    )?;
-    println!(
-        "feedstorm: topology {:?} serving on http://{addr}  (try: curl http://{addr}/status)",
-        topology.name,
-        addr = server.addr
-    );
+    let options = RunOptions {
+        cluster,
+        http: Some(http),
+    };
+    let running = Running::start(topology, &options)?;
+    let api = Api::new(&running, topology, process.max_page_limit).with_token(token);
+    let server = Server::serve(listener, api)?;
+    Ok((running, server))
+}
+
+/// Waits for a signal, a stop by another process or a lost peer; logs
+/// when the topology has caught up.
+fn wait_for_end(running: &Running) -> anyhow::Result<Ended> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let status = running.status.clone();
     let mut terminate =
         runtime.block_on(async { tokio::signal::unix::signal(SignalKind::terminate()) })?;
-    let ended = runtime.block_on(async {
+    Ok(runtime.block_on(async {
         let mut announced = false;
         loop {
             tokio::select! {
@@ -657,31 +696,7 @@ fn run(
                 }
             }
         }
-    });
-    match ended {
-        Ended::LostPeer(lost) => exit_lost_peer(lost),
-        Ended::Asked(signal) => {
-            tracing::info!(
-                signal,
-                "stopping: every process halts at one epoch and checkpoints there"
-            );
-        }
-        Ended::ByPeer => tracing::info!("stopping: another process of the cluster asked"),
-    }
-    running.ask_to_stop();
-    // The workers drain; the API keeps answering meanwhile.
-    while !running.workers_returned() {
-        if let Some(lost) = feedstorm::cluster::lost_peer() {
-            exit_lost_peer(lost);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    drop(server);
-    running.stop()?;
-    if !status.healthy() {
-        bail!("a worker failed; see the log above");
-    }
-    Ok(())
+    }))
 }
 
 /// Timely's cluster cannot go on without a lost peer: exit now (status 2),

@@ -93,14 +93,18 @@ impl Control {
         }
     }
 
-    /// Once every worker halted: the epoch all stop at.
+    /// Once every worker halted: the epoch all stop at, one past the
+    /// latest halt. Past it, so that no operator's frontier can have
+    /// reached it before its process asked for a checkpoint there: an
+    /// operator that met the frontier at the boundary before the ask would
+    /// never be scheduled again to save it, and the stop would wait forever.
     pub fn stop_epoch(&self) -> Option<u64> {
         let heard = self.heard.borrow();
         let mut workers: Vec<usize> = heard.iter().map(|(worker, _)| *worker).collect();
         workers.sort_unstable();
         workers.dedup();
         (workers.len() == self.peers)
-            .then(|| heard.iter().map(|(_, epoch)| *epoch).max())
+            .then(|| heard.iter().map(|(_, epoch)| *epoch + 1).max())
             .flatten()
     }
 }
