@@ -142,6 +142,18 @@ impl InterestOp {
         matches!(self, InterestOp::Follow | InterestOp::Block)
     }
 
+    /// The op of an event `type` on the wire, if it is one.
+    pub fn from_wire_name(kind: &str) -> Option<InterestOp> {
+        [
+            InterestOp::Follow,
+            InterestOp::Unfollow,
+            InterestOp::Unblock,
+            InterestOp::Block,
+        ]
+        .into_iter()
+        .find(|op| op.wire_name() == kind)
+    }
+
     /// The event `type` on the wire.
     pub fn wire_name(self) -> &'static str {
         match self {
@@ -439,65 +451,66 @@ pub fn decode(bytes: &[u8], max_event_bytes: usize) -> Result<Event, DecodeError
             DecodeError::NotJson(e.to_string())
         }
     })?;
-    let kind = wire.kind.ok_or_else(|| missing("type"))?;
-    let time = wire.time.ok_or_else(|| missing("time")).and_then(|raw| {
-        if raw.get() == "null" {
-            return Err(missing("time"));
-        }
-        parse_time(raw.get()).ok_or_else(|| DecodeError::Field {
-            field: "time",
-            reason: format!("{} is neither RFC 3339 nor integer milliseconds", raw.get()),
-        })
-    });
+    let kind = wire.kind.clone().ok_or_else(|| missing("type"))?;
+    let time = wire_time(wire.time);
     match kind.as_ref() {
-        "activity" => {
-            let extra = match wire.extra {
-                Some(raw) if raw.get() == "null" => None,
-                Some(raw) if raw.get().starts_with('{') => Some(raw.get().to_owned()),
-                Some(_) => {
-                    return Err(DecodeError::Field {
-                        field: "extra",
-                        reason: "not a JSON object".into(),
-                    })
-                }
-                None => None,
-            };
-            Ok(Event::Activity(Activity {
-                id: required_id("id", wire.id)?.into(),
-                time: time?,
-                actor: required_typed_id("actor", wire.actor)?,
-                verb: required_id("verb", wire.verb)?,
-                object: required_typed_id("object", wire.object)?,
-                target: typed_id("target", wire.target)?,
-                extra,
-            }))
-        }
-        "follow" | "unfollow" => Ok(Event::Interest {
-            time: time?,
-            user: required_typed_id("user", wire.user)?,
-            interest: required_typed_id("interest", wire.interest)?,
-            op: if kind == "follow" {
-                InterestOp::Follow
-            } else {
-                InterestOp::Unfollow
-            },
-        }),
-        "block" | "unblock" => Ok(Event::Interest {
-            time: time?,
-            user: required_typed_id("user", wire.user)?,
-            interest: required_typed_id("blocked", wire.blocked)?,
-            op: if kind == "block" {
-                InterestOp::Block
-            } else {
-                InterestOp::Unblock
-            },
-        }),
+        "activity" => activity(wire, time),
         "delete" => Ok(Event::Delete {
             time: time?,
             id: required_id("id", wire.id)?,
         }),
-        other => Err(DecodeError::UnknownType(other.to_owned())),
+        other => match InterestOp::from_wire_name(other) {
+            Some(op) => {
+                let (field, value) = match op.relation() {
+                    Relation::Follows => ("interest", wire.interest),
+                    Relation::Blocks => ("blocked", wire.blocked),
+                };
+                Ok(Event::Interest {
+                    time: time?,
+                    user: required_typed_id("user", wire.user)?,
+                    interest: required_typed_id(field, value)?,
+                    op,
+                })
+            }
+            None => Err(DecodeError::UnknownType(other.to_owned())),
+        },
     }
+}
+
+/// The `time` field: RFC 3339 or integer milliseconds, not absent or null.
+fn wire_time(raw: Option<&RawValue>) -> Result<Millis, DecodeError> {
+    let raw = raw.ok_or_else(|| missing("time"))?;
+    if raw.get() == "null" {
+        return Err(missing("time"));
+    }
+    parse_time(raw.get()).ok_or_else(|| DecodeError::Field {
+        field: "time",
+        reason: format!("{} is neither RFC 3339 nor integer milliseconds", raw.get()),
+    })
+}
+
+/// An activity's fields, checked in wire order.
+fn activity(wire: Wire<'_>, time: Result<Millis, DecodeError>) -> Result<Event, DecodeError> {
+    let extra = match wire.extra {
+        Some(raw) if raw.get() == "null" => None,
+        Some(raw) if raw.get().starts_with('{') => Some(raw.get().to_owned()),
+        Some(_) => {
+            return Err(DecodeError::Field {
+                field: "extra",
+                reason: "not a JSON object".into(),
+            })
+        }
+        None => None,
+    };
+    Ok(Event::Activity(Activity {
+        id: required_id("id", wire.id)?.into(),
+        time: time?,
+        actor: required_typed_id("actor", wire.actor)?,
+        verb: required_id("verb", wire.verb)?,
+        object: required_typed_id("object", wire.object)?,
+        target: typed_id("target", wire.target)?,
+        extra,
+    }))
 }
 
 /// Encodes an event in the wire format (the generator and `produce` use it).

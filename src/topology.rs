@@ -35,7 +35,13 @@ use crate::event::{Event, Millis, Relation, TypedId};
 use crate::push::Pushes;
 use crate::status::Status;
 use crate::store::Store;
-use differential_dataflow::AsCollection;
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::StreamVec;
+
+use crate::bolt::interests::Edge;
+use crate::bolt::ActivityChange;
+use crate::digest::DigestChange;
+use crate::feed::Story;
 
 /// The topology's operators by their timely names, as the topology page
 /// shows them (beside the inputs, shown as [`crate::observe::SPOUTS`]).
@@ -181,6 +187,65 @@ pub struct Services {
     pub checkpoints: Option<Arc<Checkpoints>>,
 }
 
+/// The activity writes, to each process's store. A process's own store
+/// (embedded) serves the users it owns, whose feeds name activities kept
+/// anywhere: every process stores them all. A shared store (Redis) takes
+/// each write once.
+fn to_every_store<'scope>(
+    activity_writes: StreamVec<'scope, u64, ActivityChange>,
+    cluster: &Cluster,
+    persistent: bool,
+) -> StreamVec<'scope, u64, ActivityChange> {
+    if !cluster.is_distributed() || persistent {
+        return activity_writes;
+    }
+    let (processes, workers) = (cluster.processes, cluster.workers);
+    activity_writes
+        .flat_map(move |change| (0..processes).map(move |p| (p * workers, change.clone())))
+        .exchange(|(worker, _)| *worker as u64)
+        .map(|(_, change)| change)
+}
+
+/// The notification feeds (SPEC section 4): a story about an activity's
+/// target, by someone else, notifies the target, unless the target blocks
+/// its actor or object.
+fn notify<'scope>(
+    stories: &VecCollection<'scope, u64, Story, isize>,
+    edges: &VecCollection<'scope, u64, Edge, isize>,
+    spec: DigestSpec,
+    recover_into: Option<Arc<dyn Store>>,
+    status: Arc<Status>,
+) -> StreamVec<'scope, u64, DigestChange> {
+    let blocks = edges
+        .clone()
+        .filter(|edge| edge.relation == Relation::Blocks)
+        .map(|edge| (edge.user, edge.of));
+    stories
+        .clone()
+        .flat_map(|story| {
+            let target = story.0.target.clone();
+            target
+                .filter(|target| *target != story.0.actor)
+                .map(|target| (target, story))
+        })
+        .digest(blocks, vec![spec], recover_into, status)
+}
+
+/// DRPC's return path: each answer to the process that asked, handed to
+/// its desk with the answer's epoch.
+fn return_answers(answers: StreamVec<'_, u64, Answer>, drpc: Arc<Drpc>) {
+    answers
+        .exchange(|(id, _): &Answer| Drpc::origin_worker(*id))
+        .inspect_core(move |event| {
+            if let Ok((stamp, answers)) = event {
+                let time = stamp.least().copied().unwrap_or_default();
+                for (id, head) in answers {
+                    drpc.answer_at(time, *id, head.clone());
+                }
+            }
+        });
+}
+
 /// Builds the feed topology on `worker`.
 pub fn build(
     worker: &mut Worker,
@@ -216,34 +281,10 @@ pub fn build(
         let (stories, activity_writes) =
             story_events.keep_stories(newest, feed.retention, checkpoints);
         let recover_into = store.persistent().then(|| store.clone());
-        // A process's own store (embedded) serves the users it owns, whose
-        // feeds name activities kept anywhere: every process stores them all.
-        let activity_writes = if cluster.is_distributed() && !store.persistent() {
-            let (processes, workers) = (cluster.processes, cluster.workers);
-            activity_writes
-                .flat_map(move |change| (0..processes).map(move |p| (p * workers, change.clone())))
-                .exchange(|(worker, _)| *worker as u64)
-                .map(|(_, change)| change)
-        } else {
-            activity_writes
-        };
+        let activity_writes = to_every_store(activity_writes, cluster, store.persistent());
         let mut writes = vec![activity_writes.map(Write::Activity)];
         if let Some(spec) = notifications {
-            // A user's blocks hide notifications too.
-            let blocks = edges
-                .clone()
-                .filter(|edge| edge.relation == Relation::Blocks)
-                .map(|edge| (edge.user, edge.of));
-            // A story about an activity's target, by someone else, notifies the target.
-            let notified = stories
-                .clone()
-                .flat_map(|story| {
-                    let target = story.0.target.clone();
-                    target
-                        .filter(|target| *target != story.0.actor)
-                        .map(|target| (target, story))
-                })
-                .digest(blocks, vec![spec], recover_into.clone(), status.clone());
+            let notified = notify(&stories, &edges, spec, recover_into.clone(), status.clone());
             writes.push(notified.map(Write::Digest));
         }
         let settings = HeadSettings {
@@ -258,17 +299,7 @@ pub fn build(
         let everywhere = stories.inner.broadcast().as_collection();
         let (heads, digests, answers) =
             edges.maintain_head(everywhere, requests, settings, drpc.clone(), status.clone());
-        // DRPC's return path: each answer to the process that asked.
-        answers
-            .exchange(|(id, _): &Answer| Drpc::origin_worker(*id))
-            .inspect_core(move |event| {
-                if let Ok((stamp, answers)) = event {
-                    let time = stamp.least().copied().unwrap_or_default();
-                    for (id, head) in answers {
-                        drpc.answer_at(time, *id, head.clone());
-                    }
-                }
-            });
+        return_answers(answers, drpc.clone());
         writes.push(digests.map(Write::Digest));
         writes.push(heads.map(Write::Head));
         scope

@@ -500,11 +500,9 @@ impl<'scope> Digest<'scope> for VecCollection<'scope, u64, (TypedId, Story), isi
                     }
                     digests.epoch(blocked, delivered, &mut out);
                     status.add_digest_updates(out.len() as u64);
-                    if recovery.holding() {
-                        out.clear(); // the recovered digests are written whole at the end
-                    } else {
-                        output.session(&caps[0]).give_iterator(out.drain(..));
-                    }
+                    recovery.pass(&mut out, |changes| {
+                        output.session(&caps[0]).give_iterator(changes)
+                    });
                 }
                 recovery.step(&status, frontiers, |cap, store| {
                     digests.recovered(store, index, peers, &mut out);

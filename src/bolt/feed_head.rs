@@ -22,6 +22,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::bolt::digest::DigestChange;
@@ -328,7 +329,31 @@ struct EpochInput {
     requests: Vec<Request>,
 }
 
+impl FromIterator<Input> for EpochInput {
+    fn from_iter<I: IntoIterator<Item = Input>>(inputs: I) -> Self {
+        let mut input = EpochInput::default();
+        for item in inputs {
+            match item {
+                Input::Edge(edge, diff) => input.edges.push((edge, diff)),
+                Input::Story(story, diff) => input.stories.push((story, diff)),
+                Input::Request(request) => input.requests.push(request),
+            }
+        }
+        input
+    }
+}
+
 impl Heads {
+    fn new(settings: HeadSettings) -> Heads {
+        Heads {
+            digests: DigestGroups::new(settings.digests.clone(), settings.slack),
+            settings,
+            fanout: Fanout::default(),
+            heads: FastMap::default(),
+            last_eviction: Instant::now(),
+        }
+    }
+
     fn cap(&self) -> usize {
         self.settings.feed_size + self.settings.slack
     }
@@ -662,6 +687,19 @@ impl Heads {
         }
     }
 
+    /// Every digest of the users this worker owns, whole (see
+    /// [`DigestGroups::recovered`]).
+    fn recovered_digests(
+        &self,
+        store: &dyn Store,
+        index: usize,
+        peers: usize,
+        out: &mut Vec<DigestChange>,
+    ) {
+        let fanout = &self.fanout;
+        self.digests.recovered(fanout, store, index, peers, out);
+    }
+
     /// Every head this worker owns, whole: a reset then its entries, and a
     /// reset for each user the store has but this worker no longer does.
     fn recovered_heads(
@@ -694,6 +732,18 @@ impl Heads {
             out.push(reset_marker(&user));
         }
     }
+}
+
+/// The gates of the heads' and the digests' outputs, from the operator's
+/// initial capabilities: each output recovers on its own (the digests'
+/// only with digests). The answers' capability is dropped: answers go out
+/// under their epoch's capability only.
+fn gates(caps: &mut Vec<Capability<u64>>, settings: &HeadSettings) -> (RecoveryGate, RecoveryGate) {
+    caps.pop();
+    let digests_cap = caps.pop().filter(|_| !settings.digests.is_empty());
+    let digests = RecoveryGate::new(digests_cap, settings.recover_into.clone());
+    let heads = RecoveryGate::new(caps.pop(), settings.recover_into.clone());
+    (heads, digests)
 }
 
 /// The head-change marker that clears a user's head in the store.
@@ -729,20 +779,10 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, Edge, isize> {
             OutputBuilder::<_, CapacityContainerBuilder<Vec<DigestChange>>>::from(digests_out);
         let mut answers_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<Answer>>>::from(answers_out);
-        builder.build(move |mut caps| {
+        builder.build(move |mut caps: Vec<Capability<u64>>| {
             let mut stash = EpochStash::new(3);
-            caps.pop(); // answers go out under their epoch's capability only
-                        // Each output recovers on its own (the digests' only with digests).
-            let digests_cap = caps.pop().filter(|_| !settings.digests.is_empty());
-            let mut digest_recovery = RecoveryGate::new(digests_cap, settings.recover_into.clone());
-            let mut recovery = RecoveryGate::new(caps.pop(), settings.recover_into.clone());
-            let mut heads = Heads {
-                digests: DigestGroups::new(settings.digests.clone(), settings.slack),
-                settings,
-                fanout: Fanout::default(),
-                heads: FastMap::default(),
-                last_eviction: Instant::now(),
-            };
+            let (mut recovery, mut digest_recovery) = gates(&mut caps, &settings);
+            let mut heads = Heads::new(settings);
             let (mut out, mut digested) = (Vec::new(), Vec::new());
             move |frontiers| {
                 edges.for_each(|cap, data| {
@@ -762,14 +802,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, Edge, isize> {
                 for (caps, inputs) in
                     stash.take_ready(&[&frontiers[0], &frontiers[1], &frontiers[2]])
                 {
-                    let mut input = EpochInput::default();
-                    for item in inputs {
-                        match item {
-                            Input::Edge(edge, diff) => input.edges.push((edge, diff)),
-                            Input::Story(story, diff) => input.stories.push((story, diff)),
-                            Input::Request(request) => input.requests.push(request),
-                        }
-                    }
+                    let input = inputs.into_iter().collect();
                     let time = *caps[0].time();
                     let answered =
                         heads.epoch(time, input, &drpc, &status, &mut out, &mut digested);
@@ -778,28 +811,19 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, Edge, isize> {
                         .session(&caps[2])
                         .give_iterator(answered.into_iter());
                     status.add_digest_updates(digested.len() as u64);
-                    if digest_recovery.holding() {
-                        digested.clear(); // the recovered digests are written whole at the end
-                    } else {
-                        digests_out
-                            .session(&caps[1])
-                            .give_iterator(digested.drain(..));
-                    }
-                    if recovery.holding() {
-                        out.clear(); // the recovered heads are written whole at the end
-                    } else {
-                        heads_out.session(&caps[0]).give_iterator(out.drain(..));
-                    }
+                    digest_recovery.pass(&mut digested, |changes| {
+                        digests_out.session(&caps[1]).give_iterator(changes)
+                    });
+                    recovery.pass(&mut out, |changes| {
+                        heads_out.session(&caps[0]).give_iterator(changes)
+                    });
                 }
                 recovery.step(&status, frontiers, |cap, store| {
                     heads.recovered_heads(store, index, peers, &mut out);
                     heads_out.session(cap).give_iterator(out.drain(..));
                 });
                 digest_recovery.step(&status, frontiers, |cap, store| {
-                    let fanout = &heads.fanout;
-                    heads
-                        .digests
-                        .recovered(fanout, store, index, peers, &mut digested);
+                    heads.recovered_digests(store, index, peers, &mut digested);
                     digests_out.session(cap).give_iterator(digested.drain(..));
                 });
                 crate::bolt::release_burst(&mut out);

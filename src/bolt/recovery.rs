@@ -35,6 +35,16 @@ impl RecoveryGate {
         self.held.is_some()
     }
 
+    /// Hands an epoch's `items` to `give`, or drops them while holding (the
+    /// recovered state is written whole at the end); `items` is left empty.
+    pub fn pass<T>(&self, items: &mut Vec<T>, give: impl FnOnce(std::vec::Drain<'_, T>)) {
+        if self.holding() {
+            items.clear();
+        } else {
+            give(items.drain(..));
+        }
+    }
+
     /// Call after each activation. Once the topology has recovered, `write`
     /// gets the held capability and the store to emit the whole state, and
     /// the gate opens; until then the capability follows the inputs.
