@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::bench::BenchReport;
@@ -70,7 +71,19 @@ pub fn draw(report: &BenchReport, path: &Path) -> Result<()> {
     root.fill(&WHITE).map_err(|e| fail(&e))?;
     let panels = root.split_evenly((3, 1));
     let end = report.timeline.last().map_or(1.0, |s| s.secs.max(0.1));
+    deliveries(&panels[0], report, end)?;
+    memory(&panels[1], report, end)?;
+    rebuild_latency(&panels[2], report)?;
+    root.present().map_err(|e| fail(&e))?;
+    Ok(())
+}
 
+/// Deliveries per second over the run.
+fn deliveries(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    report: &BenchReport,
+    end: f64,
+) -> Result<()> {
     // Deliveries per second over the last half second: deliveries are
     // counted per epoch, so single samples are bursts and pauses.
     let window = (0.5 / crate::bench::SAMPLE_EVERY.as_secs_f64())
@@ -93,11 +106,15 @@ pub fn draw(report: &BenchReport, path: &Path) -> Result<()> {
         report.materialize,
         report.deliveries as f64 / report.topology_secs.max(1e-9) / 1e6
     );
-    let mut chart = panel(&panels[0], &caption, (end, "seconds"), (top, "millions/s"))?;
+    let mut chart = panel(area, &caption, (end, "seconds"), (top, "millions/s"))?;
     chart
         .draw_series(LineSeries::new(rates, PALETTE[0].stroke_width(2)))
         .map_err(|e| fail(&e))?;
+    Ok(())
+}
 
+/// Resident memory growth over the run.
+fn memory(area: &DrawingArea<SVGBackend<'_>, Shift>, report: &BenchReport, end: f64) -> Result<()> {
     // Resident memory growth.
     let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
     let memory: Vec<(f64, f64)> = report
@@ -111,11 +128,15 @@ pub fn draw(report: &BenchReport, path: &Path) -> Result<()> {
         mib(report.held_rss_growth),
         mib(report.peak_rss_growth)
     );
-    let mut chart = panel(&panels[1], &caption, (end, "seconds"), (top, "MiB"))?;
+    let mut chart = panel(area, &caption, (end, "seconds"), (top, "MiB"))?;
     chart
         .draw_series(LineSeries::new(memory, PALETTE[1].stroke_width(2)))
         .map_err(|e| fail(&e))?;
+    Ok(())
+}
 
+/// The rebuild latency distribution per probe user.
+fn rebuild_latency(area: &DrawingArea<SVGBackend<'_>, Shift>, report: &BenchReport) -> Result<()> {
     // Rebuild latency: the share of rebuilds at or below each latency.
     let slowest = report
         .rebuild_samples
@@ -125,7 +146,7 @@ pub fn draw(report: &BenchReport, path: &Path) -> Result<()> {
         * 1.1;
     let caption = "rebuild latency distribution (after catch-up)";
     let mut chart = panel(
-        &panels[2],
+        area,
         caption,
         (slowest, "milliseconds"),
         (1.0, "share of rebuilds"),
@@ -152,6 +173,5 @@ pub fn draw(report: &BenchReport, path: &Path) -> Result<()> {
         .position(SeriesLabelPosition::LowerRight)
         .draw()
         .map_err(|e| fail(&e))?;
-    root.present().map_err(|e| fail(&e))?;
     Ok(())
 }

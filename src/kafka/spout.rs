@@ -109,6 +109,47 @@ fn spout_error(name: &str, message: impl std::fmt::Display) -> Error {
     }
 }
 
+/// Assigns `partitions` to `consumer`, each from its low watermark (the
+/// start of what the broker keeps: interests and stories are rebuilt from
+/// it), noting each one's committed offset.
+fn assign(consumer: &mut BaseConsumer, name: &str, partitions: &mut [Partition]) -> Result<()> {
+    let mut list = TopicPartitionList::new();
+    for p in partitions.iter() {
+        list.add_partition(&p.topic, p.partition);
+    }
+    let committed = retry(name, "committed offsets", || {
+        consumer.committed_offsets(list.clone(), REQUEST_TIMEOUT)
+    })?;
+    let mut assignment = TopicPartitionList::new();
+    for p in partitions.iter_mut() {
+        if let Some(Offset::Offset(at)) = committed
+            .find_partition(&p.topic, p.partition)
+            .map(|e| e.offset())
+        {
+            p.committed = at;
+        }
+        let (low, high) = retry(name, "watermarks", || {
+            consumer.fetch_watermarks(&p.topic, p.partition, REQUEST_TIMEOUT)
+        })?;
+        p.next = low;
+        assignment
+            .add_partition_offset(&p.topic, p.partition, Offset::Offset(low))
+            .map_err(|e| spout_error(name, e))?;
+        tracing::info!(
+            topic = %p.topic,
+            partition = p.partition,
+            committed = p.committed,
+            low,
+            high,
+            "kafka partition assigned: replaying from its start, new events from the committed offset"
+        );
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| spout_error(name, e))?;
+    Ok(())
+}
+
 impl KafkaSpout {
     /// The share of worker `index` of `peers` (all workers of all processes).
     /// Waits, with back-off, for brokers that do not answer yet; a topic that
@@ -144,40 +185,7 @@ impl KafkaSpout {
             }
         }
         if !partitions.is_empty() {
-            let mut list = TopicPartitionList::new();
-            for p in &partitions {
-                list.add_partition(&p.topic, p.partition);
-            }
-            let committed = retry(&name, "committed offsets", || {
-                consumer.committed_offsets(list.clone(), REQUEST_TIMEOUT)
-            })?;
-            let mut assignment = TopicPartitionList::new();
-            for p in partitions.iter_mut() {
-                if let Some(Offset::Offset(at)) = committed
-                    .find_partition(&p.topic, p.partition)
-                    .map(|e| e.offset())
-                {
-                    p.committed = at;
-                }
-                let (low, high) = retry(&name, "watermarks", || {
-                    consumer.fetch_watermarks(&p.topic, p.partition, REQUEST_TIMEOUT)
-                })?;
-                p.next = low;
-                assignment
-                    .add_partition_offset(&p.topic, p.partition, Offset::Offset(low))
-                    .map_err(|e| spout_error(&name, e))?;
-                tracing::info!(
-                    topic = %p.topic,
-                    partition = p.partition,
-                    committed = p.committed,
-                    low,
-                    high,
-                    "kafka partition assigned: replaying from its start, new events from the committed offset"
-                );
-            }
-            consumer
-                .assign(&assignment)
-                .map_err(|e| spout_error(&name, e))?;
+            assign(&mut consumer, &name, &mut partitions)?;
             let worker = std::thread::current();
             consumer.set_nonempty_callback(move || worker.unpark());
         }

@@ -74,13 +74,7 @@ impl Running {
         topology.validate()?;
         let cluster = options.cluster.clone();
         let status = Arc::new(Status::new(&topology.name, cluster.workers));
-        let store: Arc<dyn Store> = match &topology.sink {
-            SinkConfig::Embedded(embedded) => match &embedded.marks_path {
-                Some(path) => Arc::new(EmbeddedStore::with_marks_file(path)?),
-                None => Arc::new(EmbeddedStore::new()),
-            },
-            SinkConfig::Redis(redis) => Arc::new(RedisStore::open(redis)?),
-        };
+        let store = open_store(topology)?;
         let names = topology.spouts.iter().map(SpoutConfig::name).collect();
         let checkpoints = Checkpoints::open(topology, &cluster, names)?.map(Arc::new);
         if store.persistent() {
@@ -95,27 +89,8 @@ impl Running {
         let agreement = Arc::new(OnceLock::new());
         let drpc = Arc::new(Drpc::new(cluster.first_worker()));
         let pushes = Arc::new(Pushes::new());
-        // Fail early on a spout that cannot open; workers open their own copies.
-        for spout in &topology.spouts {
-            if let SpoutConfig::File(file) = spout {
-                std::fs::metadata(&file.path).map_err(|e| Error::Spout {
-                    spout: file.path.display().to_string(),
-                    message: e.to_string(),
-                })?;
-            }
-        }
-        let config = timely::Config {
-            communication: cluster.communication(),
-            worker: WorkerConfig::default(),
-        };
-        crate::cluster::watch_for_lost_peers(&cluster);
-        if cluster.is_distributed() {
-            tracing::info!(
-                process = cluster.process,
-                processes = cluster.processes,
-                "connecting to the other processes"
-            );
-        }
+        check_spout_files(topology)?;
+        let config = timely_config(&cluster);
         let guards = {
             let (topology, status, store, stop, drpc, pushes) = (
                 topology.clone(),
@@ -219,6 +194,48 @@ impl Drop for Running {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.join_workers();
     }
+}
+
+/// Timely's configuration for `cluster`; with other processes, watches for
+/// lost peers and says it connects.
+fn timely_config(cluster: &Cluster) -> timely::Config {
+    crate::cluster::watch_for_lost_peers(cluster);
+    if cluster.is_distributed() {
+        tracing::info!(
+            process = cluster.process,
+            processes = cluster.processes,
+            "connecting to the other processes"
+        );
+    }
+    timely::Config {
+        communication: cluster.communication(),
+        worker: WorkerConfig::default(),
+    }
+}
+
+/// The store the topology's sink writes.
+fn open_store(topology: &TopologyConfig) -> Result<Arc<dyn Store>> {
+    Ok(match &topology.sink {
+        SinkConfig::Embedded(embedded) => match &embedded.marks_path {
+            Some(path) => Arc::new(EmbeddedStore::with_marks_file(path)?),
+            None => Arc::new(EmbeddedStore::new()),
+        },
+        SinkConfig::Redis(redis) => Arc::new(RedisStore::open(redis)?),
+    })
+}
+
+/// Fails early on a file spout that cannot open (the workers open their
+/// own copies later, each in its thread).
+fn check_spout_files(topology: &TopologyConfig) -> Result<()> {
+    for spout in &topology.spouts {
+        if let SpoutConfig::File(file) = spout {
+            std::fs::metadata(&file.path).map_err(|e| Error::Spout {
+                spout: file.path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// What the workers of a process share.
