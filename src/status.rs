@@ -3,6 +3,11 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::Instant;
 
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 
 use crate::event::unix_ms;
@@ -99,6 +104,13 @@ impl WorkerProgress {
     fn was_caught_up(&self) -> bool {
         self.caught_up_once.load(SeqCst) || self.caught_up()
     }
+}
+
+/// A gauge holding `value`.
+fn gauge(value: u64) -> Gauge {
+    let gauge = Gauge::default();
+    gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+    gauge
 }
 
 /// Process-wide status.
@@ -413,117 +425,105 @@ impl Status {
             .collect()
     }
 
-    /// The `/metrics` text (Prometheus exposition format).
-    pub fn to_prometheus(&self, store: StoreStats) -> String {
-        let metrics: [(&str, &str, &str, u64); 10] = [
+    /// The counters, as they are now.
+    fn register_counters(&self, registry: &mut Registry) {
+        let counters = [
             (
-                "feedstorm_events_in_total",
-                "counter",
-                "Events read by the spouts, good and bad.",
+                "events_in",
+                "Events read by the spouts, good and bad",
                 self.events_in(),
             ),
             (
-                "feedstorm_events_bad_total",
-                "counter",
-                "Bad events sent to the dead-letter destination.",
+                "events_bad",
+                "Bad events sent to the dead-letter destination",
                 self.events_bad(),
             ),
             (
-                "feedstorm_feed_deliveries_total",
-                "counter",
-                "Delivery updates consumed by the feed-head bolt.",
+                "feed_deliveries",
+                "Delivery updates consumed by the feed-head bolt",
                 self.feed_deliveries(),
             ),
             (
-                "feedstorm_head_changes_total",
-                "counter",
-                "Feed-head entries written or removed.",
+                "head_changes",
+                "Feed-head entries written or removed",
                 self.head_changes(),
             ),
             (
-                "feedstorm_digest_updates_total",
-                "counter",
-                "Digest and notification group changes emitted.",
+                "digest_updates",
+                "Digest and notification group changes emitted",
                 self.digest_updates(),
             ),
+        ];
+        for (name, help, value) in counters {
+            let counter: Counter = Counter::default();
+            counter.inc_by(value);
+            registry.register(name, help, counter);
+        }
+    }
+
+    /// The gauges, as they are now.
+    fn register_gauges(&self, registry: &mut Registry, store: StoreStats) {
+        let last = self.last_checkpoint();
+        let gauges = [
             (
-                "feedstorm_caught_up",
-                "gauge",
-                "1 when every available event is processed and written.",
+                "caught_up",
+                "1 when every available event is processed and written",
                 self.caught_up() as u64,
             ),
             (
-                "feedstorm_sink_ok",
-                "gauge",
-                "1 while the sink writes succeed.",
+                "sink_ok",
+                "1 while the sink writes succeed",
                 self.sink_ok.load(SeqCst) as u64,
             ),
+            ("feeds", "Users with a non-empty feed head", store.feeds),
+            ("feed_entries", "Entries over all feed heads", store.entries),
+            ("activities", "Stored activities", store.activities),
             (
-                "feedstorm_feeds",
-                "gauge",
-                "Users with a non-empty feed head.",
-                store.feeds,
-            ),
-            (
-                "feedstorm_feed_entries",
-                "gauge",
-                "Entries over all feed heads.",
-                store.entries,
-            ),
-            (
-                "feedstorm_activities",
-                "gauge",
-                "Stored activities.",
-                store.activities,
-            ),
-        ];
-        let last = self.last_checkpoint();
-        let checkpoint: [(&str, &str, &str, u64); 4] = [
-            (
-                "feedstorm_checkpoint_epoch",
-                "gauge",
-                "Boundary epoch of the newest durable checkpoint (0: none).",
+                "checkpoint_epoch",
+                "Boundary epoch of the newest durable checkpoint (0: none)",
                 last.as_ref().map_or(0, |c| c.epoch),
             ),
             (
-                "feedstorm_checkpoint_age_seconds",
-                "gauge",
-                "Seconds since the newest durable checkpoint was written (0: none).",
+                "checkpoint_age_seconds",
+                "Seconds since the newest durable checkpoint was written (0: none)",
                 last.as_ref()
                     .map_or(0, |c| unix_ms().saturating_sub(c.written_at_ms) / 1000),
             ),
             (
-                "feedstorm_checkpoint_duration_milliseconds",
-                "gauge",
-                "Time from its first part written to its manifest.",
+                "checkpoint_duration_milliseconds",
+                "Time from its first part written to its manifest",
                 last.as_ref().map_or(0, |c| c.duration_ms),
             ),
             (
-                "feedstorm_checkpoint_bytes",
-                "gauge",
-                "Bytes of the newest durable checkpoint's parts.",
+                "checkpoint_bytes",
+                "Bytes of the newest durable checkpoint's parts",
                 last.as_ref().map_or(0, |c| c.bytes),
             ),
         ];
+        for (name, help, value) in gauges {
+            registry.register(name, help, gauge(value));
+        }
+    }
+
+    /// The `/metrics` text (OpenMetrics, which Prometheus reads), encoded
+    /// by `prometheus-client` from a registry filled at each scrape: every
+    /// figure is read from the counters as they are then.
+    pub fn to_prometheus(&self, store: StoreStats) -> String {
+        let mut registry = Registry::with_prefix("feedstorm");
+        self.register_counters(&mut registry);
+        self.register_gauges(&mut registry, store);
+        let lag = Family::<Vec<(String, String)>, Gauge>::default();
+        for (partition, behind) in self.lag() {
+            lag.get_or_create(&vec![("partition".to_owned(), partition)])
+                .set(i64::try_from(behind).unwrap_or(i64::MAX));
+        }
+        registry.register(
+            "spout_lag",
+            "Records behind the part's high watermark (Kafka partitions, generator turns)",
+            lag,
+        );
         let mut text = String::new();
-        for (name, kind, help, value) in metrics.into_iter().chain(checkpoint) {
-            text.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-            ));
-        }
-        let lag = self.lag();
-        if !lag.is_empty() {
-            text.push_str(
-                "# HELP feedstorm_spout_lag Records behind the part's high watermark (Kafka partitions, generator turns).\n\
-                 # TYPE feedstorm_spout_lag gauge\n",
-            );
-            for (partition, behind) in lag {
-                let partition = partition.replace('\\', "\\\\").replace('"', "\\\"");
-                text.push_str(&format!(
-                    "feedstorm_spout_lag{{partition=\"{partition}\"}} {behind}\n"
-                ));
-            }
-        }
+        encode(&mut text, &registry).expect("writing to a String does not fail");
         text
     }
 }
