@@ -174,6 +174,16 @@ fn workload_shape(events: &[Event]) -> (f64, f64) {
 
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_rates(f)?;
+        self.fmt_memory(f)?;
+        self.fmt_redis(f)?;
+        self.fmt_rebuilds(f)
+    }
+}
+
+impl BenchReport {
+    /// The workload, the throughput and the reference's time.
+    fn fmt_rates(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "materialize                 {}", self.materialize)?;
         writeln!(f, "workers                     {}", self.workers)?;
         writeln!(f, "events                      {}", self.events)?;
@@ -218,6 +228,11 @@ impl fmt::Display for BenchReport {
             "  topology / recompute time {:.2}",
             self.topology_secs / self.reference_secs
         )?;
+        Ok(())
+    }
+
+    /// Memory, per head entry and per delivery.
+    fn fmt_memory(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "peak RSS growth             {} MiB",
@@ -243,6 +258,11 @@ impl fmt::Display for BenchReport {
             "  bytes per delivery        {:.0}",
             self.peak_rss_growth as f64 / self.deliveries.max(1) as f64
         )?;
+        Ok(())
+    }
+
+    /// Redis figures, when the run wrote to Redis.
+    fn fmt_redis(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let (Some(memory), Some(writes), Some(zadd)) = (
             self.redis_memory_growth,
             self.redis_writes_per_sec,
@@ -270,6 +290,11 @@ impl fmt::Display for BenchReport {
                 writes / zadd
             )?;
         }
+        Ok(())
+    }
+
+    /// Rebuild latencies and the verdict against the reference.
+    fn fmt_rebuilds(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (interests, p50, p99) in &self.rebuild_latency {
             writeln!(
                 f,
@@ -402,9 +427,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Runs the benchmark in this process, in the mode `options.feed.materialize` says.
-pub fn run(options: &BenchOptions) -> Result<BenchReport> {
-    let dir = std::env::temp_dir().join(format!("feedstorm-bench-{}", std::process::id()));
+/// The bench's topology: the generator's workload, then the probe users'
+/// events from a file in `dir`, into the embedded store (or Redis). Returns
+/// it with the probe events.
+fn bench_topology(
+    options: &BenchOptions,
+    dir: &std::path::Path,
+) -> Result<(TopologyConfig, Vec<Event>)> {
     std::fs::create_dir_all(&dir)?;
     let probe_path = dir.join("probes.jsonl");
     let probes = probe_events(&options.workload);
@@ -444,45 +473,21 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         drpc: Default::default(),
         checkpoint: crate::config::CheckpointConfig::off(),
     };
-    let events = Generator::total(&options.workload).unwrap_or(0) + probes.len() as u64;
-    let redis_before = match &options.redis {
-        Some(url) => Some(redis_used_memory(url, true)?),
-        None => None,
-    };
-    let rss_before = held_rss();
-    let started = Instant::now();
-    let running = Running::start(&topology, &RunOptions::threads(options.workers))?;
-    // In active mode, a share of the users read their feed at the start.
-    let active_mode = options.feed.materialize == Materialize::Active;
-    let every = (1.0 / options.active_fraction.max(1e-9)).round().max(1.0) as u64;
-    let readers: Vec<TypedId> = (0..options.workload.users)
-        .filter(|u| active_mode && u % every == 0)
-        .map(|u| TypedId::parse(&format!("user:u{u}")).expect("valid"))
-        .collect();
-    let pending: Vec<_> = readers
-        .iter()
-        .map(|u| running.drpc.submit(u.clone()))
-        .collect();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = sample_run(running.status.clone(), rss_before, done.clone());
-    running.wait_finished();
-    let topology_secs = started.elapsed().as_secs_f64();
-    done.store(true, std::sync::atomic::Ordering::Release);
-    let timeline = sampler.join().unwrap_or_default();
-    let (_, peak) = rss();
-    let held = held_rss();
-    let redis_memory_growth = match (&options.redis, redis_before) {
-        (Some(url), Some(before)) => Some(redis_used_memory(url, false)?.saturating_sub(before)),
-        _ => None,
-    };
-    let timeout = Duration::from_secs(60);
-    let waiter = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()?;
-    for (id, answer) in pending {
-        let _ = waiter.block_on(running.drpc.wait(id, answer, timeout));
-    }
+    Ok((topology, probes))
+}
 
+/// Rebuild latencies (p50, p99) and samples per probe user, and the heads
+/// the rebuilds answered.
+#[allow(clippy::type_complexity)]
+fn time_rebuilds(
+    running: &Running,
+    options: &BenchOptions,
+    timeout: Duration,
+) -> Result<(
+    Vec<(usize, f64, f64)>,
+    Vec<(usize, Vec<f64>)>,
+    Vec<(TypedId, Vec<crate::feed::FeedKey>)>,
+)> {
     let mut rebuild_latency = Vec::new();
     let mut rebuild_samples = Vec::new();
     let mut rebuilt = Vec::new();
@@ -502,6 +507,123 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         rebuild_latency.push((n, percentile(&millis, 0.5), percentile(&millis, 0.99)));
         rebuild_samples.push((n, millis));
     }
+    Ok((rebuild_latency, rebuild_samples, rebuilt))
+}
+
+/// The heads a run left, against the reference's.
+struct Heads<'a> {
+    store: &'a dyn crate::store::Store,
+    expected: &'a std::collections::BTreeMap<TypedId, Vec<crate::feed::FeedKey>>,
+    /// In `active` mode, the users who read their feed (the only live heads).
+    readers: Option<&'a [TypedId]>,
+}
+
+impl Heads<'_> {
+    fn head_of(&self, user: &TypedId) -> Vec<crate::feed::FeedKey> {
+        self.expected.get(user).cloned().unwrap_or_default()
+    }
+
+    /// Whether every live head equals the reference (and, in `all` mode,
+    /// every user with a feed has one).
+    fn right(&self) -> bool {
+        match self.readers {
+            Some(readers) => readers
+                .iter()
+                .all(|u| self.store.feed_keys(u).ok() == Some(self.head_of(u))),
+            None => {
+                self.store.users().unwrap_or_default().len() == self.expected.len()
+                    && self
+                        .expected
+                        .iter()
+                        .all(|(u, head)| self.store.feed_keys(u).ok().as_ref() == Some(head))
+            }
+        }
+    }
+}
+
+/// In active mode, the share of the users who read their feed at the start.
+fn readers(options: &BenchOptions) -> Vec<TypedId> {
+    if options.feed.materialize != Materialize::Active {
+        return Vec::new();
+    }
+    let every = (1.0 / options.active_fraction.max(1e-9)).round().max(1.0) as u64;
+    (0..options.workload.users)
+        .filter(|u| u % every == 0)
+        .map(|u| TypedId::parse(&format!("user:u{u}")).expect("valid"))
+        .collect()
+}
+
+/// Waits for the topology to finish its input, sampling deliveries and
+/// memory meanwhile; returns the seconds since `started` and the samples.
+fn wait_sampled(running: &Running, started: Instant, rss_before: u64) -> (f64, Vec<Sample>) {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_run(running.status.clone(), rss_before, done.clone());
+    running.wait_finished();
+    let secs = started.elapsed().as_secs_f64();
+    done.store(true, std::sync::atomic::Ordering::Release);
+    (secs, sampler.join().unwrap_or_default())
+}
+
+/// Redis's `used_memory` when the run writes to Redis (`flush`: empty the
+/// database first).
+fn redis_memory(options: &BenchOptions, flush: bool) -> Result<Option<u64>> {
+    options
+        .redis
+        .as_deref()
+        .map(|url| redis_used_memory(url, flush))
+        .transpose()
+}
+
+/// Waits for the rebuild answers `pending` (the active readers' first reads).
+fn wait_for_answers(
+    running: &Running,
+    pending: Vec<(
+        u64,
+        tokio::sync::oneshot::Receiver<Vec<crate::feed::FeedKey>>,
+    )>,
+    timeout: Duration,
+) -> Result<()> {
+    let waiter = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    for (id, answer) in pending {
+        let _ = waiter.block_on(running.drpc.wait(id, answer, timeout));
+    }
+    Ok(())
+}
+
+/// `f`'s result and the seconds it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let started = Instant::now();
+    let result = f();
+    (result, started.elapsed().as_secs_f64())
+}
+
+/// Runs the benchmark in this process, in the mode `options.feed.materialize` says.
+pub fn run(options: &BenchOptions) -> Result<BenchReport> {
+    let dir = std::env::temp_dir().join(format!("feedstorm-bench-{}", std::process::id()));
+    let (topology, probes) = bench_topology(options, &dir)?;
+    let events = Generator::total(&options.workload).unwrap_or(0) + probes.len() as u64;
+    let redis_before = redis_memory(options, true)?;
+    let rss_before = held_rss();
+    let started = Instant::now();
+    let running = Running::start(&topology, &RunOptions::threads(options.workers))?;
+    let active_mode = options.feed.materialize == Materialize::Active;
+    let readers = readers(options);
+    let pending: Vec<_> = readers
+        .iter()
+        .map(|u| running.drpc.submit(u.clone()))
+        .collect();
+    let (topology_secs, timeline) = wait_sampled(&running, started, rss_before);
+    let (_, peak) = rss();
+    let held = held_rss();
+    let redis_memory_growth = redis_memory(options, false)?
+        .zip(redis_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let timeout = Duration::from_secs(60);
+    wait_for_answers(&running, pending, timeout)?;
+
+    let (rebuild_latency, rebuild_samples, rebuilt) = time_rebuilds(&running, options, timeout)?;
     let (status, store) = (running.status.clone(), running.store.clone());
     let live_users = if active_mode {
         running.drpc.active_users() as u64
@@ -514,39 +636,31 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     let mut all: Vec<Event> = Generator::sequence(&options.workload).collect();
     all.extend(probes);
     let (top_followed_share, late_share) = workload_shape(&all);
-    let started = Instant::now();
-    let expected = reference::feeds(&all, &options.feed);
-    let reference_secs = started.elapsed().as_secs_f64();
+    let (expected, reference_secs) = timed(|| reference::feeds(&all, &options.feed));
 
+    let heads = Heads {
+        store: store.as_ref(),
+        expected: &expected,
+        readers: active_mode.then_some(&readers[..]),
+    };
     let verified = options.verify.then(|| {
-        let head_of = |u: &TypedId| expected.get(u).cloned().unwrap_or_default();
-        let heads_right = if active_mode {
-            readers
-                .iter()
-                .all(|u| store.feed_keys(u).ok() == Some(head_of(u)))
-        } else {
-            store.users().unwrap_or_default().len() == expected.len()
-                && expected
-                    .iter()
-                    .all(|(u, head)| store.feed_keys(u).ok().as_ref() == Some(head))
-        };
-        heads_right
-            && rebuilt.iter().all(|(u, head)| *head == head_of(u))
+        heads.right()
+            && rebuilt.iter().all(|(u, head)| *head == heads.head_of(u))
             && status.drpc_mismatches() == 0
             && (!options.digests || digests_right(store.as_ref(), &all, options))
     });
     let head_changes = status.head_changes();
-    let redis_benchmark_zadd_per_sec = match &options.redis {
-        Some(url) => Some(redis_benchmark_zadd(url)?),
-        None => None,
-    };
     Ok(BenchReport {
         redis_memory_growth,
         redis_writes_per_sec: options
             .redis
             .as_ref()
             .map(|_| head_changes as f64 / topology_secs),
-        redis_benchmark_zadd_per_sec,
+        redis_benchmark_zadd_per_sec: options
+            .redis
+            .as_deref()
+            .map(redis_benchmark_zadd)
+            .transpose()?,
         materialize: if active_mode { "active" } else { "all" }.into(),
         events,
         deliveries: status.feed_deliveries(),

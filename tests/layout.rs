@@ -115,3 +115,81 @@ fn no_module_imports_a_module_that_imports_it_back() {
         "files of one folder"
     );
 }
+
+/// The length of each function in `text` before its tests (`#[cfg(test)]`),
+/// from its `fn` line to its closing brace, as (name, first line, lines).
+fn function_lengths(text: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = text
+        .lines()
+        .take_while(|line| line.trim() != "#[cfg(test)]")
+        .collect();
+    let mut out = Vec::new();
+    for (at, line) in lines.iter().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        let Some(rest) = code
+            .trim_start()
+            .split_once("fn ")
+            .filter(|(before, _)| {
+                before.split_whitespace().all(|w| {
+                    [
+                        "pub",
+                        "pub(crate)",
+                        "pub(super)",
+                        "async",
+                        "const",
+                        "unsafe",
+                    ]
+                    .contains(&w)
+                })
+            })
+            .map(|(_, rest)| rest)
+        else {
+            continue;
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let (mut depth, mut opened) = (0i64, false);
+        for (end, body) in lines.iter().enumerate().skip(at) {
+            let body = body.split("//").next().unwrap_or("");
+            if !opened && body.trim_end().ends_with(';') {
+                break; // a declaration without a body
+            }
+            for c in body.chars() {
+                match c {
+                    '{' => {
+                        depth += 1;
+                        opened = true;
+                    }
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            if opened && depth == 0 {
+                out.push((name.clone(), at + 1, end - at + 1));
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_outside_tests_is_over_80_lines() {
+    let mut long = Vec::new();
+    let mut functions = 0;
+    for (module, text) in sources() {
+        for (name, line, length) in function_lengths(&text) {
+            functions += 1;
+            if length > 80 {
+                long.push(format!(
+                    "{}:{line} {name}: {length} lines",
+                    module.join("/")
+                ));
+            }
+        }
+    }
+    assert!(functions > 300, "found the functions: {functions}");
+    assert_eq!(long, Vec::<String>::new());
+}
