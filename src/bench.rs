@@ -434,7 +434,7 @@ fn bench_topology(
     options: &BenchOptions,
     dir: &std::path::Path,
 ) -> Result<(TopologyConfig, Vec<Event>)> {
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(dir)?;
     let probe_path = dir.join("probes.jsonl");
     let probes = probe_events(&options.workload);
     std::fs::write(
