@@ -134,8 +134,6 @@ fn sample_run(
 /// Of the users, the share following the most followed typed id at the end
 /// (last writer wins), and the share of events that arrived out of time order.
 fn workload_shape(events: &[Event]) -> (f64, f64) {
-    let mut edges: std::collections::HashMap<(&TypedId, &TypedId), (i64, InterestOp)> =
-        std::collections::HashMap::new();
     let mut users = std::collections::HashSet::new();
     let (mut newest, mut late) = (i64::MIN, 0usize);
     for event in events {
@@ -143,27 +141,14 @@ fn workload_shape(events: &[Event]) -> (f64, f64) {
             late += 1;
         }
         newest = newest.max(event.time());
-        if let Event::Interest {
-            time,
-            user,
-            interest,
-            op,
-        } = event
-        {
+        if let Event::Interest { user, .. } = event {
             users.insert(user);
-            if op.relation() != crate::event::Relation::Follows {
-                continue;
-            }
-            let winner = edges.entry((user, interest)).or_insert((*time, *op));
-            *winner = (*winner).max((*time, *op));
         }
     }
     let mut followers: std::collections::HashMap<&TypedId, usize> =
         std::collections::HashMap::new();
-    for ((_, interest), (_, op)) in &edges {
-        if *op == InterestOp::Follow {
-            *followers.entry(interest).or_default() += 1;
-        }
+    for (_, interest) in reference::relation_in_force(events, InterestOp::Follow) {
+        *followers.entry(interest).or_default() += 1;
     }
     let top = followers.values().copied().max().unwrap_or(0);
     (

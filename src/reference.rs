@@ -127,7 +127,7 @@ pub fn notifications(
 /// The (user, typed id) pairs whose relation of `holds` (follow or block)
 /// is in force: for each pair and relation, the event with the largest
 /// `(time, op)` wins (unfollow and block win ties).
-fn relation_in_force(events: &[Event], holds: InterestOp) -> Vec<(&TypedId, &TypedId)> {
+pub fn relation_in_force(events: &[Event], holds: InterestOp) -> Vec<(&TypedId, &TypedId)> {
     let mut winners: HashMap<(&TypedId, &TypedId), (Millis, InterestOp)> = HashMap::new();
     for event in events {
         if let Event::Interest {

@@ -154,19 +154,22 @@ fn check(seed: u64, shape: Shape, feed: FeedConfig) {
     }
 }
 
+/// Few users, things and ids, many ties: blocks hit often.
+const SMALL: Shape = Shape {
+    events: 1_500,
+    users: 10,
+    things: 6,
+    ids: 500,
+    times: 120,
+    spacing: 60_000,
+};
+
 /// Small heads and few ids: blocks and unblocks hit heads, digests and
 /// notifications often, ties are many, and nearly every block leaves a head
 /// short so that it refills from older stories.
 #[test]
 fn blocks_and_mutes_equal_the_reference_on_1_2_4_workers() {
-    let shape = Shape {
-        events: 1_500,
-        users: 10,
-        things: 6,
-        ids: 500,
-        times: 120,
-        spacing: 60_000,
-    };
+    let shape = SMALL;
     for seed in 100..103 {
         check(
             seed,
@@ -200,14 +203,7 @@ fn blocks_with_default_heads_equal_the_reference() {
 /// and activities) then changes the heads made live, which must stay exact.
 #[test]
 fn active_mode_rebuilds_and_live_heads_honour_blocks() {
-    let shape = Shape {
-        events: 1_500,
-        users: 10,
-        things: 6,
-        ids: 500,
-        times: 120,
-        spacing: 60_000,
-    };
+    let shape = SMALL;
     let feed = FeedConfig {
         feed_size: 5,
         materialize: feedstorm::config::Materialize::Active,

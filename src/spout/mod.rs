@@ -5,7 +5,7 @@
 //!
 //! | spout | reads |
 //! |---|---|
-//! | [`file`] | a JSONL file, each worker its share of the lines, optionally followed |
+//! | [`file`](mod@file) | a JSONL file, each worker its share of the lines, optionally followed |
 //! | [`generator`] | a seeded synthetic workload (power-law graph, skew, late events) |
 //! | `crate::kafka::spout` | (feature `kafka`) assigned Kafka partitions, offsets acked once durable |
 
