@@ -206,27 +206,17 @@ impl Store for EmbeddedStore {
     }
 
     fn feed_page(&self, user: &TypedId, start: &PageStart, limit: usize) -> Result<FeedPage> {
-        let keys: Vec<FeedKey> = {
+        let (keys, more) = start.page(limit, |after, skip, count| {
             let shard = self.feeds.shard(user).read().expect("lock");
             let Some(head) = shard.get(user) else {
-                return Ok(FeedPage::default());
+                return Ok(Vec::new());
             };
-            // One more than asked, to know whether a next page exists.
-            match start {
-                PageStart::Offset(skip) => head
-                    .iter()
-                    .rev()
-                    .skip(*skip)
-                    .take(limit + 1)
-                    .cloned()
-                    .collect(),
-                PageStart::After(after) => {
-                    head.range(..after).rev().take(limit + 1).cloned().collect()
-                }
-            }
-        };
-        let more = keys.len() > limit;
-        let keys = &keys[..keys.len().min(limit)];
+            let newest_first: Box<dyn Iterator<Item = &FeedKey>> = match after {
+                None => Box::new(head.iter().rev()),
+                Some(after) => Box::new(head.range(..after).rev()),
+            };
+            Ok(newest_first.skip(skip).take(count).cloned().collect())
+        })?;
         Ok(FeedPage {
             // An entry whose activity is being removed in the same epoch is skipped.
             entries: keys
@@ -273,25 +263,19 @@ impl Store for EmbeddedStore {
         let Some(digest) = shard.get(user).and_then(|d| d.get(digest)) else {
             return Ok(DigestPage::default());
         };
-        let mut groups: Vec<Arc<Group>> = match start {
-            PageStart::Offset(skip) => digest
-                .ordered
-                .values()
-                .rev()
-                .skip(*skip)
-                .take(limit.saturating_add(1))
-                .cloned()
-                .collect(),
-            PageStart::After(after) => digest
-                .ordered
-                .range(..GroupOrder::from_key(after))
-                .rev()
-                .take(limit.saturating_add(1))
-                .map(|(_, g)| g.clone())
-                .collect(),
-        };
-        let more = groups.len() > limit;
-        groups.truncate(limit);
+        let (groups, more) = start.page(limit, |after, skip, count| {
+            let newest_first: Box<dyn Iterator<Item = &Arc<Group>>> = match after {
+                None => Box::new(digest.ordered.values().rev()),
+                Some(after) => Box::new(
+                    digest
+                        .ordered
+                        .range(..GroupOrder::from_key(after))
+                        .rev()
+                        .map(|(_, g)| g),
+                ),
+            };
+            Ok(newest_first.skip(skip).take(count).cloned().collect())
+        })?;
         Ok(DigestPage::new(groups, more))
     }
 

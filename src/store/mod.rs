@@ -67,6 +67,29 @@ pub enum PageStart {
     After(FeedKey),
 }
 
+impl PageStart {
+    /// The one paging rule of every store: at most `limit` items of a
+    /// newest-first order from this start, and whether more follow.
+    /// `read(after, skip, count)` reads up to `count` items newest first,
+    /// those strictly older than the cursor's place `after` (`None`: from
+    /// the newest), past the first `skip`; one more than `limit` is read to
+    /// tell whether more follow.
+    pub fn page<T>(
+        &self,
+        limit: usize,
+        read: impl FnOnce(Option<&FeedKey>, usize, usize) -> Result<Vec<T>>,
+    ) -> Result<(Vec<T>, bool)> {
+        let (after, skip) = match self {
+            PageStart::Offset(skip) => (None, *skip),
+            PageStart::After(after) => (Some(after), 0),
+        };
+        let mut items = read(after, skip, limit.saturating_add(1))?;
+        let more = items.len() > limit;
+        items.truncate(limit);
+        Ok((items, more))
+    }
+}
+
 /// A page of a feed, newest first.
 #[derive(Clone, Debug, Default)]
 pub struct FeedPage {
@@ -91,15 +114,21 @@ fn page_by<T: Clone, P: Ord>(
     start: &PageStart,
     limit: usize,
 ) -> (Vec<T>, bool) {
-    let from = match start {
-        PageStart::Offset(skip) => (*skip).min(items.len()),
-        PageStart::After(after) => {
-            let after = cursor_place(after);
+    let read = |after: Option<&FeedKey>, skip: usize, count: usize| {
+        let after = after.map(cursor_place);
+        let from = after.map_or(0, |after| {
             items.partition_point(|item| place(item) >= after)
-        }
+        });
+        Ok(items[from..]
+            .iter()
+            .skip(skip)
+            .take(count)
+            .cloned()
+            .collect())
     };
-    let page: Vec<T> = items[from..].iter().take(limit).cloned().collect();
-    (page, items.len() > from + limit)
+    start
+        .page(limit, read)
+        .expect("a slice reads without failing")
 }
 
 /// A page of a digest, newest group first.

@@ -245,24 +245,27 @@ impl Store for RedisStore {
 
     fn feed_page(&self, user: &TypedId, start: &PageStart, limit: usize) -> Result<FeedPage> {
         let feed = self.feed_key(user);
-        let from = match start {
-            PageStart::Offset(skip) => *skip,
-            PageStart::After(after) => {
-                // Entries newer than `after`: strictly higher scores, plus equal
-                // scores with a larger id (the cursor's entry may be gone).
-                let (higher, ties): (usize, Vec<String>) = self.with(&feed, |c| {
-                    let higher: usize = c.zcount(&feed, format!("({}", after.time), "+inf")?;
-                    let ties: Vec<String> = c.zrangebyscore(&feed, after.time, after.time)?;
-                    Ok((higher, ties))
-                })?;
-                higher + ties.iter().filter(|id| id.as_str() >= &*after.id).count()
-            }
-        };
-        let members: Vec<(String, f64)> = self.with(&feed, |c| {
-            c.zrevrange_withscores(&feed, from as isize, (from + limit) as isize)
+        let (members, more) = start.page(limit, |after, skip, count| {
+            let from = skip
+                + match after {
+                    None => 0,
+                    // Entries newer than `after`: strictly higher scores, plus
+                    // equal scores with a larger id (the cursor's entry may be gone).
+                    Some(after) => self.with(&feed, |c| {
+                        let higher: usize = c.zcount(&feed, format!("({}", after.time), "+inf")?;
+                        let ties: Vec<String> = c.zrangebyscore(&feed, after.time, after.time)?;
+                        Ok(higher + ties.iter().filter(|id| id.as_str() >= &*after.id).count())
+                    })?,
+                };
+            let last = from
+                .saturating_add(count)
+                .saturating_sub(1)
+                .min(isize::MAX as usize);
+            self.with(&feed, |c| {
+                c.zrevrange_withscores::<_, Vec<(String, f64)>>(&feed, from as isize, last as isize)
+            })
         })?;
-        let more = members.len() > limit;
-        let keys = Self::keys(members.into_iter().take(limit).collect());
+        let keys = Self::keys(members);
         Ok(FeedPage {
             entries: self.activities(&keys)?,
             next_cursor: if more {
@@ -298,24 +301,29 @@ impl Store for RedisStore {
         limit: usize,
     ) -> Result<DigestPage> {
         let (zset, hash) = (self.digest_key(digest, user), self.groups_key(digest, user));
-        let from = match start {
-            PageStart::Offset(skip) => *skip,
-            PageStart::After(after) => {
-                // Groups before the cursor's place: newer (lower score), plus
-                // equally new with a key not after it (the group may be gone).
-                let score = -(after.time as f64);
-                let (lower, ties): (usize, Vec<String>) = self.with(&zset, |c| {
-                    let lower: usize = c.zcount(&zset, "-inf", format!("({score}"))?;
-                    let ties: Vec<String> = c.zrangebyscore(&zset, score, score)?;
-                    Ok((lower, ties))
-                })?;
-                lower + ties.iter().filter(|k| k.as_str() <= &*after.id).count()
-            }
-        };
-        let last = from.saturating_add(limit).min(isize::MAX as usize) as isize;
-        let keys: Vec<String> = self.with(&zset, |c| c.zrange(&zset, from as isize, last))?;
-        let more = keys.len() > limit;
-        let keys = &keys[..keys.len().min(limit)];
+        let (keys, more) = start.page(limit, |after, skip, count| {
+            let from = skip
+                + match after {
+                    None => 0,
+                    // Groups before the cursor's place: newer (lower score), plus
+                    // equally new with a key not after it (the group may be gone).
+                    Some(after) => {
+                        let score = -(after.time as f64);
+                        self.with(&zset, |c| {
+                            let lower: usize = c.zcount(&zset, "-inf", format!("({score}"))?;
+                            let ties: Vec<String> = c.zrangebyscore(&zset, score, score)?;
+                            Ok(lower + ties.iter().filter(|k| k.as_str() <= &*after.id).count())
+                        })?
+                    }
+                };
+            let last = from
+                .saturating_add(count)
+                .saturating_sub(1)
+                .min(isize::MAX as usize);
+            self.with(&zset, |c| {
+                c.zrange::<_, Vec<String>>(&zset, from as isize, last as isize)
+            })
+        })?;
         let groups: Vec<Arc<Group>> = if keys.is_empty() {
             Vec::new()
         } else {
