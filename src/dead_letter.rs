@@ -106,10 +106,9 @@ impl DeadLetters {
             #[cfg(feature = "kafka")]
             Destination::Kafka { producer, topic } => {
                 use rdkafka::message::{Header, OwnedHeaders};
-                let mut delay = std::time::Duration::from_millis(100);
-                loop {
+                let error = bad.error.to_string();
+                let send = || {
                     let mut headers = OwnedHeaders::new();
-                    let error = bad.error.to_string();
                     for (key, value) in source_headers(&bad.position)
                         .iter()
                         .map(|(k, v)| (*k, v.as_str()))
@@ -120,18 +119,16 @@ impl DeadLetters {
                             value: Some(value),
                         });
                     }
-                    let sent = producer
+                    producer
                         .send(topic, None, bad.raw.as_bytes(), Some(headers))
-                        .and_then(|()| producer.flush(std::time::Duration::from_secs(30)));
-                    match sent {
-                        Ok(()) => break,
-                        Err(error) => {
-                            tracing::warn!(%error, "dead-letter topic not reachable; retrying");
-                            std::thread::sleep(delay);
-                            delay = (delay * 2).min(std::time::Duration::from_secs(5));
-                        }
-                    }
-                }
+                        .and_then(|()| producer.flush(std::time::Duration::from_secs(30)))
+                };
+                crate::retry::retry(
+                    crate::retry::Backoff::default(),
+                    send,
+                    crate::Error::is_retryable,
+                    |error| tracing::warn!(%error, "dead-letter topic not reachable; retrying"),
+                )?;
             }
         }
         Ok(())

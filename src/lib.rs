@@ -31,6 +31,7 @@
 //! | [`reference`](mod@reference) | — | the from-scratch oracle the tests compare against |
 //! | [`config`] | topology conf | settings; their doc comments are the user docs |
 //! | [`status`], [`dead_letter`], [`error`], [`feed`], [`bench`](mod@bench) | — | counters, bad events, errors, feed order, benchmarks |
+//! | [`retry`] | — | the one retry policy: exponential back-off, final errors returned at once |
 
 #![forbid(missing_docs)]
 
@@ -52,6 +53,7 @@ pub mod kafka;
 pub mod observe;
 pub mod push;
 pub mod reference;
+pub mod retry;
 pub mod runtime;
 pub mod spout;
 pub mod status;

@@ -16,6 +16,7 @@ use crate::bolt::feed_head::HeadChange;
 use crate::bolt::stories::ActivityChange;
 use crate::digest::DigestChange;
 use crate::push::Pushes;
+use crate::retry::Backoff;
 use crate::status::Status;
 use crate::store::{Store, WriteBatch};
 
@@ -96,8 +97,12 @@ impl<'scope> WriteTo<'scope> for StreamVec<'scope, u64, Write> {
     }
 }
 
+/// Applies `batch`, waiting with the one back-off policy while the store
+/// fails: a store that is down stalls the worker (back-pressure) until it
+/// is back, whatever the error, since an epoch the sink gave up on would be
+/// lost.
 fn apply_with_retry(store: &dyn Store, batch: &WriteBatch, status: &Status) {
-    let mut delay = Duration::from_millis(10);
+    let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(2));
     loop {
         match store.apply(batch) {
             Ok(()) => {
@@ -113,8 +118,7 @@ fn apply_with_retry(store: &dyn Store, batch: &WriteBatch, status: &Status) {
                 if status.set_sink_ok(false) {
                     tracing::warn!(%error, "sink write failed; retrying with back-off");
                 }
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(2));
+                backoff.wait();
             }
         }
     }

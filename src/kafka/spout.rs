@@ -27,7 +27,8 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use crate::config::KafkaSpoutConfig;
 use crate::error::{DecodeError, Error, Result};
 use crate::event::{decode_read, Event, Limits};
-use crate::kafka::client_config;
+use crate::kafka::{client_config, retryable};
+use crate::retry::Backoff;
 use crate::spout::{Backlog, BadEvent, Position, SourcePosition, Spout, SpoutState};
 
 /// How long a metadata, offset or watermark request may take.
@@ -260,19 +261,12 @@ fn partition_count(consumer: &BaseConsumer, name: &str, topic: &str) -> Result<i
 fn retry<T>(
     name: &str,
     what: &str,
-    mut request: impl FnMut() -> rdkafka::error::KafkaResult<T>,
+    request: impl FnMut() -> rdkafka::error::KafkaResult<T>,
 ) -> Result<T> {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match request() {
-            Ok(answer) => return Ok(answer),
-            Err(error) => {
-                tracing::warn!(spout = name, %error, "kafka {what} request failed; retrying");
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    crate::retry::retry(Backoff::default(), request, retryable, |error| {
+        tracing::warn!(spout = name, %error, "kafka {what} request failed; retrying");
+    })
+    .map_err(|error| spout_error(name, format!("kafka {what} request failed: {error}")))
 }
 
 impl Spout for KafkaSpout {
