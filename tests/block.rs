@@ -13,6 +13,7 @@ use common::*;
 use feedstorm::config::{DigestConfig, FeedConfig, NotificationsConfig};
 use feedstorm::digest::{DigestSpec, Group};
 use feedstorm::event::TypedId;
+use feedstorm::feed::FeedKey;
 use feedstorm::reference;
 use feedstorm::runtime::{RunOptions, Running};
 use serde_json::Value;
@@ -28,6 +29,14 @@ fn ids(entries: &Value) -> Vec<String> {
         .iter()
         .map(|e| e["id"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// The activity ids of `user`'s head in the reference's `feeds` (none: empty).
+fn head_ids(feeds: &BTreeMap<TypedId, Vec<FeedKey>>, user: &TypedId) -> Vec<String> {
+    feeds
+        .get(user)
+        .map(|keys| keys.iter().map(|k| k.id.to_string()).collect())
+        .unwrap_or_default()
 }
 
 fn encode(user: &TypedId) -> String {
@@ -123,10 +132,7 @@ fn check(seed: u64, shape: Shape, feed: FeedConfig) {
         let base = format!("http://{}", server.addr);
         let run = format!("seed {seed}, {workers} workers");
         for user in &users {
-            let want: Vec<String> = expected
-                .get(user)
-                .map(|keys| keys.iter().map(|k| k.id.to_string()).collect())
-                .unwrap_or_default();
+            let want = head_ids(&expected, user);
             let limit = feed.feed_size;
             let live = get(&format!("{base}/feeds/{}?limit={limit}", encode(user)));
             assert_eq!(ids(&live["entries"]), want, "{run}: feed of {user}");
@@ -226,32 +232,21 @@ fn active_mode_rebuilds_and_live_heads_honour_blocks() {
     let users: Vec<TypedId> = (0..shape.users)
         .map(|i| TypedId::parse(&format!("user:user{i}")).unwrap())
         .collect();
-    let expect = |lines: &[String], user: &TypedId| -> Vec<String> {
-        reference::feeds(&decode_all(lines), &feed)
-            .get(user)
-            .map(|keys| keys.iter().map(|k| k.id.to_string()).collect())
-            .unwrap_or_default()
+    // Each user's feed read over HTTP equals the reference over `lines`.
+    let assert_feeds = |lines: &[String], when: &str| {
+        let expected = reference::feeds(&decode_all(lines), &feed);
+        for user in &users {
+            let url = format!("{base}/feeds/{}?limit=5", encode(user));
+            let got = ids(&get(&url)["entries"]);
+            assert_eq!(got, head_ids(&expected, user), "{user} {when}");
+        }
     };
-    for user in &users {
-        let url = format!("{base}/feeds/{}?limit=5", encode(user));
-        assert_eq!(
-            ids(&get(&url)["entries"]),
-            expect(&first, user),
-            "{user} first read"
-        );
-    }
+    assert_feeds(&first, "first read");
     append_lines(&path, &second);
     wait_caught_up(&running, (first.len() + second.len()) as u64);
     let all: Vec<String> = first.iter().chain(&second).cloned().collect();
-    for user in &users {
-        // Live since the first read: the store's head, not a rebuild.
-        let url = format!("{base}/feeds/{}?limit=5", encode(user));
-        assert_eq!(
-            ids(&get(&url)["entries"]),
-            expect(&all, user),
-            "{user} live"
-        );
-    }
+    // Live since the first read: the store's head, not a rebuild.
+    assert_feeds(&all, "live");
     assert_eq!(running.status.drpc_mismatches(), 0);
     drop(server);
     running.stop().unwrap();
@@ -280,12 +275,7 @@ fn the_reference_hides_what_a_block_names() {
     .collect();
     let feed = FeedConfig::default();
     let ann = TypedId::parse("user:ann").unwrap();
-    let ids = |events: &[String]| -> Vec<String> {
-        reference::feeds(&decode_all(events), &feed)
-            .get(&ann)
-            .map(|keys| keys.iter().map(|k| k.id.to_string()).collect())
-            .unwrap_or_default()
-    };
+    let ids = |events: &[String]| head_ids(&reference::feeds(&decode_all(events), &feed), &ann);
     // Blocked (the block wins the tie): a1, a2 (bob acts) and a3 (bob is
     // the object) are hidden; a4 names bob only as its target.
     assert_eq!(ids(&lines), ["a4"]);
