@@ -71,9 +71,16 @@ pub enum Error {
     /// The sink could not write. Retryable: the topology backs off and retries.
     #[error("sink: {0}")]
     Sink(String),
-    /// A Kafka client failed (broker down, topic missing, delivery failed).
+    /// Messages to Kafka were not delivered (what the producer said).
     #[error("kafka: {0}")]
     Kafka(String),
+    /// A Kafka client call failed (broker down, topic missing, not allowed).
+    #[cfg(feature = "kafka")]
+    #[error("kafka: {0}")]
+    KafkaClient(#[from] rdkafka::error::KafkaError),
+    /// A Redis command failed (server down, slot moved, wrong password).
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
     /// I/O failure (dead-letter file, listener).
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -94,9 +101,31 @@ impl Error {
     }
 
     /// Whether retrying the failed operation may succeed (a server that is down
-    /// may come back); configuration errors are final.
+    /// may come back); configuration, authentication and permission errors
+    /// are final.
+    ///
+    /// ```
+    /// use feedstorm::Error;
+    /// use redis::{ErrorKind, RedisError};
+    ///
+    /// let down = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+    /// assert!(Error::Redis(down).is_retryable());
+    /// let denied = RedisError::from((ErrorKind::AuthenticationFailed, "WRONGPASS"));
+    /// assert!(!Error::Redis(denied).is_retryable());
+    /// ```
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Sink(_) | Error::Spout { .. } | Error::Kafka(_))
+        match self {
+            Error::Sink(_) | Error::Spout { .. } | Error::Kafka(_) => true,
+            #[cfg(feature = "kafka")]
+            Error::KafkaClient(error) => crate::kafka::retryable(error),
+            Error::Redis(error) => !matches!(
+                error.kind(),
+                redis::ErrorKind::AuthenticationFailed
+                    | redis::ErrorKind::InvalidClientConfig
+                    | redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+            ),
+            _ => false,
+        }
     }
 }
 

@@ -473,3 +473,75 @@ fn restart_serves_old_feeds_then_catches_up(target: Target) {
     );
     running.stop().unwrap();
 }
+
+/// `redis::cmd(name).arg(args...)` on a plain connection to `url`.
+fn admin(url: &str, name: &str, args: &[&str]) {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    redis::cmd(name).arg(args).query::<()>(&mut c).unwrap();
+}
+
+#[test]
+fn a_wrong_password_fails_at_start_and_a_revoked_one_stops_the_topology() {
+    let redis = OwnRedis::new();
+    admin(&redis.url(), "CONFIG", &["SET", "requirepass", "right"]);
+    let with_password = |password: &str| {
+        redis
+            .url()
+            .replace("redis://", &format!("redis://:{password}@"))
+    };
+
+    // At start: an error at once, saying why, instead of retrying for ever.
+    let wrong = RedisSinkConfig::new(&with_password("wrong"), "fs");
+    let error = feedstorm::store::RedisStore::open(&wrong)
+        .err()
+        .expect("a wrong password is refused");
+    assert!(!error.is_retryable(), "{error}");
+    assert!(error.to_string().to_lowercase().contains("pass"), "{error}");
+
+    // A server that is down is no error at start: it may come back.
+    let down = RedisSinkConfig::new("redis://127.0.0.1:1", "fs");
+    assert!(feedstorm::store::RedisStore::open(&down).is_ok());
+
+    // Running: the password changes and the connections drop. The sink
+    // does not retry for ever: the topology stops as failed.
+    let dir = tempfile::tempdir().unwrap();
+    let lines = random_lines(
+        63,
+        Shape {
+            events: 600,
+            users: 10,
+            things: 5,
+            ids: 200,
+            times: 100,
+            spacing: 1_000,
+        },
+    );
+    let (first, second) = lines.split_at(300);
+    let path = dir.path().join("events.jsonl");
+    write_lines(&path, first);
+    let mut topology = file_topology(&path, true, FeedConfig::default(), dir.path());
+    topology.sink = SinkConfig::Redis(RedisSinkConfig::new(&with_password("right"), "fs"));
+    let running = Running::start(&topology, &RunOptions::threads(2)).unwrap();
+    wait_caught_up(&running, first.len() as u64);
+    let url = with_password("right");
+    admin(&url, "CONFIG", &["SET", "requirepass", "revoked"]);
+    admin(
+        &with_password("revoked"),
+        "CLIENT",
+        &["KILL", "TYPE", "normal", "SKIPME", "yes"],
+    );
+    append_lines(&path, second);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !running.workers_returned() {
+        assert!(
+            Instant::now() < deadline,
+            "the topology kept retrying a revoked password"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(running.status.failed(), "stopped, as failed");
+    assert!(
+        !running.status.caught_up(),
+        "the new events were not acked as written"
+    );
+}

@@ -99,8 +99,9 @@ impl<'scope> WriteTo<'scope> for StreamVec<'scope, u64, Write> {
 
 /// Applies `batch`, waiting with the one back-off policy while the store
 /// fails: a store that is down stalls the worker (back-pressure) until it
-/// is back, whatever the error, since an epoch the sink gave up on would be
-/// lost.
+/// is back, since an epoch the sink gave up on would be lost. A final error
+/// (a password or permission that no longer passes) stops the topology
+/// instead, without acking: the next start writes the epoch again.
 fn apply_with_retry(store: &dyn Store, batch: &WriteBatch, status: &Status) {
     let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(2));
     loop {
@@ -113,6 +114,12 @@ fn apply_with_retry(store: &dyn Store, batch: &WriteBatch, status: &Status) {
             Err(error) => {
                 if status.abandoned() {
                     // Not acked: the workers stop before acking this epoch.
+                    return;
+                }
+                if !error.is_retryable() {
+                    tracing::error!(%error, "sink write failed for good; stopping without acking");
+                    status.set_failed();
+                    status.abandon();
                     return;
                 }
                 if status.set_sink_ok(false) {

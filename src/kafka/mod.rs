@@ -61,10 +61,6 @@ pub fn client_config(brokers: &str, options: &BTreeMap<String, String>) -> Clien
     config
 }
 
-pub(crate) fn kafka_error(error: KafkaError) -> Error {
-    Error::Kafka(error.to_string())
-}
-
 /// Counts the deliveries librdkafka reports.
 #[derive(Default)]
 pub struct Deliveries {
@@ -106,7 +102,7 @@ impl Producer {
         config.set("linger.ms", "5");
         let inner = config
             .create_with_context(Deliveries::default())
-            .map_err(kafka_error)?;
+            .map_err(Error::from)?;
         Ok(Producer { inner })
     }
 
@@ -132,7 +128,7 @@ impl Producer {
                     record = back;
                     self.inner.poll(Duration::from_millis(10));
                 }
-                Err((error, _)) => return Err(kafka_error(error)),
+                Err((error, _)) => return Err(error.into()),
             }
         }
     }

@@ -59,9 +59,19 @@ macro_rules! command {
 
 impl RedisStore {
     /// A store as configured (`url`: `redis://[:password@]host:port[/db]`,
-    /// or `rediss://` for TLS; every key under `prefix`). Connects lazily,
-    /// so a server that is down now is retried later, not an error now.
+    /// or `rediss://` for TLS; every key under `prefix`). Says hello to the
+    /// server once: a wrong password or a user without permission is an
+    /// error now (it would never pass), while a server that is down now is
+    /// retried later, not an error.
     pub fn open(config: &RedisSinkConfig) -> Result<RedisStore> {
+        let store = RedisStore::connect_lazily(config)?;
+        match store.nodes.on_seed(|c| redis::cmd("PING").query::<()>(c)) {
+            Err(error) if !error.is_retryable() => Err(error),
+            _ => Ok(store),
+        }
+    }
+
+    fn connect_lazily(config: &RedisSinkConfig) -> Result<RedisStore> {
         let ca = match &config.tls_ca_file {
             Some(path) => Some(std::fs::read(path).map_err(|e| Error::Setting {
                 setting: "sink.tls_ca_file",

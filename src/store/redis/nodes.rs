@@ -49,10 +49,6 @@ struct Pool {
     idle: Vec<Connection>,
 }
 
-fn redis_error(error: redis::RedisError) -> Error {
-    Error::Sink(format!("redis: {error}"))
-}
-
 /// The cluster slot of `key`: CRC16 of its hash tag (the part between the
 /// first `{` and the next `}`, if not empty) or of the whole key.
 pub(crate) fn slot(key: &[u8]) -> u16 {
@@ -194,6 +190,14 @@ impl Nodes {
         Err(last_error.expect("the seed was asked"))
     }
 
+    /// Runs `f` on a connection to the node the store was configured with.
+    pub(crate) fn on_seed<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        self.on(&self.seed_addr, f)
+    }
+
     /// Runs `f` on a connection to the node at `addr`. A connection that
     /// failed is dropped, and so is the slot map (it may be out of date).
     pub(crate) fn on<T>(
@@ -230,7 +234,7 @@ impl Nodes {
         if self.cluster {
             self.state.lock().expect("nodes lock").slots = SlotMap::default();
         }
-        redis_error(error)
+        Error::Redis(error)
     }
 
     /// Runs `f` on a connection to the node that holds `key`.
