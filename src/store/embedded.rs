@@ -1,13 +1,13 @@
-//! The embedded store: in-process maps, sharded to keep the sink's writers
-//! and the API's readers off each other's locks.
+//! The embedded store: in-process maps, sharded ([`DashMap`]) to keep the
+//! sink's writers and the API's readers off each other's locks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
-use std::hash::Hash;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
+use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::GroupChange;
@@ -15,22 +15,7 @@ use crate::digest::{Group, GroupOrder, Marks};
 use crate::error::{Error, Result};
 use crate::event::{Activity, TypedId};
 use crate::feed::FeedKey;
-use crate::grouping::route;
 use crate::store::{DigestPage, FeedPage, PageStart, Store, StoreStats, WriteBatch};
-
-const SHARDS: usize = 64;
-
-struct Sharded<K, V>(Vec<RwLock<HashMap<K, V>>>);
-
-impl<K: Hash + Eq, V> Sharded<K, V> {
-    fn new() -> Self {
-        Sharded((0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect())
-    }
-
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &RwLock<HashMap<K, V>> {
-        &self.0[(route(key) % SHARDS as u64) as usize]
-    }
-}
 
 /// Feed heads and activities in memory.
 ///
@@ -53,11 +38,11 @@ impl<K: Hash + Eq, V> Sharded<K, V> {
 /// assert_eq!(&*page.entries[0].id, "a1");
 /// ```
 pub struct EmbeddedStore {
-    feeds: Sharded<TypedId, BTreeSet<FeedKey>>,
-    activities: Sharded<Arc<str>, Arc<Activity>>,
+    feeds: DashMap<TypedId, BTreeSet<FeedKey>>,
+    activities: DashMap<Arc<str>, Arc<Activity>>,
     /// Per user, each digest's head by name.
-    digests: Sharded<TypedId, HashMap<Arc<str>, Digest>>,
-    marks: Sharded<TypedId, BTreeMap<String, Marks>>,
+    digests: DashMap<TypedId, HashMap<Arc<str>, Digest>>,
+    marks: DashMap<TypedId, BTreeMap<String, Marks>>,
     /// Where marks are appended, to survive restarts.
     marks_file: Option<(PathBuf, Mutex<File>)>,
 }
@@ -88,10 +73,10 @@ impl EmbeddedStore {
     /// An empty store.
     pub fn new() -> EmbeddedStore {
         EmbeddedStore {
-            feeds: Sharded::new(),
-            activities: Sharded::new(),
-            digests: Sharded::new(),
-            marks: Sharded::new(),
+            feeds: DashMap::new(),
+            activities: DashMap::new(),
+            digests: DashMap::new(),
+            marks: DashMap::new(),
             marks_file: None,
         }
     }
@@ -114,8 +99,7 @@ impl EmbeddedStore {
                 // A torn last line (a crash mid-write) loses only that mark.
                 match serde_json::from_str::<MarksLine>(&line) {
                     Ok(m) => {
-                        let mut shard = store.marks.shard(&m.user).write().expect("lock");
-                        shard.entry(m.user).or_default().insert(m.key, m.marks);
+                        store.marks.entry(m.user).or_default().insert(m.key, m.marks);
                     }
                     Err(error) => {
                         tracing::warn!(%error, line = number + 1, path = %path.display(), "skipping a bad marks line")
@@ -133,8 +117,7 @@ impl EmbeddedStore {
     }
 
     fn apply_digest(&self, user: &TypedId, name: &Arc<str>, change: &GroupChange) {
-        let mut shard = self.digests.shard(user).write().expect("lock");
-        let digests = shard.entry(user.clone()).or_default();
+        let mut digests = self.digests.entry(user.clone()).or_default();
         let digest = digests.entry(name.clone()).or_default();
         match change {
             GroupChange::Reset => *digest = Digest::default(),
@@ -153,62 +136,50 @@ impl EmbeddedStore {
         }
         if digest.ordered.is_empty() {
             digests.remove(name);
-            if digests.is_empty() {
-                shard.remove(user);
-            }
         }
+        drop(digests);
+        self.digests.remove_if(user, |_, d| d.is_empty());
     }
 
     fn get_activity(&self, id: &str) -> Option<Arc<Activity>> {
-        self.activities
-            .shard(id)
-            .read()
-            .expect("lock")
-            .get(id)
-            .cloned()
+        self.activities.get(id).map(|a| a.value().clone())
     }
 }
 
 impl Store for EmbeddedStore {
     fn apply(&self, batch: &WriteBatch) -> Result<()> {
         for activity in &batch.puts {
-            let mut shard = self.activities.shard(&*activity.id).write().expect("lock");
-            shard.insert(activity.id.clone(), activity.clone());
+            self.activities
+                .insert(activity.id.clone(), activity.clone());
         }
         // A user's changes come in a run: one lock per run.
         for run in batch.feed.chunk_by(|(a, _, _), (b, _, _)| a == b) {
             let user = &run[0].0;
-            let mut shard = self.feeds.shard(user).write().expect("lock");
+            let mut head = self.feeds.entry(user.clone()).or_default();
             for (_, key, diff) in run {
                 if *diff == 0 {
-                    shard.remove(user);
+                    head.clear();
                 } else if *diff > 0 {
-                    shard.entry(user.clone()).or_default().insert(key.clone());
-                } else if let Some(head) = shard.get_mut(user) {
+                    head.insert(key.clone());
+                } else {
                     head.remove(key);
-                    if head.is_empty() {
-                        shard.remove(user);
-                    }
                 }
             }
+            drop(head);
+            self.feeds.remove_if(user, |_, head| head.is_empty());
         }
         for change in &batch.digests {
             self.apply_digest(&change.user, &change.digest, &change.change);
         }
         for id in &batch.removes {
-            self.activities
-                .shard(&**id)
-                .write()
-                .expect("lock")
-                .remove(id);
+            self.activities.remove(id);
         }
         Ok(())
     }
 
     fn feed_page(&self, user: &TypedId, start: &PageStart, limit: usize) -> Result<FeedPage> {
         let (keys, more) = start.page(limit, |after, skip, count| {
-            let shard = self.feeds.shard(user).read().expect("lock");
-            let Some(head) = shard.get(user) else {
+            let Some(head) = self.feeds.get(user) else {
                 return Ok(Vec::new());
             };
             let newest_first: Box<dyn Iterator<Item = &FeedKey>> = match after {
@@ -236,20 +207,15 @@ impl Store for EmbeddedStore {
     }
 
     fn feed_keys(&self, user: &TypedId) -> Result<Vec<FeedKey>> {
-        let shard = self.feeds.shard(user).read().expect("lock");
-        Ok(shard
+        Ok(self
+            .feeds
             .get(user)
             .map(|h| h.iter().rev().cloned().collect())
             .unwrap_or_default())
     }
 
     fn users(&self) -> Result<Vec<TypedId>> {
-        Ok(self
-            .feeds
-            .0
-            .iter()
-            .flat_map(|s| s.read().expect("lock").keys().cloned().collect::<Vec<_>>())
-            .collect())
+        Ok(self.feeds.iter().map(|e| e.key().clone()).collect())
     }
 
     fn digest_page(
@@ -259,8 +225,10 @@ impl Store for EmbeddedStore {
         start: &PageStart,
         limit: usize,
     ) -> Result<DigestPage> {
-        let shard = self.digests.shard(user).read().expect("lock");
-        let Some(digest) = shard.get(user).and_then(|d| d.get(digest)) else {
+        let Some(digests) = self.digests.get(user) else {
+            return Ok(DigestPage::default());
+        };
+        let Some(digest) = digests.get(digest) else {
             return Ok(DigestPage::default());
         };
         let (groups, more) = start.page(limit, |after, skip, count| {
@@ -282,22 +250,18 @@ impl Store for EmbeddedStore {
     fn digest_users(&self, digest: &str) -> Result<Vec<TypedId>> {
         Ok(self
             .digests
-            .0
             .iter()
-            .flat_map(|s| {
-                s.read()
-                    .expect("lock")
-                    .iter()
-                    .filter(|(_, d)| d.contains_key(digest))
-                    .map(|(u, _)| u.clone())
-                    .collect::<Vec<_>>()
-            })
+            .filter(|e| e.value().contains_key(digest))
+            .map(|e| e.key().clone())
             .collect())
     }
 
     fn marks(&self, user: &TypedId) -> Result<BTreeMap<String, Marks>> {
-        let shard = self.marks.shard(user).read().expect("lock");
-        Ok(shard.get(user).cloned().unwrap_or_default())
+        Ok(self
+            .marks
+            .get(user)
+            .map(|m| m.value().clone())
+            .unwrap_or_default())
     }
 
     fn put_marks(&self, user: &TypedId, marks: &[(String, Marks)]) -> Result<()> {
@@ -317,8 +281,7 @@ impl Store for EmbeddedStore {
                 .and_then(|()| file.sync_data())
                 .map_err(|e| Error::Sink(format!("marks file {}: {e}", path.display())))?;
         }
-        let mut shard = self.marks.shard(user).write().expect("lock");
-        let stored = shard.entry(user.clone()).or_default();
+        let mut stored = self.marks.entry(user.clone()).or_default();
         for (key, m) in marks {
             stored.insert(key.clone(), m.clone());
         }
@@ -327,14 +290,11 @@ impl Store for EmbeddedStore {
 
     fn stats(&self) -> StoreStats {
         let mut stats = StoreStats::default();
-        for shard in &self.feeds.0 {
-            let shard = shard.read().expect("lock");
-            stats.feeds += shard.len() as u64;
-            stats.entries += shard.values().map(|h| h.len() as u64).sum::<u64>();
+        for head in self.feeds.iter() {
+            stats.feeds += 1;
+            stats.entries += head.len() as u64;
         }
-        for shard in &self.activities.0 {
-            stats.activities += shard.read().expect("lock").len() as u64;
-        }
+        stats.activities = self.activities.len() as u64;
         stats
     }
 }
