@@ -15,9 +15,9 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets --all-features -- -D warnings"
-cargo clippy --release --all-targets --all-features --locked -- -D warnings
+cargo clippy --release --workspace --all-targets --all-features --locked -- -D warnings
 echo "== cargo doc (warnings denied: broken links fail)"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --locked
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
 echo "== chromium (the topology page's test loads /ui in it)"
 if ! command -v chromium >/dev/null; then
   echo "installing chromium (Debian package; first run only, about a minute)"
@@ -29,5 +29,5 @@ bash scripts/servers.sh start
 trap 'bash scripts/servers.sh stop' EXIT
 export FEEDSTORM_REDIS_URL="redis://127.0.0.1:${FEEDSTORM_REDIS_PORT:-6390}"
 echo "== cargo test"
-cargo test --release --locked --all-features --all-targets
-cargo test --release --locked --all-features --doc
+cargo test --release --locked --workspace --all-features --all-targets
+cargo test --release --locked --workspace --all-features --doc

@@ -1,7 +1,7 @@
 //! `feedstorm bench`: end-to-end throughput and memory of the topology on a
 //! generated workload, reported beside a from-scratch recomputation of the
-//! same feeds in the same run (the [`reference`](mod@crate::reference) model),
-//! since absolute figures on a shared machine mean little.
+//! same feeds in the same run (the reference model, the `feedstorm-reference`
+//! crate), since absolute figures on a shared machine mean little.
 
 use std::fmt;
 use std::time::Instant;
@@ -17,9 +17,10 @@ use crate::config::{
 use crate::config::{RedisSinkConfig, SinkConfig};
 use crate::error::Result;
 use crate::event::{encode, Event, InterestOp, TypedId};
-use crate::reference;
+use crate::judge;
 use crate::runtime::{RunOptions, Running};
 use crate::spout::Generator;
+use feedstorm_reference as reference;
 
 pub mod plot;
 pub mod restart;
@@ -133,7 +134,7 @@ fn sample_run(
 
 /// Of the users, the share following the most followed typed id at the end
 /// (last writer wins), and the share of events that arrived out of time order.
-fn workload_shape(events: &[Event]) -> (f64, f64) {
+fn workload_shape(events: &[Event], judged: &[reference::Event]) -> (f64, f64) {
     let mut users = std::collections::HashSet::new();
     let (mut newest, mut late) = (i64::MIN, 0usize);
     for event in events {
@@ -145,10 +146,11 @@ fn workload_shape(events: &[Event]) -> (f64, f64) {
             users.insert(user);
         }
     }
-    let mut followers: std::collections::HashMap<&TypedId, usize> =
-        std::collections::HashMap::new();
-    for (_, interest) in reference::relation_in_force(events, InterestOp::Follow) {
-        *followers.entry(interest).or_default() += 1;
+    let mut followers: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for followed in reference::in_force(judged, reference::Relation::Follow).into_values() {
+        for interest in followed {
+            *followers.entry(interest).or_default() += 1;
+        }
     }
     let top = followers.values().copied().max().unwrap_or(0);
     (
@@ -498,14 +500,25 @@ fn time_rebuilds(
 /// The heads a run left, against the reference's.
 struct Heads<'a> {
     store: &'a dyn crate::store::Store,
-    expected: &'a std::collections::BTreeMap<TypedId, Vec<crate::feed::FeedKey>>,
+    expected: &'a std::collections::BTreeMap<String, Vec<reference::Entry>>,
     /// In `active` mode, the users who read their feed (the only live heads).
     readers: Option<&'a [TypedId]>,
 }
 
 impl Heads<'_> {
-    fn head_of(&self, user: &TypedId) -> Vec<crate::feed::FeedKey> {
-        self.expected.get(user).cloned().unwrap_or_default()
+    fn head_of(&self, user: &TypedId) -> Vec<reference::Entry> {
+        self.expected
+            .get(user.as_str())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// `user`'s head as the store holds it.
+    fn stored(&self, user: &TypedId) -> Option<Vec<reference::Entry>> {
+        self.store
+            .feed_keys(user)
+            .ok()
+            .map(|keys| judge::entries(&keys))
     }
 
     /// Whether every live head equals the reference (and, in `all` mode,
@@ -514,13 +527,13 @@ impl Heads<'_> {
         match self.readers {
             Some(readers) => readers
                 .iter()
-                .all(|u| self.store.feed_keys(u).ok() == Some(self.head_of(u))),
+                .all(|u| self.stored(u) == Some(self.head_of(u))),
             None => {
-                self.store.users().unwrap_or_default().len() == self.expected.len()
-                    && self
-                        .expected
+                let users = self.store.users().unwrap_or_default();
+                users.len() == self.expected.len()
+                    && users
                         .iter()
-                        .all(|(u, head)| self.store.feed_keys(u).ok().as_ref() == Some(head))
+                        .all(|u| self.stored(u) == Some(self.head_of(u)))
             }
         }
     }
@@ -618,22 +631,8 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     running.stop()?;
     let _ = std::fs::remove_dir_all(&dir);
 
-    let mut all: Vec<Event> = Generator::sequence(&options.workload).collect();
-    all.extend(probes);
-    let (top_followed_share, late_share) = workload_shape(&all);
-    let (expected, reference_secs) = timed(|| reference::feeds(&all, &options.feed));
-
-    let heads = Heads {
-        store: store.as_ref(),
-        expected: &expected,
-        readers: active_mode.then_some(&readers[..]),
-    };
-    let verified = options.verify.then(|| {
-        heads.right()
-            && rebuilt.iter().all(|(u, head)| *head == heads.head_of(u))
-            && status.drpc_mismatches() == 0
-            && (!options.digests || digests_right(store.as_ref(), &all, options))
-    });
+    let judged = Judged::of(options, probes, store.as_ref(), &readers, &rebuilt);
+    let verified = judged.verified.map(|v| v && status.drpc_mismatches() == 0);
     let head_changes = status.head_changes();
     Ok(BenchReport {
         redis_memory_growth,
@@ -653,7 +652,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         head_entries: store.stats().entries,
         live_users,
         topology_secs,
-        reference_secs,
+        reference_secs: judged.reference_secs,
         peak_rss_growth: peak.saturating_sub(rss_before),
         held_rss_growth: held.saturating_sub(rss_before),
         rebuild_latency,
@@ -661,36 +660,88 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         timeline,
         verified,
         workers: options.workers,
-        top_followed_share,
-        late_share,
+        top_followed_share: judged.top_followed_share,
+        late_share: judged.late_share,
     })
+}
+
+/// A run against the reference model.
+struct Judged {
+    reference_secs: f64,
+    verified: Option<bool>,
+    top_followed_share: f64,
+    late_share: f64,
+}
+
+impl Judged {
+    /// Recomputes the run's feeds with the reference (timed), and checks
+    /// the heads the run left (in `active` mode, the `readers`' only), the
+    /// `rebuilt` answers and, with digests, every digest.
+    fn of(
+        options: &BenchOptions,
+        probes: Vec<Event>,
+        store: &dyn crate::store::Store,
+        readers: &[TypedId],
+        rebuilt: &[(TypedId, Vec<crate::feed::FeedKey>)],
+    ) -> Judged {
+        let mut all: Vec<Event> = Generator::sequence(&options.workload).collect();
+        all.extend(probes);
+        let judged = judge::events(&all);
+        let (top_followed_share, late_share) = workload_shape(&all, &judged);
+        let settings = judge::settings(&options.feed);
+        let (expected, reference_secs) = timed(|| reference::feeds(&judged, &settings));
+        let active_mode = options.feed.materialize == Materialize::Active;
+        let heads = Heads {
+            store,
+            expected: &expected,
+            readers: active_mode.then_some(readers),
+        };
+        let verified = options.verify.then(|| {
+            heads.right()
+                && rebuilt
+                    .iter()
+                    .all(|(u, head)| judge::entries(head) == heads.head_of(u))
+                && (!options.digests || digests_right(store, &judged, options))
+        });
+        Judged {
+            reference_secs,
+            verified,
+            top_followed_share,
+            late_share,
+        }
+    }
 }
 
 /// Whether every default digest and notification feed equals the reference.
 fn digests_right(
     store: &dyn crate::store::Store,
-    events: &[Event],
+    events: &[reference::Event],
     options: &BenchOptions,
 ) -> bool {
-    let specs = [
-        crate::digest::DigestSpec::new(&DigestConfig::default()),
-        crate::digest::DigestSpec::notifications(&NotificationsConfig::default()),
+    let settings = judge::settings(&options.feed);
+    let digest = DigestConfig::default();
+    let expected = [
+        (
+            digest.name.as_str(),
+            reference::digests(events, &settings, &judge::digest_settings(&digest)),
+        ),
+        (
+            crate::config::NOTIFICATIONS,
+            reference::notifications(
+                events,
+                &settings,
+                &judge::notification_settings(&NotificationsConfig::default()),
+            ),
+        ),
     ];
-    specs.iter().all(|spec| {
-        let expected = if spec.name.as_ref() == crate::config::NOTIFICATIONS {
-            reference::notifications(events, &options.feed, spec)
-        } else {
-            reference::digests(events, &options.feed, spec)
-        };
-        store.digest_users(&spec.name).map(|u| u.len()).ok() == Some(expected.len())
-            && expected.iter().all(|(user, groups)| {
-                store
-                    .digest_groups(user, &spec.name)
-                    .ok()
-                    .is_some_and(|stored| {
-                        stored.len() == groups.len()
-                            && stored.iter().zip(groups).all(|(a, b)| **a == *b)
-                    })
+    expected.iter().all(|(name, expected)| {
+        let users = store.digest_users(name).unwrap_or_default();
+        users.len() == expected.len()
+            && users.iter().all(|user| {
+                let stored = store.digest_groups(user, name).unwrap_or_default();
+                let stored: Vec<reference::Group> =
+                    stored.iter().map(|g| judge::group(g)).collect();
+                expected.get(user.as_str()) == Some(&stored)
             })
     })
 }

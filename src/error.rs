@@ -117,7 +117,7 @@ impl Error {
         match self {
             Error::Sink(_) | Error::Spout { .. } | Error::Kafka(_) => true,
             #[cfg(feature = "kafka")]
-            Error::KafkaClient(error) => crate::kafka::retryable(error),
+            Error::KafkaClient(error) => kafka_retryable(error),
             Error::Redis(error) => !matches!(
                 error.kind(),
                 redis::ErrorKind::AuthenticationFailed
@@ -127,6 +127,39 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// Whether a failed Kafka request may succeed if tried again (a broker that
+/// is down may come back); authentication, authorization and client
+/// configuration errors are final.
+///
+/// ```
+/// use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+/// use feedstorm::error::kafka_retryable as retryable;
+/// assert!(retryable(&KafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure)));
+/// assert!(!retryable(&KafkaError::MetadataFetch(RDKafkaErrorCode::TopicAuthorizationFailed)));
+/// assert!(!retryable(&KafkaError::MetadataFetch(RDKafkaErrorCode::SaslAuthenticationFailed)));
+/// ```
+#[cfg(feature = "kafka")]
+pub fn kafka_retryable(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
+    if matches!(
+        error,
+        KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)
+    ) {
+        return false;
+    }
+    !matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::Authentication
+                | Code::SaslAuthenticationFailed
+                | Code::TopicAuthorizationFailed
+                | Code::GroupAuthorizationFailed
+                | Code::ClusterAuthorizationFailed
+                | Code::InvalidConfig
+        )
+    )
 }
 
 /// Library result type.

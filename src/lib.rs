@@ -28,13 +28,15 @@
 //! | [`http`] | Storm UI | the HTTP API of SPEC section 6, the topology page `/ui` |
 //! | [`push`] | — | feed-head changes handed to the open streams (`/feeds/USER/stream`) as epochs are written |
 //! | [`observe`] | Storm UI's metrics | per-operator records, rates, busy shares and edges, from timely's logging |
-//! | [`reference`](mod@reference) | — | the from-scratch oracle the tests compare against |
+//! | `reference/` (its own crate) | — | the from-scratch oracle the tests and `bench` compare against: its own parser and types, no code shared with the engine |
 //! | [`config`] | topology conf | settings; their doc comments are the user docs |
-//! | [`status`], [`dead_letter`], [`error`], [`feed`], [`bench`](mod@bench) | — | counters, bad events, errors, feed order, benchmarks |
+//! | [`status`], [`dead_letter`], [`error`], [`feed`] | — | counters, bad events, errors, feed order |
+//! | `bench` (feature `bench`) | — | `feedstorm bench`: end-to-end throughput, memory and latency against the reference |
 //! | [`retry`] | — | the one retry policy: exponential back-off, final errors returned at once |
 
 #![forbid(missing_docs)]
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod bolt;
 pub mod checkpoint;
@@ -48,11 +50,12 @@ pub mod event;
 pub mod feed;
 pub mod grouping;
 pub mod http;
+#[cfg(any(test, feature = "bench"))]
+mod judge;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod observe;
 pub mod push;
-pub mod reference;
 pub mod retry;
 pub mod runtime;
 pub mod spout;

@@ -10,11 +10,14 @@ use tokio::signal::unix::SignalKind;
 
 use feedstorm::cluster::Cluster;
 use feedstorm::config::{
-    ClusterConfig, FeedConfig, FileSpoutConfig, GeneratorConfig, Materialize, ProcessConfig,
-    SpoutConfig, TopologyConfig,
+    ClusterConfig, FileSpoutConfig, GeneratorConfig, ProcessConfig, SpoutConfig, TopologyConfig,
 };
 use feedstorm::http::{Api, Server};
 use feedstorm::runtime::{RunOptions, Running};
+
+#[cfg(feature = "bench")]
+#[path = "cli/bench.rs"]
+mod bench;
 
 /// feedstorm: activity feeds as a Storm-like topology on timely dataflow.
 #[derive(Parser)]
@@ -89,7 +92,8 @@ enum Command {
     ///
     /// Without --materialize, runs `all` and `active` each in a child process
     /// (so that their peak memory is their own) and prints both and the ratio.
-    Bench(BenchArgs),
+    #[cfg(feature = "bench")]
+    Bench(bench::BenchArgs),
 }
 
 /// `feedstorm produce`: where to, and what.
@@ -122,50 +126,6 @@ struct ProduceArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
-}
-
-/// `feedstorm bench`: the workload and what to measure.
-#[derive(clap::Args)]
-struct BenchArgs {
-    #[command(flatten)]
-    workload: Workload,
-    /// Worker threads.
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
-    /// Run one mode only, in this process.
-    #[arg(long, value_enum)]
-    materialize: Option<Mode>,
-    /// In active mode, the share of users who read their feed at the start.
-    #[arg(long, default_value_t = 0.05)]
-    active_fraction: f64,
-    /// Rebuild requests timed per probe user (10, 100, 1000 interests).
-    #[arg(long, default_value_t = 30)]
-    latency_samples: usize,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Write feeds to this Redis database (it is emptied with FLUSHDB:
-    /// give a spare one, e.g. redis://127.0.0.1:6390/15) and compare with
-    /// redis-benchmark on the same server.
-    #[arg(long)]
-    redis: Option<String>,
-    /// Skip checking feeds against the reference model.
-    #[arg(long)]
-    no_verify: bool,
-    /// Keep the default digest and notification feeds too (each user's
-    /// digest holds about `digest_size + slack` whole groups).
-    #[arg(long)]
-    digests: bool,
-    /// Draw deliveries/s and memory over the run, and the rebuild
-    /// latency distribution, to this SVG file (without --materialize:
-    /// of the `all` run).
-    #[arg(long, value_name = "FILE.svg")]
-    plot: Option<std::path::PathBuf>,
-    /// Instead: time a restart from a checkpoint after the workload,
-    /// with this many new events, against a full replay of the same
-    /// events (both from process start to caught up).
-    #[arg(long, value_name = "NEW_EVENTS")]
-    restart: Option<u64>,
 }
 
 /// `feedstorm checkpoint ...`
@@ -211,15 +171,6 @@ impl ClusterFlags {
             None => Cluster::single(workers),
         })
     }
-}
-
-/// Materialization mode for `bench`.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum Mode {
-    /// Every user's head live.
-    All,
-    /// Only heads read recently.
-    Active,
 }
 
 /// The generated workload's shape.
@@ -282,6 +233,7 @@ impl Workload {
     }
 
     /// The flags that give the same workload to a child process.
+    #[cfg(feature = "bench")]
     fn args(&self) -> Vec<String> {
         let flags: [(&str, String); 11] = [
             ("--seed", self.seed.to_string()),
@@ -349,7 +301,8 @@ fn main() -> anyhow::Result<()> {
             print!("{}", feedstorm::checkpoint::inspect(&dir)?);
             Ok(())
         }
-        Command::Bench(args) => bench(args),
+        #[cfg(feature = "bench")]
+        Command::Bench(args) => bench::bench(args),
     }
 }
 
@@ -439,153 +392,6 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         produced.rate(),
     );
     Ok(())
-}
-
-/// `feedstorm bench`: one mode in this process, both compared in child
-/// processes, or a restart against a full replay.
-fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    let feed = FeedConfig {
-        materialize: match args.materialize {
-            Some(Mode::Active) => Materialize::Active,
-            _ => Materialize::All,
-        },
-        retention: args.workload.retention,
-        ..FeedConfig::default()
-    };
-    let options = feedstorm::bench::BenchOptions {
-        workload: args.workload.config(),
-        workers: args.workers,
-        feed,
-        digests: args.digests,
-        verify: !args.no_verify,
-        active_fraction: args.active_fraction,
-        latency_samples: args.latency_samples,
-        redis: args.redis.clone(),
-    };
-    if let Some(new) = args.restart {
-        let options = feedstorm::bench::BenchOptions {
-            verify: false,
-            latency_samples: 0,
-            redis: None,
-            ..options
-        };
-        let report = feedstorm::bench::restart::run(&options, new)?;
-        return print_report(&report, args.json);
-    }
-    if args.materialize.is_none() {
-        return compare_modes(&args);
-    }
-    let report = feedstorm::bench::run(&options)?;
-    if let Some(path) = &args.plot {
-        feedstorm::bench::plot::draw(&report, path)?;
-    }
-    print_report(&report, args.json)?;
-    if report.verified == Some(false) {
-        bail!("feeds differ from the reference model");
-    }
-    Ok(())
-}
-
-/// Prints a report as text, or as one line of JSON.
-fn print_report(
-    report: &(impl std::fmt::Display + serde::Serialize),
-    json: bool,
-) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(report)?);
-    } else {
-        print!("{report}");
-    }
-    Ok(())
-}
-
-/// Runs `bench` once per mode, each in a child process, and prints the ratio.
-fn compare_modes(args: &BenchArgs) -> anyhow::Result<()> {
-    // Three runs: every head live; a share of users live; no head live (the
-    // state both modes share), so head memory = held(mode) - held(none).
-    let runs = [
-        ("all", args.active_fraction),
-        ("active", args.active_fraction),
-        ("active", 0.0),
-    ];
-    let mut reports = Vec::new();
-    for (mode, fraction) in runs {
-        let mut child = std::process::Command::new(std::env::current_exe()?);
-        child.args(["bench", "--json", "--materialize", mode]);
-        child.args(["--workers", &args.workers.to_string()]);
-        child.args(["--active-fraction", &fraction.to_string()]);
-        child.args(["--latency-samples", &args.latency_samples.to_string()]);
-        child.args(args.workload.args());
-        if args.no_verify {
-            child.arg("--no-verify");
-        }
-        if args.digests {
-            child.arg("--digests");
-        }
-        if let Some(url) = &args.redis {
-            child.args(["--redis", url]);
-        }
-        if let (Some(path), "all") = (&args.plot, mode) {
-            child.arg("--plot").arg(path);
-        }
-        let output = child.stderr(std::process::Stdio::inherit()).output()?;
-        if !output.status.success() {
-            bail!("bench --materialize {mode} --active-fraction {fraction} failed");
-        }
-        let report: feedstorm::bench::BenchReport = serde_json::from_slice(&output.stdout)?;
-        println!("{report}");
-        reports.push(report);
-    }
-    print_comparison(&reports[0], &reports[1], &reports[2], args.active_fraction);
-    Ok(())
-}
-
-/// The memory of `all` against `active`, each less the state both share (`none`).
-fn print_comparison(
-    all: &feedstorm::bench::BenchReport,
-    active: &feedstorm::bench::BenchReport,
-    none: &feedstorm::bench::BenchReport,
-    active_fraction: f64,
-) {
-    let heads =
-        |r: &feedstorm::bench::BenchReport| r.held_rss_growth.saturating_sub(none.held_rss_growth);
-    println!(
-        "held RSS growth, all / active / none: {} / {} / {} MiB",
-        all.held_rss_growth >> 20,
-        active.held_rss_growth >> 20,
-        none.held_rss_growth >> 20
-    );
-    println!(
-        "feed-head memory (held - none), all / active ({:.0}% of users read): {} / {} MiB = {:.1}x",
-        active_fraction * 100.0,
-        heads(all) >> 20,
-        heads(active) >> 20,
-        heads(all) as f64 / heads(active).max(1) as f64
-    );
-    println!(
-        "whole-process held RSS, all / active: {:.1}x; peak RSS: {:.1}x",
-        all.held_rss_growth as f64 / active.held_rss_growth.max(1) as f64,
-        all.peak_rss_growth as f64 / active.peak_rss_growth.max(1) as f64
-    );
-    if let (Some(a), Some(b), Some(n)) = (
-        all.redis_memory_growth,
-        active.redis_memory_growth,
-        none.redis_memory_growth,
-    ) {
-        let (a, b) = (a.saturating_sub(n), b.saturating_sub(n));
-        println!(
-            "feed-head memory in Redis (used_memory - none), all / active: {} / {} KiB = {:.1}x",
-            a >> 10,
-            b >> 10,
-            a as f64 / b.max(1) as f64
-        );
-    }
-    println!(
-        "feed-head entries, all / active: {} / {} = {:.1}x",
-        all.head_entries,
-        active.head_entries,
-        all.head_entries as f64 / active.head_entries.max(1) as f64
-    );
 }
 
 /// `feedstorm run`: starts the topology and its HTTP API, and runs until a

@@ -58,7 +58,7 @@ fn malformed_lines_are_dead_lettered_and_good_events_still_count() {
     topology.input.max_event_bytes = 1_024;
     for workers in [1, 3] {
         let _ = std::fs::remove_file(&topology.dead_letter.path);
-        let (store, status) = run_to_end(&topology, workers);
+        let (shown, status) = run_to_end(&topology, workers, &lines);
         assert_eq!(status.events_bad(), bad.len() as u64);
         assert_eq!(status.events_in(), lines.len() as u64 - 1);
 
@@ -84,8 +84,7 @@ fn malformed_lines_are_dead_lettered_and_good_events_still_count() {
         assert_eq!(found, expected, "dead letters with their line numbers");
 
         let good: Vec<String> = lines.iter().filter(|l| !bad.contains(l)).cloned().collect();
-        let expected_feeds = feedstorm::reference::feeds(&decode_all(&good), &feed);
-        assert_eq!(store_feeds(store.as_ref()), expected_feeds);
+        assert_same("feeds", &expected_heads(&good, &feed), &shown.heads);
     }
 }
 
@@ -104,11 +103,11 @@ fn ten_activity_feed(extra_lines: &[String]) -> Vec<String> {
     lines
 }
 
-fn feed_ids(store: &dyn feedstorm::store::Store, user: &str) -> Vec<String> {
-    let user = feedstorm::event::TypedId::parse(user).unwrap();
-    store_feeds(store)
-        .get(&user)
-        .map(|head| head.iter().map(|k| k.id.to_string()).collect())
+fn feed_ids(shown: &Shown, user: &str) -> Vec<String> {
+    shown
+        .heads
+        .get(user)
+        .map(|head| head.iter().map(|e| e.id.clone()).collect())
         .unwrap_or_default()
 }
 
@@ -125,13 +124,14 @@ fn a_time_far_ahead_of_the_clock_is_bad_and_forgets_nothing() {
             time.len()
         )
     });
-    write_lines(&path, &ten_activity_feed(&hostile));
+    let lines = ten_activity_feed(&hostile);
+    write_lines(&path, &lines);
     let topology = file_topology(&path, false, FeedConfig::default(), dir.path());
     for workers in [1, 2] {
-        let (store, status) = run_to_end(&topology, workers);
+        let (shown, status) = run_to_end(&topology, workers, &lines);
         assert_eq!(status.events_bad(), 2, "both far-future events are bad");
         let want: Vec<String> = (1..=10).rev().map(|i| format!("a{i}")).collect();
-        assert_eq!(feed_ids(store.as_ref(), "user:f"), want);
+        assert_eq!(feed_ids(&shown, "user:f"), want);
         let letters = std::fs::read_to_string(&topology.dead_letter.path).unwrap();
         assert!(letters.contains("max_future"), "{letters}");
     }
@@ -192,11 +192,12 @@ fn a_line_far_over_the_limit_is_bad_and_dead_lettered_bounded() {
         r#"{{"type":"activity","id":"huge","time":{T0},"actor":"user:a","verb":"v","object":"a:b","extra":{{"pad":"{}"}}}}"#,
         "x".repeat(30 << 20)
     );
-    write_lines(&path, &ten_activity_feed(&[huge]));
+    let lines = ten_activity_feed(&[huge]);
+    write_lines(&path, &lines);
     let topology = file_topology(&path, false, FeedConfig::default(), dir.path());
-    let (store, status) = run_to_end(&topology, 1);
+    let (shown, status) = run_to_end(&topology, 1, &lines[..11]);
     assert_eq!(status.events_bad(), 1);
-    assert_eq!(feed_ids(store.as_ref(), "user:f").len(), 10);
+    assert_eq!(feed_ids(&shown, "user:f").len(), 10);
     let letters = std::fs::metadata(&topology.dead_letter.path).unwrap().len();
     assert!(
         letters < 2 << 20,

@@ -7,81 +7,30 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-
+use common::judge::{self, head_over_http, Heads};
 use common::*;
-use feedstorm::config::{DigestConfig, FeedConfig, NotificationsConfig};
-use feedstorm::digest::{DigestSpec, Group};
-use feedstorm::event::TypedId;
-use feedstorm::feed::FeedKey;
-use feedstorm::reference;
+use feedstorm::config::{DigestConfig, FeedConfig, NotificationsConfig, NOTIFICATIONS};
 use feedstorm::runtime::{RunOptions, Running};
 use serde_json::Value;
 
-fn get(url: &str) -> Value {
-    ureq::get(url).call().unwrap().into_json().unwrap()
-}
-
-fn ids(entries: &Value) -> Vec<String> {
-    entries
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// The activity ids of `user`'s head in the reference's `feeds` (none: empty).
-fn head_ids(feeds: &BTreeMap<TypedId, Vec<FeedKey>>, user: &TypedId) -> Vec<String> {
-    feeds
+/// The activity ids of `user`'s head in `heads` (none: empty).
+fn head_ids(heads: &Heads, user: &str) -> Vec<String> {
+    heads
         .get(user)
-        .map(|keys| keys.iter().map(|k| k.id.to_string()).collect())
+        .map(|head| head.iter().map(|e| e.id.clone()).collect())
         .unwrap_or_default()
 }
 
-fn encode(user: &TypedId) -> String {
-    user.as_str().replace(':', "%3A")
-}
-
-/// What a group shows, as the HTTP answer and the reference both give it.
-type Shown = (String, Vec<String>, u64, u64, Vec<String>);
-
-fn shown_of_json(groups: &Value) -> Vec<Shown> {
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap().to_owned())
-            .collect()
-    };
-    groups
-        .as_array()
+/// `POST /drpc/rebuild-feed` for `user`: the rebuilt head's ids.
+fn rebuilt_ids(base: &str, user: &str) -> Vec<String> {
+    let rebuilt: Value = ureq::post(&format!("{base}/drpc/rebuild-feed"))
+        .send_json(serde_json::json!({ "user": user }))
         .unwrap()
-        .iter()
-        .map(|g| {
-            (
-                g["key"].as_str().unwrap().to_owned(),
-                strings(&g["actors"]),
-                g["actor_count"].as_u64().unwrap(),
-                g["activity_count"].as_u64().unwrap(),
-                strings(&g["activity_ids"]),
-            )
-        })
-        .collect()
-}
-
-fn shown_of_groups(groups: &[Group]) -> Vec<Shown> {
-    groups
-        .iter()
-        .map(|g| {
-            (
-                g.key.to_string(),
-                g.actors.iter().map(|a| a.as_str().to_owned()).collect(),
-                g.actor_count as u64,
-                g.activity_count as u64,
-                g.activity_ids.iter().map(|id| id.to_string()).collect(),
-            )
-        })
+        .into_json()
+        .unwrap();
+    judge::entries_of_json(&rebuilt["entries"])
+        .into_iter()
+        .map(|e| e.id)
         .collect()
 }
 
@@ -96,64 +45,41 @@ fn without_blocks(lines: &[String]) -> Vec<String> {
 
 fn check(seed: u64, shape: Shape, feed: FeedConfig) {
     let lines = random_lines_mixed(seed, shape, BLOCK_MIX);
-    let events = decode_all(&lines);
-    let expected = reference::feeds(&events, &feed);
-    let spec = DigestSpec::new(&DigestConfig::default());
-    let notifications = NotificationsConfig::default();
-    let notification_spec = DigestSpec::notifications(&notifications);
-    let expected_digests = reference::digests(&events, &feed, &spec);
-    let expected_notifications = reference::notifications(&events, &feed, &notification_spec);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    write_lines(&path, &lines);
+    let mut topology = file_topology(&path, true, feed.clone(), dir.path());
+    topology.digests = vec![DigestConfig::default()];
+    topology.notifications = NotificationsConfig::default();
+    let expected = expected(&lines, &topology);
     // The blocks must matter, or this test would pass without them.
-    let unblocked = decode_all(&without_blocks(&lines));
+    let unblocked = common::expected(&without_blocks(&lines), &topology);
     assert_ne!(
-        reference::feeds(&unblocked, &feed),
-        expected,
+        unblocked.heads, expected.heads,
         "seed {seed}: blocks hide nothing"
     );
     assert_ne!(
-        reference::notifications(&unblocked, &feed, &notification_spec),
-        expected_notifications,
+        unblocked.digests[NOTIFICATIONS], expected.digests[NOTIFICATIONS],
         "seed {seed}: blocks hide no notification"
     );
-    let users: BTreeSet<TypedId> = (0..shape.users)
-        .map(|i| TypedId::parse(&format!("user:user{i}")).unwrap())
-        .collect();
+    let users = judge::typed_ids(&lines);
 
     for workers in [1, 2, 4] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.jsonl");
-        write_lines(&path, &lines);
-        let mut topology = file_topology(&path, true, feed.clone(), dir.path());
-        topology.digests = vec![DigestConfig::default()];
-        topology.notifications = notifications.clone();
         let running = Running::start(&topology, &RunOptions::threads(workers)).unwrap();
         wait_caught_up(&running, lines.len() as u64);
+        let run = format!("seed {seed}, {workers} workers");
+        // Feeds, digests and notifications over HTTP.
+        assert_shown(
+            &run,
+            &expected,
+            &read_over_http(&running, &topology, &lines),
+        );
+        // Rebuilds over HTTP.
         let server = serve(&running, &topology, 1_000);
         let base = format!("http://{}", server.addr);
-        let run = format!("seed {seed}, {workers} workers");
         for user in &users {
-            let want = head_ids(&expected, user);
-            let limit = feed.feed_size;
-            let live = get(&format!("{base}/feeds/{}?limit={limit}", encode(user)));
-            assert_eq!(ids(&live["entries"]), want, "{run}: feed of {user}");
-            let rebuilt: Value = ureq::post(&format!("{base}/drpc/rebuild-feed"))
-                .send_json(serde_json::json!({ "user": user.as_str() }))
-                .unwrap()
-                .into_json()
-                .unwrap();
-            assert_eq!(ids(&rebuilt["entries"]), want, "{run}: rebuild of {user}");
-            for (route, expected) in [
-                ("digest", &expected_digests),
-                ("notifications", &expected_notifications),
-            ] {
-                let url = format!("{base}/feeds/{}/{route}?limit=1000", encode(user));
-                let got = shown_of_json(&get(&url)["groups"]);
-                let want = expected
-                    .get(user)
-                    .map(|groups| shown_of_groups(groups))
-                    .unwrap_or_default();
-                assert_eq!(got, want, "{run}: {route} of {user}");
-            }
+            let want = head_ids(&expected.heads, user);
+            assert_eq!(rebuilt_ids(&base, user), want, "{run}: rebuild of {user}");
         }
         drop(server);
         running.stop().unwrap();
@@ -229,16 +155,17 @@ fn active_mode_rebuilds_and_live_heads_honour_blocks() {
     wait_caught_up(&running, first.len() as u64);
     let server = serve(&running, &topology, 1_000);
     let base = format!("http://{}", server.addr);
-    let users: Vec<TypedId> = (0..shape.users)
-        .map(|i| TypedId::parse(&format!("user:user{i}")).unwrap())
-        .collect();
+    let users: Vec<String> = (0..shape.users).map(|i| format!("user:user{i}")).collect();
     // Each user's feed read over HTTP equals the reference over `lines`.
     let assert_feeds = |lines: &[String], when: &str| {
-        let expected = reference::feeds(&decode_all(lines), &feed);
+        let expected = expected_heads(lines, &feed);
         for user in &users {
-            let url = format!("{base}/feeds/{}?limit=5", encode(user));
-            let got = ids(&get(&url)["entries"]);
-            assert_eq!(got, head_ids(&expected, user), "{user} {when}");
+            let got = head_over_http(&base, user, 5);
+            assert_eq!(
+                got,
+                expected.get(user).cloned().unwrap_or_default(),
+                "{user} {when}"
+            );
         }
     };
     assert_feeds(&first, "first read");
@@ -274,17 +201,17 @@ fn the_reference_hides_what_a_block_names() {
     .map(|s| s.to_string())
     .collect();
     let feed = FeedConfig::default();
-    let ann = TypedId::parse("user:ann").unwrap();
-    let ids = |events: &[String]| head_ids(&reference::feeds(&decode_all(events), &feed), &ann);
+    let ann = "user:ann";
+    let ids = |lines: &[String]| head_ids(&expected_heads(lines, &feed), ann);
     // Blocked (the block wins the tie): a1, a2 (bob acts) and a3 (bob is
     // the object) are hidden; a4 names bob only as its target.
     assert_eq!(ids(&lines), ["a4"]);
-    let notifications: BTreeMap<_, _> = reference::notifications(
-        &decode_all(&lines),
-        &feed,
-        &DigestSpec::notifications(&NotificationsConfig::default()),
+    let notifications = judge::reference::notifications(
+        &judge::events(&lines),
+        &judge::settings(&feed),
+        &judge::notification_settings(&NotificationsConfig::default()),
     );
-    assert!(!notifications.contains_key(&ann), "a1 and a3 are hidden");
+    assert!(!notifications.contains_key(ann), "a1 and a3 are hidden");
     let mut unblocked = lines.clone();
     unblocked
         .push(r#"{"type":"unblock","time":10,"user":"user:ann","blocked":"user:bob"}"#.to_string());

@@ -8,9 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use feedstorm::config::{CheckpointConfig, FeedConfig, TopologyConfig, NOTIFICATIONS};
-use feedstorm::digest::DigestSpec;
-use feedstorm::reference;
+use feedstorm::config::{CheckpointConfig, FeedConfig, TopologyConfig};
 use feedstorm::runtime::{RunOptions, Running};
 
 fn checkpointed(events: &Path, dir: &Path) -> TopologyConfig {
@@ -44,26 +42,8 @@ fn wait_caught_up_reading(running: &Running, events: u64) {
 }
 
 fn assert_exact(running: &Running, topology: &TopologyConfig, lines: &[String], run: &str) {
-    let events = decode_all(lines);
-    let store = running.store.as_ref();
-    let expected = reference::feeds(&events, &topology.feed);
-    assert_same(&format!("{run}: feeds"), &expected, &store_feeds(store));
-    for digest in &topology.digests {
-        let spec = DigestSpec::new(digest);
-        let expected = reference::digests(&events, &topology.feed, &spec);
-        assert_same(
-            &format!("{run}: digest {}", spec.name),
-            &expected,
-            &store_digests(store, &spec.name),
-        );
-    }
-    let spec = DigestSpec::notifications(&topology.notifications);
-    let expected = reference::notifications(&events, &topology.feed, &spec);
-    assert_same(
-        &format!("{run}: notifications"),
-        &expected,
-        &store_digests(store, NOTIFICATIONS),
-    );
+    let shown = read_over_http(running, topology, lines);
+    assert_shown(run, &expected(lines, topology), &shown);
 }
 
 /// Three runs over a growing file, on 2, then 3, then 1 workers, each

@@ -6,14 +6,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use feedstorm::config::{FeedConfig, TopologyConfig};
+use feedstorm::config::TopologyConfig;
 
 /// One `feedstorm run` process of a cluster.
 struct Process {
@@ -46,7 +45,8 @@ impl Process {
     }
 
     /// Waits for the process to exit by itself.
-    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+    #[cfg(all(feature = "kafka", feature = "server-tests"))]
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -198,22 +198,16 @@ fn ids(answer: &serde_json::Value) -> Vec<String> {
 /// reference head.
 fn assert_every_process_answers_for_every_user(
     cluster: &[Process],
-    expected: &BTreeMap<feedstorm::event::TypedId, Vec<feedstorm::feed::FeedKey>>,
+    expected: &judge::Heads,
     feed_size: usize,
 ) {
     for (user, head) in expected {
-        let want: Vec<String> = head.iter().map(|k| k.id.to_string()).collect();
-        let path = format!(
-            "/feeds/{}?limit={feed_size}",
-            percent_encoding::utf8_percent_encode(
-                &user.to_string(),
-                percent_encoding::NON_ALPHANUMERIC
-            )
-        );
+        let want: Vec<String> = head.iter().map(|e| e.id.clone()).collect();
+        let path = format!("/feeds/{}?limit={feed_size}", judge::path_of(user));
         for process in cluster {
             let read = get_json(&process.addr, &path);
             assert_eq!(ids(&read), want, "GET {path} at {}", process.addr);
-            let rebuilt = rebuild(&process.addr, &user.to_string());
+            let rebuilt = rebuild(&process.addr, user);
             assert_eq!(ids(&rebuilt), want, "rebuild {user} at {}", process.addr);
         }
     }
@@ -257,7 +251,7 @@ interval = "0s"
     let cluster = start_cluster(&topology_path, &hosts, (2, 2), "embedded");
     wait_caught_up_together(&cluster, lines.len() as i64, Duration::from_secs(60));
     let topology: TopologyConfig = toml::from_str(&toml).unwrap();
-    let expected = feedstorm::reference::feeds(&decode_all(&lines), &topology.feed);
+    let expected = expected_heads(&lines, &topology.feed);
     assert_every_process_answers_for_every_user(&cluster, &expected, topology.feed.feed_size);
     assert_streams_open_through_either_process(&cluster, &expected);
     // Each process shows the whole cluster: both processes, their workers
@@ -280,14 +274,11 @@ interval = "0s"
 /// A stream opened through the process that does not own the user is
 /// redirected (307) to the one that does; followed, its snapshot is the
 /// reference's first page.
-fn assert_streams_open_through_either_process(
-    cluster: &[Process],
-    expected: &BTreeMap<feedstorm::event::TypedId, Vec<feedstorm::feed::FeedKey>>,
-) {
+fn assert_streams_open_through_either_process(cluster: &[Process], expected: &judge::Heads) {
     let no_redirects = ureq::AgentBuilder::new().redirects(0).build();
     let mut redirected = 0;
     for (user, head) in expected.iter().take(8) {
-        let want: Vec<String> = head.iter().take(5).map(|k| k.id.to_string()).collect();
+        let want: Vec<String> = head.iter().take(5).map(|e| e.id.clone()).collect();
         for process in cluster {
             let path = format!("/feeds/{user}/stream?limit=5");
             let first = no_redirects
@@ -324,8 +315,11 @@ fn assert_streams_open_through_either_process(
 
 #[cfg(all(feature = "kafka", feature = "server-tests"))]
 mod kafka {
+    use std::collections::BTreeMap;
+
     use super::*;
     use common::kafka::*;
+    use feedstorm::config::FeedConfig;
 
     /// A topic of the test's own with `partitions`.
     fn topic(name: &str, partitions: i32) -> String {
@@ -453,7 +447,7 @@ mod kafka {
             assert_eq!(spread, want, "{name}: partitions by worker");
             let topology: TopologyConfig = toml::from_str(&toml).unwrap();
             assert_redis_matches_reference(&target, &prefix, &lines, &topology, &name);
-            let expected = feedstorm::reference::feeds(&decode_all(&lines), &FeedConfig::default());
+            let expected = expected_heads(&lines, &FeedConfig::default());
             assert_every_process_answers_for_every_user(
                 &cluster,
                 &expected,

@@ -4,18 +4,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::judge::{path_of, Heads};
 use common::*;
 use feedstorm::config::{FeedConfig, Materialize};
-use feedstorm::event::TypedId;
-use feedstorm::feed::FeedKey;
 use feedstorm::http::Server;
 use feedstorm::runtime::{RunOptions, Running};
 use serde_json::Value;
-
-const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The same workload shape with activity ids of its own (`b…`), so that two
 /// batches never give one id two contents.
@@ -32,10 +28,54 @@ fn second_batch(seed: u64, shape: Shape) -> Vec<String> {
         .collect()
 }
 
-fn users_of(expected: &BTreeMap<TypedId, Vec<FeedKey>>) -> Vec<TypedId> {
-    let mut users: Vec<TypedId> = expected.keys().cloned().collect();
-    users.push(TypedId::parse("user:never-seen").unwrap());
+fn users_of(expected: &Heads) -> Vec<String> {
+    let mut users: Vec<String> = expected.keys().cloned().collect();
+    users.push("user:never-seen".to_owned());
     users
+}
+
+/// The ids of `user`'s head in `expected` (none: empty).
+fn want(expected: &Heads, user: &str) -> Vec<String> {
+    expected
+        .get(user)
+        .map(|head| head.iter().map(|e| e.id.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// An app's view of a topology's HTTP API.
+struct App {
+    base: String,
+}
+
+impl App {
+    fn of(server: &Server) -> App {
+        App {
+            base: format!("http://{}", server.addr),
+        }
+    }
+
+    /// `GET /feeds/USER`: the head's ids.
+    fn head(&self, user: &str) -> Vec<String> {
+        let url = format!("{}/feeds/{}?limit=1000", self.base, path_of(user));
+        ids_of(&ureq::get(&url).call().unwrap().into_json().unwrap())
+    }
+
+    /// `POST /drpc/rebuild-feed`: the rebuilt head's ids.
+    fn rebuild(&self, user: &str) -> Vec<String> {
+        let url = format!("{}/drpc/rebuild-feed", self.base);
+        let body: Value = ureq::post(&url)
+            .send_json(serde_json::json!({ "user": user }))
+            .unwrap()
+            .into_json()
+            .unwrap();
+        ids_of(&body)
+    }
+
+    /// `GET /status`.
+    fn status(&self) -> Value {
+        let url = format!("{}/status", self.base);
+        ureq::get(&url).call().unwrap().into_json().unwrap()
+    }
 }
 
 #[test]
@@ -53,27 +93,19 @@ fn rebuild_equals_live_feed_and_reference_on_1_2_4_workers() {
         ..FeedConfig::default()
     };
     for workers in [1, 2, 4] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.jsonl");
         let first = random_lines(50 + workers as u64, shape);
-        write_lines(&path, &first);
-        let topology = file_topology(&path, true, feed.clone(), dir.path());
-        let running = Running::start(&topology, &RunOptions::threads(workers)).unwrap();
-        wait_caught_up(&running, first.len() as u64);
+        let (running, server, _dir, path) = served(feed.clone(), &first, workers);
+        let app = App::of(&server);
 
-        let expected = feedstorm::reference::feeds(&decode_all(&first), &feed);
+        let expected = expected_heads(&first, &feed);
         for user in users_of(&expected) {
-            let answer = running.drpc.call_blocking(user.clone(), TIMEOUT).unwrap();
-            let want = expected.get(&user).cloned().unwrap_or_default();
+            let want = want(&expected, &user);
             assert_eq!(
-                answer, want,
+                app.rebuild(&user),
+                want,
                 "{workers} workers: rebuild of {user} differs from the reference"
             );
-            assert_eq!(
-                running.store.feed_keys(&user).unwrap(),
-                want,
-                "live head of {user}"
-            );
+            assert_eq!(app.head(&user), want, "live head of {user}");
         }
 
         // While a second batch streams in, every answer must equal the live
@@ -91,28 +123,27 @@ fn rebuild_equals_live_feed_and_reference_on_1_2_4_workers() {
         let users = users_of(&expected);
         let mut answered = 0;
         while !appender.is_finished() || answered < 50 {
-            let user = users[answered % users.len()].clone();
-            running.drpc.call_blocking(user, TIMEOUT).unwrap();
+            app.rebuild(&users[answered % users.len()]);
             answered += 1;
         }
         appender.join().unwrap();
         wait_caught_up(&running, (first.len() + second.len()) as u64);
         assert_eq!(
-            running.status.drpc_mismatches(),
+            app.status()["drpc_mismatches"],
             0,
             "a rebuild differed from the live head at its epoch"
         );
 
         let all: Vec<String> = first.iter().chain(&second).cloned().collect();
-        let expected = feedstorm::reference::feeds(&decode_all(&all), &feed);
+        let expected = expected_heads(&all, &feed);
         for user in users_of(&expected) {
-            let answer = running.drpc.call_blocking(user.clone(), TIMEOUT).unwrap();
             assert_eq!(
-                answer,
-                expected.get(&user).cloned().unwrap_or_default(),
+                app.rebuild(&user),
+                want(&expected, &user),
                 "{user} after the stream"
             );
         }
+        drop(server);
         running.stop().unwrap();
     }
 }
@@ -141,10 +172,6 @@ fn ids_of(body: &Value) -> Vec<String> {
         .collect()
 }
 
-fn key_ids(keys: &[FeedKey]) -> Vec<String> {
-    keys.iter().map(|k| k.id.to_string()).collect()
-}
-
 #[test]
 fn two_hundred_concurrent_rebuild_requests_get_right_answers() {
     let shape = Shape {
@@ -157,7 +184,7 @@ fn two_hundred_concurrent_rebuild_requests_get_right_answers() {
     };
     let feed = FeedConfig::default();
     let lines = random_lines(77, shape);
-    let expected = feedstorm::reference::feeds(&decode_all(&lines), &feed);
+    let expected = expected_heads(&lines, &feed);
     let (running, server, _dir, _) = served(feed, &lines, 2);
     let users = users_of(&expected);
     let url = format!("http://{}/drpc/rebuild-feed", server.addr);
@@ -166,7 +193,7 @@ fn two_hundred_concurrent_rebuild_requests_get_right_answers() {
             let (url, user) = (url.clone(), users[i % users.len()].clone());
             std::thread::spawn(move || {
                 let body: Value = ureq::post(&url)
-                    .send_json(serde_json::json!({"user": user.as_str()}))
+                    .send_json(serde_json::json!({ "user": user }))
                     .unwrap()
                     .into_json()
                     .unwrap();
@@ -177,11 +204,7 @@ fn two_hundred_concurrent_rebuild_requests_get_right_answers() {
     let mut right = 0;
     for request in requests {
         let (user, ids) = request.join().unwrap();
-        assert_eq!(
-            ids,
-            key_ids(expected.get(&user).map_or(&[][..], |v| &v[..])),
-            "{user}"
-        );
+        assert_eq!(ids, want(&expected, &user), "{user}");
         right += 1;
     }
     assert_eq!(right, 200);
@@ -204,68 +227,56 @@ fn active_mode_rebuilds_on_read_and_keeps_read_feeds_live() {
         ..FeedConfig::default()
     };
     let lines = random_lines(88, shape);
-    let expected = feedstorm::reference::feeds(&decode_all(&lines), &feed);
+    let expected = expected_heads(&lines, &feed);
     let (running, server, _dir, path) = served(feed.clone(), &lines, 2);
-    assert_eq!(
-        running.store.stats().entries,
-        0,
-        "nobody read a feed: nothing is materialized"
-    );
-
-    let get = |user: &TypedId| -> Value {
-        ureq::get(&format!(
-            "http://{}/feeds/{}?limit=1000",
-            server.addr,
-            user.as_str()
-        ))
-        .call()
-        .unwrap()
-        .into_json()
-        .unwrap()
+    let app = App::of(&server);
+    // `/status` counts the store's entries about once a second.
+    let materialized = || app.status()["store"]["entries"].as_u64().unwrap();
+    let counted = |want: u64, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while materialized() != want {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} entries materialized, not {want}",
+                materialized()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     };
-    let readers: Vec<TypedId> = expected.keys().take(5).cloned().collect();
+    counted(0, "nobody read a feed: nothing is materialized");
+
+    let readers: Vec<String> = expected.keys().take(5).cloned().collect();
+    let mut read_entries = 0;
     for user in &readers {
-        assert_eq!(
-            ids_of(&get(user)),
-            key_ids(&expected[user]),
-            "first read of {user} (rebuilt)"
-        );
-        assert_eq!(
-            running.store.feed_keys(user).unwrap(),
-            expected[user],
-            "{user} is live after the read"
-        );
+        let head = want(&expected, user);
+        assert_eq!(app.head(user), head, "first read of {user} (rebuilt)");
+        read_entries += head.len() as u64;
+        counted(read_entries, &format!("{user} is live after the read"));
     }
     // Live maintenance resumes for the readers only.
     let second = second_batch(89, shape);
     append_lines(&path, &second);
     wait_caught_up(&running, (lines.len() + second.len()) as u64);
     let all: Vec<String> = lines.iter().chain(&second).cloned().collect();
-    let expected = feedstorm::reference::feeds(&decode_all(&all), &feed);
+    let expected = expected_heads(&all, &feed);
     let mut live_entries = 0;
     for user in &readers {
-        let want = expected.get(user).cloned().unwrap_or_default();
+        let head = want(&expected, user);
         assert_eq!(
-            running.store.feed_keys(user).unwrap(),
-            want,
+            app.head(user),
+            head,
             "live head of {user} after more events"
         );
-        assert_eq!(
-            ids_of(&get(user)),
-            key_ids(&want),
-            "second read of {user} (from the store)"
-        );
-        live_entries += want.len() as u64;
+        live_entries += head.len() as u64;
     }
-    assert_eq!(
-        running.store.stats().entries,
+    counted(
         live_entries,
-        "only the readers' heads are materialized"
+        "only the readers' heads are materialized, and kept live",
     );
     // Someone who never read gets the right feed on first read too.
     let late = expected.keys().nth(7).unwrap();
-    assert_eq!(ids_of(&get(late)), key_ids(&expected[late]));
-    assert_eq!(running.status.drpc_mismatches(), 0);
+    assert_eq!(app.head(late), want(&expected, late));
+    assert_eq!(app.status()["drpc_mismatches"], 0);
     running.stop().unwrap();
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::kafka::*;
 use common::*;
-use feedstorm::config::{FeedConfig, TopologyConfig};
+use feedstorm::config::TopologyConfig;
 use feedstorm::runtime::{RunOptions, Running};
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -184,9 +184,7 @@ fn feeds_from_kafka_equal_the_reference_on_1_and_8_partitions_and_1_and_3_worker
         r#"{"type":"activity","id":"x"}"#.to_owned(),
         "[1,2,3]".to_owned(),
     ];
-    let events = decode_all(&lines);
-    let feed = FeedConfig::default();
-    let expected = feedstorm::reference::feeds(&events, &feed);
+    let all = lines.clone();
     let second = lines.split_off(lines.len() / 2);
     for partitions in [1, 8] {
         let dir = tempfile::tempdir().unwrap();
@@ -205,16 +203,8 @@ fn feeds_from_kafka_equal_the_reference_on_1_and_8_partitions_and_1_and_3_worker
             wait_caught_up_to_high_watermarks(&running, total);
             let what = format!("{partitions} partitions, {workers} workers");
             assert_eq!(running.status.events_bad(), bad.len() as u64, "{what}");
-            assert_same(&what, &expected, &store_feeds(running.store.as_ref()));
-            assert_same(
-                &format!("{what}: digests"),
-                &feedstorm::reference::digests(
-                    &events,
-                    &feed,
-                    &feedstorm::digest::DigestSpec::new(&topology.digests[0]),
-                ),
-                &store_digests(running.store.as_ref(), &topology.digests[0].name),
-            );
+            let shown = read_over_http(&running, &topology, &all);
+            assert_shown(&what, &expected(&all, &topology), &shown);
             running.stop().unwrap();
         }
         // Each run sent the bad events once.
@@ -261,19 +251,8 @@ fn a_checkpoint_of_2_workers_resumes_on_3_reading_only_what_came_after() {
     produce_plain(&topic, second, dir.path());
     let running = Running::start(&topology, &RunOptions::threads(3)).unwrap();
     wait_caught_up_to_high_watermarks(&running, second.len() as u64);
-    let events = decode_all(&lines);
-    let feed = FeedConfig::default();
-    assert_same(
-        "resumed on 3 workers",
-        &feedstorm::reference::feeds(&events, &feed),
-        &store_feeds(running.store.as_ref()),
-    );
-    let spec = feedstorm::digest::DigestSpec::new(&topology.digests[0]);
-    assert_same(
-        "resumed on 3 workers: digests",
-        &feedstorm::reference::digests(&events, &feed, &spec),
-        &store_digests(running.store.as_ref(), &spec.name),
-    );
+    let shown = read_over_http(&running, &topology, &lines);
+    assert_shown("resumed on 3 workers", &expected(&lines, &topology), &shown);
     running.stop().unwrap();
 }
 

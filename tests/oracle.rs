@@ -8,9 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use feedstorm::config::{DigestConfig, FeedConfig, NotificationsConfig, NOTIFICATIONS};
-use feedstorm::digest::DigestSpec;
-use feedstorm::reference;
+use feedstorm::config::{DigestConfig, FeedConfig, NotificationsConfig};
 
 fn check(seed: u64, shape: Shape, feed: FeedConfig) {
     check_with(seed, shape, feed, &[DigestConfig::default()]);
@@ -21,48 +19,29 @@ fn check_with(seed: u64, shape: Shape, feed: FeedConfig, digests: &[DigestConfig
 }
 
 /// Runs the workload on 1, 2 and 4 workers and compares feeds, every digest
-/// of `digests` and the notification feeds with the reference model.
+/// of `digests` and the notification feeds, read over HTTP, with the
+/// reference model.
 fn check_mixed(seed: u64, shape: Shape, mix: Mix, feed: FeedConfig, digests: &[DigestConfig]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     let lines = random_lines_mixed(seed, shape, mix);
     write_lines(&path, &lines);
-    let events = decode_all(&lines);
-    let expected = reference::feeds(&events, &feed);
-    assert!(!expected.is_empty(), "workload too small to test anything");
-    let specs: Vec<DigestSpec> = digests.iter().map(DigestSpec::new).collect();
-    let expected_digests: Vec<_> = specs
-        .iter()
-        .map(|spec| reference::digests(&events, &feed, spec))
-        .collect();
-    let notifications = NotificationsConfig::default();
-    let expected_notifications =
-        reference::notifications(&events, &feed, &DigestSpec::notifications(&notifications));
+    let mut topology = file_topology(&path, false, feed.clone(), dir.path());
+    topology.digests = digests.to_vec();
+    topology.notifications = NotificationsConfig::default();
+    let expected = expected(&lines, &topology);
     assert!(
-        !expected_notifications.is_empty(),
+        !expected.heads.is_empty(),
+        "workload too small to test anything"
+    );
+    assert!(
+        !expected.digests[feedstorm::config::NOTIFICATIONS].is_empty(),
         "no notifications to test"
     );
     for workers in [1, 2, 4] {
-        let mut topology = file_topology(&path, false, feed.clone(), dir.path());
-        topology.digests = digests.to_vec();
-        topology.notifications = notifications.clone();
-        let (store, _) = run_to_end(&topology, workers);
+        let (shown, _) = run_to_end(&topology, workers, &lines);
         let run = format!("seed {seed}, {workers} workers, {shape:?}");
-        assert_same(
-            &format!("{run}: feeds"),
-            &expected,
-            &store_feeds(store.as_ref()),
-        );
-        for (spec, expected) in specs.iter().zip(&expected_digests) {
-            let actual = store_digests(store.as_ref(), &spec.name);
-            assert_same(&format!("{run}: digest {}", spec.name), expected, &actual);
-        }
-        let actual = store_digests(store.as_ref(), NOTIFICATIONS);
-        assert_same(
-            &format!("{run}: notifications"),
-            &expected_notifications,
-            &actual,
-        );
+        assert_shown(&run, &expected, &shown);
     }
 }
 

@@ -11,14 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::redis_target::{self, Target};
 use common::*;
-use feedstorm::config::{
-    DigestConfig, FeedConfig, NotificationsConfig, RedisSinkConfig, SinkConfig, TopologyConfig,
-    NOTIFICATIONS,
-};
-use feedstorm::digest::{DigestSpec, Group};
-use feedstorm::event::Event;
+use feedstorm::config::{FeedConfig, RedisSinkConfig, SinkConfig, TopologyConfig, NOTIFICATIONS};
 use feedstorm::runtime::{RunOptions, Running};
-use feedstorm::store::Store;
 use serde_json::Value;
 
 /// Tight digest bounds, so that the heads' limits are exercised.
@@ -27,49 +21,6 @@ fn small_digests(topology: &mut TopologyConfig) {
         vec![toml::from_str("max_actors = 2\nmax_activities = 3\ndigest_size = 4").unwrap()];
     topology.notifications =
         toml::from_str("max_actors = 2\nmax_activities = 2\ndigest_size = 3").unwrap();
-}
-
-/// The reference digests of `topology`: each `[[digest]]`, then notifications.
-fn expected_digests(
-    events: &[Event],
-    topology: &TopologyConfig,
-) -> Vec<(
-    String,
-    std::collections::BTreeMap<feedstorm::event::TypedId, Vec<Group>>,
-)> {
-    let mut expected: Vec<_> = topology
-        .digests
-        .iter()
-        .map(|d: &DigestConfig| {
-            let spec = DigestSpec::new(d);
-            (
-                d.name.clone(),
-                feedstorm::reference::digests(events, &topology.feed, &spec),
-            )
-        })
-        .collect();
-    let notifications: &NotificationsConfig = &topology.notifications;
-    expected.push((
-        NOTIFICATIONS.to_owned(),
-        feedstorm::reference::notifications(
-            events,
-            &topology.feed,
-            &DigestSpec::notifications(notifications),
-        ),
-    ));
-    expected
-}
-
-/// Every digest and notification feed in `store` equals the reference.
-fn assert_digests(store: &dyn Store, events: &[Event], topology: &TopologyConfig, what: &str) {
-    for (name, expected) in expected_digests(events, topology) {
-        assert!(!expected.is_empty(), "{what}: no {name} digests to test");
-        assert_same(
-            &format!("{what}: {name}"),
-            &expected,
-            &store_digests(store, &name),
-        );
-    }
 }
 
 #[test]
@@ -108,7 +59,6 @@ fn feeds_equal_the_reference(target: Target) {
             spacing: 1_000,
         },
     );
-    let expected = feedstorm::reference::feeds(&decode_all(&lines), &feed);
     let prefix = target.prefix("exact");
     for workers in [1, 3] {
         let dir = tempfile::tempdir().unwrap();
@@ -123,118 +73,77 @@ fn feeds_equal_the_reference(target: Target) {
         topology.sink = SinkConfig::Redis(sink);
         small_digests(&mut topology);
         let running = Running::start(&topology, &RunOptions::threads(workers)).unwrap();
-        let server = serve(&running, &topology, 1_000);
         wait_caught_up(&running, lines.len() as u64);
-        let events = decode_all(&lines);
-        assert_digests(
-            running.store.as_ref(),
-            &events,
-            &topology,
-            &format!("{workers} workers"),
+        let run = format!("{workers} workers");
+        let expected = expected(&lines, &topology);
+        for (name, digests) in &expected.digests {
+            assert!(!digests.is_empty(), "{run}: no {name} digests to test");
+        }
+        // Directly, following the documented layout; then through the API.
+        assert_redis_matches_reference(&target, &prefix, &lines, &topology, &run);
+        assert_shown(
+            &run,
+            &expected,
+            &read_over_http(&running, &topology, &lines),
         );
+        // The bounds, the activities stored once, paging by cursor.
+        let server = serve(&running, &topology, 1_000);
         target.with(|c| {
-            for (name, expected) in expected_digests(&events, &topology) {
+            for (name, digests) in &expected.digests {
                 let size = if name == NOTIFICATIONS { 3 } else { 4 };
-                for (user, groups) in &expected {
-                    // Directly, following the documented layout.
+                for user in digests.keys() {
                     let zset = format!("{prefix}:digest:{name}:{{{user}}}");
-                    let keys: Vec<String> =
-                        query(c, redis::cmd("ZRANGE").arg(&zset).arg(0).arg(-1));
-                    let want: Vec<String> = groups.iter().map(|g| g.key.to_string()).collect();
-                    assert_eq!(keys, want, "{workers} workers: ZRANGE {zset}");
-                    assert!(keys.len() <= size, "{zset} exceeds its head size");
+                    let groups: usize = query(c, redis::cmd("ZCARD").arg(&zset));
+                    assert!(groups <= size, "{zset} exceeds its head size");
                     let hash = format!("{prefix}:group:{name}:{{{user}}}");
-                    let stored: Vec<String> = query(c, redis::cmd("HMGET").arg(&hash).arg(&keys));
-                    let stored: Vec<Group> = stored
-                        .iter()
-                        .map(|j| serde_json::from_str(j).unwrap())
-                        .collect();
-                    assert_eq!(&stored, groups, "{workers} workers: HMGET {hash}");
-                    assert_eq!(
-                        query::<usize>(c, redis::cmd("HLEN").arg(&hash)),
-                        keys.len(),
-                        "{hash}: stale groups"
-                    );
-                    // Through the API.
-                    let path = if name == NOTIFICATIONS {
-                        "notifications"
-                    } else {
-                        "digest"
-                    };
-                    let body: Value = ureq::get(&format!(
-                        "http://{}/feeds/{}/{path}?limit=100",
-                        server.addr,
-                        user.as_str()
-                    ))
-                    .call()
-                    .unwrap()
-                    .into_json()
-                    .unwrap();
-                    let shown: Vec<Group> = body["groups"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|g| {
-                            let mut g = g.clone();
-                            g.as_object_mut()
-                                .unwrap()
-                                .retain(|k, _| k != "seen" && k != "read");
-                            serde_json::from_value(g).unwrap()
-                        })
-                        .collect();
-                    assert_eq!(&shown, groups, "{workers} workers: API {path} of {user}");
+                    let fields: usize = query(c, redis::cmd("HLEN").arg(&hash));
+                    assert_eq!(fields, groups, "{hash}: stale groups");
                 }
             }
-
-            for (user, head) in &expected {
-                // Directly, following the documented layout.
+            for (user, head) in &expected.heads {
                 let key = format!("{prefix}:feed:{{{user}}}");
-                let ids: Vec<String> = query(c, redis::cmd("ZREVRANGE").arg(&key).arg(0).arg(-1));
-                let want: Vec<String> = head.iter().map(|k| k.id.to_string()).collect();
-                assert_eq!(ids, want, "{workers} workers: ZREVRANGE {key}");
                 assert!(query::<usize>(c, redis::cmd("ZCARD").arg(&key)) <= feed.feed_size);
                 let first: String = query(
                     c,
-                    redis::cmd("GET").arg(format!("{prefix}:activity:{}", want[0])),
+                    redis::cmd("GET").arg(format!("{prefix}:activity:{}", head[0].id)),
                 );
                 let first: Value = serde_json::from_str(&first).unwrap();
-                assert_eq!(first["id"], want[0].as_str());
-                // Through the API, paged by cursor.
-                let mut got = Vec::new();
-                let mut cursor = String::new();
-                loop {
-                    let body: Value = ureq::get(&format!(
-                        "http://{}/feeds/{}?limit=3{cursor}",
-                        server.addr,
-                        user.as_str()
-                    ))
-                    .call()
-                    .unwrap()
-                    .into_json()
-                    .unwrap();
-                    got.extend(
-                        body["entries"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|e| e["id"].as_str().unwrap().to_owned()),
-                    );
-                    match body["next_cursor"].as_str() {
-                        Some(next) => cursor = format!("&cursor={next}"),
-                        None => break,
-                    }
-                }
-                assert_eq!(got, want, "{workers} workers: API feed of {user}");
+                assert_eq!(first["id"], head[0].id.as_str());
+                let want: Vec<String> = head.iter().map(|e| e.id.clone()).collect();
+                assert_eq!(
+                    paged_by_cursor(&server, user),
+                    want,
+                    "{run}: API feed of {user}, paged"
+                );
             }
         });
-        let keys = target.keys(&format!("{prefix}:feed:*"));
-        assert_eq!(
-            keys.len(),
-            expected.len(),
-            "no feed keys beyond the expected users"
-        );
         drop(server);
         running.stop().unwrap();
+    }
+}
+
+/// `user`'s feed through the API, three entries a page, by cursor.
+fn paged_by_cursor(server: &feedstorm::http::Server, user: &str) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let url = format!(
+            "http://{}/feeds/{}?limit=3{cursor}",
+            server.addr,
+            common::judge::path_of(user)
+        );
+        let body: Value = ureq::get(&url).call().unwrap().into_json().unwrap();
+        got.extend(
+            body["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_owned()),
+        );
+        match body["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return got,
+        }
     }
 }
 
@@ -373,18 +282,13 @@ fn a_redis_restart_mid_stream_stalls_then_resumes_exactly() {
     redis.start();
     wait_caught_up(&running, lines.len() as u64);
     assert!(running.status.healthy());
-    let expected = feedstorm::reference::feeds(&decode_all(&lines), &feed);
-    assert_eq!(
-        store_feeds(running.store.as_ref()),
-        expected,
-        "final state after the outage"
-    );
-    assert_digests(
-        running.store.as_ref(),
-        &decode_all(&lines),
-        &topology,
-        "after the outage",
-    );
+    let own = Target {
+        name: "own",
+        url: redis.url(),
+        cluster: false,
+        ca: None,
+    };
+    assert_redis_matches_reference(&own, "fs", &lines, &topology, "after the outage");
     running.stop().unwrap();
 }
 
@@ -422,55 +326,50 @@ fn restart_serves_old_feeds_then_catches_up(target: Target) {
     small_digests(&mut topology);
     let running = Running::start(&topology, &RunOptions::threads(2)).unwrap();
     wait_caught_up(&running, first.len() as u64);
-    assert_digests(
-        running.store.as_ref(),
-        &decode_all(first),
-        &topology,
-        "before the restart",
-    );
-    let store = running.store.clone();
-    let old = store_feeds(store.as_ref());
-    assert_eq!(old, feedstorm::reference::feeds(&decode_all(first), &feed));
+    assert_redis_matches_reference(&target, &prefix, first, &topology, "before the restart");
+    let old = expected_heads(first, &feed);
     running.stop().unwrap();
 
     // More events arrive while it is down; a new process replays the file.
     append_lines(&path, second);
-    let new = feedstorm::reference::feeds(&decode_all(&lines), &feed);
+    let new = expected_heads(&lines, &feed);
     let running = Running::start(&topology, &RunOptions::threads(2)).unwrap();
     // Until it has caught up, every read finds the old head or the new one,
     // never a half-rebuilt one.
     let mut reads = 0;
-    while !(running.status.events_in() == lines.len() as u64 && running.status.caught_up()) {
-        for user in old.keys().chain(new.keys()) {
-            let head = running.store.feed_keys(user).unwrap();
-            let (was, will) = (
-                old.get(user).cloned().unwrap_or_default(),
-                new.get(user).cloned().unwrap_or_default(),
-            );
-            assert!(
-                head == was || head == will,
-                "{user} read during recovery: {head:?}"
-            );
-            reads += 1;
+    target.with(|c| {
+        while !(running.status.events_in() == lines.len() as u64 && running.status.caught_up()) {
+            for user in old.keys().chain(new.keys()) {
+                let head = redis_head(c, &prefix, user);
+                let (was, will) = (
+                    old.get(user).cloned().unwrap_or_default(),
+                    new.get(user).cloned().unwrap_or_default(),
+                );
+                assert!(
+                    head == was || head == will,
+                    "{user} read during recovery: {head:?}"
+                );
+                reads += 1;
+            }
         }
-    }
+    });
     assert!(reads > 0);
     wait_caught_up(&running, lines.len() as u64);
     // The recovered heads are written once the topology has caught up.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while store_feeds(running.store.as_ref()) != new {
+    let users: Vec<&String> = old.keys().chain(new.keys()).collect();
+    while target.with(|c| {
+        users
+            .iter()
+            .any(|u| redis_head(c, &prefix, u) != new.get(*u).cloned().unwrap_or_default())
+    }) {
         assert!(
             Instant::now() < deadline,
             "the restarted topology did not reach the exact state"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_digests(
-        running.store.as_ref(),
-        &decode_all(&lines),
-        &topology,
-        "after the restart",
-    );
+    assert_redis_matches_reference(&target, &prefix, &lines, &topology, "after the restart");
     running.stop().unwrap();
 }
 

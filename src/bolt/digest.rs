@@ -580,15 +580,19 @@ mod tests {
                         GroupChange::Reset => unreachable!(),
                     }
                 }
-                let present: Vec<&Activity> = stories
+                let present: Vec<feedstorm_reference::Activity> = stories
                     .iter()
                     .zip(&counts)
                     .filter(|(_, c)| **c > 0)
-                    .map(|(s, _)| &*s.0)
+                    .map(|(s, _)| crate::judge::activity(&s.0))
                     .collect();
-                let expected = crate::reference::digest_of(present, &spec);
-                let mut got: Vec<Group> = shown.values().map(|g| (**g).clone()).collect();
+                let expected = feedstorm_reference::digest_of(
+                    present.iter().collect(),
+                    &crate::judge::digest_settings(&config),
+                );
+                let mut got: Vec<&Arc<Group>> = shown.values().collect();
                 got.sort_by_key(|g| std::cmp::Reverse(g.order()));
+                let got: Vec<_> = got.into_iter().map(|g| crate::judge::group(g)).collect();
                 assert_eq!(got, expected, "seed {seed}");
             }
         }

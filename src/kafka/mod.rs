@@ -19,38 +19,6 @@ use rdkafka::ClientContext;
 
 use crate::error::{Error, Result};
 
-/// Whether a failed Kafka request may succeed if tried again (a broker that
-/// is down may come back); authentication, authorization and client
-/// configuration errors are final.
-///
-/// ```
-/// use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-/// use feedstorm::kafka::retryable;
-/// assert!(retryable(&KafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure)));
-/// assert!(!retryable(&KafkaError::MetadataFetch(RDKafkaErrorCode::TopicAuthorizationFailed)));
-/// assert!(!retryable(&KafkaError::MetadataFetch(RDKafkaErrorCode::SaslAuthenticationFailed)));
-/// ```
-pub fn retryable(error: &KafkaError) -> bool {
-    use RDKafkaErrorCode as Code;
-    if matches!(
-        error,
-        KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)
-    ) {
-        return false;
-    }
-    !matches!(
-        error.rdkafka_error_code(),
-        Some(
-            Code::Authentication
-                | Code::SaslAuthenticationFailed
-                | Code::TopicAuthorizationFailed
-                | Code::GroupAuthorizationFailed
-                | Code::ClusterAuthorizationFailed
-                | Code::InvalidConfig
-        )
-    )
-}
-
 /// librdkafka settings for `brokers`, plus `options` (which win).
 pub fn client_config(brokers: &str, options: &BTreeMap<String, String>) -> ClientConfig {
     let mut config = ClientConfig::new();

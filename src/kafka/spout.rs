@@ -25,9 +25,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::KafkaSpoutConfig;
+use crate::error::kafka_retryable as retryable;
 use crate::error::{DecodeError, Error, Result};
 use crate::event::{decode_read, Event, Limits};
-use crate::kafka::{client_config, retryable};
+use crate::kafka::client_config;
 use crate::retry::Backoff;
 use crate::spout::{Backlog, BadEvent, Position, SourcePosition, Spout, SpoutState};
 

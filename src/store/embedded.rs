@@ -99,7 +99,11 @@ impl EmbeddedStore {
                 // A torn last line (a crash mid-write) loses only that mark.
                 match serde_json::from_str::<MarksLine>(&line) {
                     Ok(m) => {
-                        store.marks.entry(m.user).or_default().insert(m.key, m.marks);
+                        store
+                            .marks
+                            .entry(m.user)
+                            .or_default()
+                            .insert(m.key, m.marks);
                     }
                     Err(error) => {
                         tracing::warn!(%error, line = number + 1, path = %path.display(), "skipping a bad marks line")

@@ -1,6 +1,7 @@
 //! Test support: adversarial random workloads and a one-call topology run.
 #![allow(dead_code)]
 
+pub mod judge;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod redis_target;
@@ -11,12 +12,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use feedstorm::config::{FeedConfig, FileSpoutConfig, SpoutConfig, TopologyConfig};
-use feedstorm::digest::Group;
-use feedstorm::event::{decode, Event, TypedId};
-use feedstorm::feed::FeedKey;
 use feedstorm::http::{Api, Server};
 use feedstorm::runtime::{RunOptions, Running};
-use feedstorm::store::Store;
+#[allow(unused_imports)]
+pub use judge::{assert_same, assert_shown, expected, expected_heads, Shown};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -221,14 +220,6 @@ pub fn random_lines_mixed(seed: u64, shape: Shape, mix: Mix) -> Vec<String> {
     lines
 }
 
-/// Decodes lines the way the reference model reads them (bad lines dropped).
-pub fn decode_all(lines: &[String]) -> Vec<Event> {
-    lines
-        .iter()
-        .filter_map(|l| decode(l.as_bytes(), 1 << 20).ok())
-        .collect()
-}
-
 pub fn write_lines(path: &Path, lines: &[String]) {
     let mut file = std::fs::File::create(path).unwrap();
     for line in lines {
@@ -252,72 +243,35 @@ pub fn file_topology(path: &Path, follow: bool, feed: FeedConfig, dir: &Path) ->
     topology
 }
 
-/// Runs `topology` to the end of its (finite) input on `workers` workers.
+/// Runs `topology` to the end of its (finite) input on `workers` workers
+/// and reads back over HTTP what it shows for every typed id of `lines`.
 pub fn run_to_end(
     topology: &TopologyConfig,
     workers: usize,
-) -> (Arc<dyn Store>, Arc<feedstorm::status::Status>) {
+    lines: &[String],
+) -> (Shown, Arc<feedstorm::status::Status>) {
     let running = Running::start(topology, &RunOptions::threads(workers)).unwrap();
-    let (store, status) = (running.store.clone(), running.status.clone());
+    let status = running.status.clone();
     // A panicking worker leaves its peers waiting for it: fail, don't hang.
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || done.send(running.finish().map_err(|e| e.to_string())));
-    finished
-        .recv_timeout(std::time::Duration::from_secs(120))
-        .expect("topology did not finish within 120 s (a worker failed?)")
-        .unwrap();
-    assert!(status.caught_up(), "finished but not caught up");
-    (store, status)
-}
-
-/// Every non-empty head in the store.
-pub fn store_feeds(store: &dyn Store) -> BTreeMap<TypedId, Vec<FeedKey>> {
-    store
-        .users()
-        .unwrap()
-        .into_iter()
-        .map(|u| {
-            let keys = store.feed_keys(&u).unwrap();
-            (u, keys)
-        })
-        .collect()
-}
-
-/// Every non-empty digest named `name` in the store.
-pub fn store_digests(store: &dyn Store, name: &str) -> BTreeMap<TypedId, Vec<Group>> {
-    store
-        .digest_users(name)
-        .unwrap()
-        .into_iter()
-        .map(|u| {
-            let groups = store.digest_groups(&u, name).unwrap();
-            (u, groups.iter().map(|g| (**g).clone()).collect())
-        })
-        .collect()
-}
-
-/// Panics with the first differences when `actual` is not `expected`.
-pub fn assert_same<V: PartialEq + std::fmt::Debug>(
-    what: &str,
-    expected: &BTreeMap<TypedId, V>,
-    actual: &BTreeMap<TypedId, V>,
-) {
-    if actual == expected {
-        return;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !(status.caught_up() && status.spouts_finished()) {
+        assert!(status.healthy(), "a worker failed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "topology did not finish within 120 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    let diff: Vec<_> = expected
-        .iter()
-        .filter(|(u, v)| actual.get(*u) != Some(v))
-        .map(|(u, v)| format!("{u}: expected {v:?}\n   got {:?}", actual.get(u)))
-        .chain(
-            actual
-                .keys()
-                .filter(|u| !expected.contains_key(*u))
-                .map(|u| format!("{u}: unexpected {:?}", actual[u])),
-        )
-        .take(3)
-        .collect();
-    panic!("{what} differ\n{}", diff.join("\n"));
+    let shown = read_over_http(&running, topology, lines);
+    running.stop().unwrap();
+    (shown, status)
+}
+
+/// What `running` shows for every typed id of `lines`, read over HTTP.
+pub fn read_over_http(running: &Running, topology: &TopologyConfig, lines: &[String]) -> Shown {
+    let server = serve(running, topology, 1_000);
+    let base = format!("http://{}", server.addr);
+    judge::read_over_http(&base, &judge::typed_ids(lines), topology)
 }
 
 /// Appends lines to a (followed) event file.
@@ -368,6 +322,29 @@ pub fn serve(running: &Running, topology: &TopologyConfig, max_limit: usize) -> 
     .unwrap()
 }
 
+/// `user`'s head in Redis (`ZREVRANGE PREFIX:feed:{USER} 0 -1 WITHSCORES`),
+/// read with a plain client following the documented layout.
+pub fn redis_head(
+    c: &mut dyn redis::ConnectionLike,
+    prefix: &str,
+    user: &str,
+) -> Vec<judge::reference::Entry> {
+    let stored: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
+        .arg(format!("{prefix}:feed:{{{user}}}"))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(c)
+        .unwrap();
+    stored
+        .into_iter()
+        .map(|(id, score)| judge::reference::Entry {
+            time: score as i64,
+            id,
+        })
+        .collect()
+}
+
 /// Reads feeds, digests and notification feeds back from Redis with a plain
 /// client, following the documented layout, and asserts they equal the
 /// reference model's for `lines` under `topology`'s settings.
@@ -384,47 +361,37 @@ pub fn assert_redis_matches_reference(
     ) -> T {
         cmd.query(c).unwrap()
     }
-    let events = decode_all(lines);
-    let feed = topology.feed.clone();
-    let expected = feedstorm::reference::feeds(&events, &feed);
+    let expected = judge::expected(lines, topology);
     target.with(|c| {
-        for (user, head) in &expected {
-            let key = format!("{prefix}:feed:{{{user}}}");
-            let ids: Vec<String> = query(c, redis::cmd("ZREVRANGE").arg(&key).arg(0).arg(-1));
-            let want: Vec<String> = head.iter().map(|k| k.id.to_string()).collect();
-            assert_eq!(ids, want, "{label}: ZREVRANGE {key}");
+        for (user, head) in &expected.heads {
+            let stored = redis_head(c, prefix, user);
+            assert_eq!(&stored, head, "{label}: ZREVRANGE {prefix}:feed:{{{user}}}");
         }
         let feeds = target.keys(&format!("{prefix}:feed:*"));
-        assert_eq!(feeds.len(), expected.len(), "{label}: stale feeds");
-        let mut specs: Vec<_> = topology
-            .digests
-            .iter()
-            .map(feedstorm::digest::DigestSpec::new)
-            .collect();
-        if topology.notifications.enabled {
-            specs.push(feedstorm::digest::DigestSpec::notifications(
-                &topology.notifications,
-            ));
-        }
-        for spec in &specs {
-            let expected = if spec.name.as_ref() == feedstorm::config::NOTIFICATIONS {
-                feedstorm::reference::notifications(&events, &feed, spec)
-            } else {
-                feedstorm::reference::digests(&events, &feed, spec)
-            };
-            for (user, groups) in &expected {
-                let zset = format!("{prefix}:digest:{}:{{{user}}}", spec.name);
+        assert_eq!(feeds.len(), expected.heads.len(), "{label}: stale feeds");
+        for (name, digests) in &expected.digests {
+            for (user, groups) in digests {
+                let zset = format!("{prefix}:digest:{name}:{{{user}}}");
                 let keys: Vec<String> = query(c, redis::cmd("ZRANGE").arg(&zset).arg(0).arg(-1));
-                let want: Vec<String> = groups.iter().map(|g| g.key.to_string()).collect();
+                let want: Vec<String> = groups.iter().map(|g| g.key.clone()).collect();
                 assert_eq!(keys, want, "{label}: ZRANGE {zset}");
-                let hash = format!("{prefix}:group:{}:{{{user}}}", spec.name);
+                let hash = format!("{prefix}:group:{name}:{{{user}}}");
                 let stored: Vec<String> = query(c, redis::cmd("HMGET").arg(&hash).arg(&keys));
-                let stored: Vec<Group> = stored
+                let stored: Vec<judge::reference::Group> = stored
                     .iter()
-                    .map(|j| serde_json::from_str(j).unwrap())
+                    .map(|j| judge::group_of_json(&serde_json::from_str(j).unwrap()))
                     .collect();
                 assert_eq!(&stored, groups, "{label}: HMGET {hash}");
             }
+            let stored = target.keys(&format!("{prefix}:digest:{name}:*"));
+            assert_eq!(stored.len(), digests.len(), "{label}: stale digests {name}");
         }
     });
+}
+
+/// Asserts that the flat heads `running` shows over HTTP, for every typed
+/// id of `lines`, are the reference's for `lines`.
+pub fn assert_heads(what: &str, running: &Running, topology: &TopologyConfig, lines: &[String]) {
+    let shown = read_over_http(running, topology, lines);
+    assert_same(what, &expected_heads(lines, &topology.feed), &shown.heads);
 }
