@@ -32,7 +32,8 @@ fn story(i: u32) -> Story {
         actor: TypedId::parse(&format!("user:u{}", spread(i, USERS))).unwrap(),
         verb: ["love", "post", "comment"][(i % 3) as usize].into(),
         object: TypedId::parse(&format!("listing:l{}", spread(i + 7, THINGS))).unwrap(),
-        target: (i % 2 == 0)
+        target: i
+            .is_multiple_of(2)
             .then(|| TypedId::parse(&format!("user:u{}", spread(i + 3, USERS))).unwrap()),
         extra: None,
     }))
