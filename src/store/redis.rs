@@ -17,7 +17,7 @@ mod nodes;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use redis::{Cmd, Commands, Connection};
+use redis::{Cmd, Commands};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -108,12 +108,7 @@ impl RedisStore {
 
     /// Keys matching `pattern`, on every master.
     fn scan(&self, pattern: &str) -> Result<Vec<String>> {
-        let mut names = Vec::new();
-        for node in self.nodes.masters()? {
-            let found: Vec<String> = self.nodes.on(&node, |c| c.scan_match(pattern)?.collect())?;
-            names.extend(found);
-        }
-        Ok(names)
+        self.nodes.scan(pattern)
     }
 
     /// Users whose keys match `PREFIX:KIND:{USER}`.
@@ -135,7 +130,7 @@ impl RedisStore {
     fn with<T>(
         &self,
         key: &str,
-        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+        f: impl FnOnce(&mut nodes::Link<'_>) -> redis::RedisResult<T>,
     ) -> Result<T> {
         self.nodes.with(key, f)
     }
@@ -237,7 +232,12 @@ impl Store for RedisStore {
                     unit.push(command!("ZREM", &digest, key));
                     unit.push(command!("HDEL", &groups, key));
                 }
-                GroupChange::Reset => unit.push(command!("DEL", &digest, &groups)),
+                // Two single-key commands: a slot being migrated refuses
+                // multi-key ones (TRYAGAIN) even inside a transaction.
+                GroupChange::Reset => {
+                    unit.push(command!("DEL", &digest));
+                    unit.push(command!("DEL", &groups));
+                }
             }
         }
         let removes = batch.removes.iter().map(|id| activity("DEL", id)).collect();

@@ -1,19 +1,32 @@
 //! Where a key lives: the one Redis server, or the master that owns the
 //! key's slot in a Redis Cluster.
 //!
-//! The redis crate's own cluster connection routes single commands well, but
-//! it does not pipeline (`supports_pipelining` is false), and feedstorm's
-//! write path is one pipeline per node and epoch, with a MULTI/EXEC per slot
-//! (a transaction cannot span slots). So the store routes by itself: it reads
-//! the slot map with `CLUSTER SLOTS`, keeps plain connections per master, and
-//! after any error reads the map again (a resharded slot answers MOVED, the
-//! write fails, the sink retries it, and writes are idempotent).
+//! **Reads** on a cluster go through the redis crate's own cluster client
+//! ([`ClusterClient`]): it routes each command by its key's slot and follows
+//! `MOVED` and `ASK` itself; a read pipeline is a [`ClusterPipeline`], and
+//! `SCAN` is sent to each master by address.
+//!
+//! **Writes** keep their own routing, because the redis crate routes a whole
+//! pipeline by its first command's slot (one round trip per slot), while the
+//! sink writes one pipeline per node and epoch holding a MULTI/EXEC per slot
+//! (a transaction cannot span slots): thousands of slots' transactions in one
+//! round trip. So the write path reads the slot map with `CLUSTER SLOTS`,
+//! keeps plain connections per master, and after an error reads the map
+//! again (a resharded slot answers `MOVED`: the write fails, the sink retries
+//! it, and writes are idempotent). A slot being migrated answers `ASK` for
+//! keys it no longer holds, and the importing node refuses a transaction
+//! over keys it does not all hold yet (`TRYAGAIN`): so the commands of a
+//! slot's transaction that met `ASK` are sent again one by one, each where
+//! its key is (after `ASKING` on the importing node). While a slot moves,
+//! its users' writes of one epoch are therefore not one transaction.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use redis::cluster::{ClusterClient, ClusterConnection, ClusterPipeline};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Client, Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo};
-use redis::{Connection, Value};
+use redis::{Connection, ConnectionLike, RedisResult, ServerErrorKind, Value};
 
 use crate::error::{Error, Result};
 
@@ -33,6 +46,112 @@ pub(crate) struct Nodes {
     ca: Option<Vec<u8>>,
     cluster: bool,
     state: Mutex<State>,
+    /// On a cluster, the redis crate's cluster client for reads.
+    reads: Option<Reads>,
+}
+
+/// The redis crate's cluster client and its idle connections.
+struct Reads {
+    client: ClusterClient,
+    idle: Mutex<Vec<ClusterConnection>>,
+}
+
+/// A connection for reads: to the one server, or the redis crate's cluster
+/// connection (which routes each command and follows redirections).
+pub(crate) enum Link<'a> {
+    /// The one server.
+    Node(&'a mut Connection),
+    /// A cluster.
+    Cluster(&'a mut ClusterConnection),
+}
+
+impl ConnectionLike for Link<'_> {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        match self {
+            Link::Node(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        match self {
+            Link::Node(c) => c.req_packed_commands(cmd, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn req_command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        match self {
+            Link::Node(c) => c.req_command(cmd),
+            Link::Cluster(c) => c.req_command(cmd),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Node(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
+        }
+    }
+
+    fn supports_pipelining(&self) -> bool {
+        match self {
+            Link::Node(c) => c.supports_pipelining(),
+            Link::Cluster(c) => c.supports_pipelining(),
+        }
+    }
+
+    fn check_connection(&mut self) -> bool {
+        match self {
+            Link::Node(c) => c.check_connection(),
+            Link::Cluster(c) => c.check_connection(),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            Link::Node(c) => c.is_open(),
+            Link::Cluster(c) => c.is_open(),
+        }
+    }
+}
+
+impl Reads {
+    fn new(seed: &ConnectionInfo, ca: &Option<Vec<u8>>) -> Result<Reads> {
+        let mut builder = redis::cluster::ClusterClientBuilder::new(vec![seed.clone()]);
+        if let Some(ca) = ca {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            });
+        }
+        let client = builder.build().map_err(|e| Error::Setting {
+            setting: "sink.url",
+            message: e.to_string(),
+        })?;
+        Ok(Reads {
+            client,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Runs `f` on an idle cluster connection or a new one; a connection
+    /// that failed is dropped.
+    fn with<T>(&self, f: impl FnOnce(&mut ClusterConnection) -> RedisResult<T>) -> RedisResult<T> {
+        let idle = self.idle.lock().expect("reads lock").pop();
+        let mut connection = match idle {
+            Some(c) => c,
+            None => self.client.get_connection()?,
+        };
+        let result = f(&mut connection)?;
+        self.idle.lock().expect("reads lock").push(connection);
+        Ok(result)
+    }
 }
 
 #[derive(Default)]
@@ -88,12 +207,18 @@ impl Nodes {
             }),
             pools: HashMap::new(),
         };
+        let reads = if cluster {
+            Some(Reads::new(&seed, &ca)?)
+        } else {
+            None
+        };
         let nodes = Nodes {
             seed,
             seed_addr,
             ca,
             cluster,
             state: Mutex::new(state),
+            reads,
         };
         nodes.client(&nodes.seed_addr)?;
         Ok(nodes)
@@ -153,12 +278,36 @@ impl Nodes {
         }
     }
 
-    /// Every master (the one server, or each master of the cluster).
-    pub(crate) fn masters(&self) -> Result<Vec<Addr>> {
-        let mut masters: Vec<Addr> = self.slot_map()?.iter().map(|s| s.2.clone()).collect();
-        masters.sort();
-        masters.dedup();
-        Ok(masters)
+    /// Every key matching `pattern`: `SCAN` on the one server, or on each
+    /// master of the cluster through the cluster client.
+    pub(crate) fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        let Some(reads) = &self.reads else {
+            return self.on(&self.seed_addr, |c| {
+                redis::Commands::scan_match(c, pattern)?.collect()
+            });
+        };
+        let scanned = reads.with(|c| {
+            let slots: Vec<Value> = redis::cmd("CLUSTER").arg("SLOTS").query(c)?;
+            let mut masters: Vec<Addr> = parse_slots(&slots)
+                .map_err(|e| {
+                    redis::RedisError::from((
+                        redis::ErrorKind::Parse,
+                        "CLUSTER SLOTS",
+                        e.to_string(),
+                    ))
+                })?
+                .into_iter()
+                .map(|(_, _, addr)| addr)
+                .collect();
+            masters.sort();
+            masters.dedup();
+            let mut keys = Vec::new();
+            for master in masters {
+                keys.extend(scan_node(c, &master, pattern)?);
+            }
+            Ok(keys)
+        });
+        scanned.map_err(|e| self.failed(e))
     }
 
     /// The slot map, read with `CLUSTER SLOTS` from the seed or any known
@@ -237,19 +386,34 @@ impl Nodes {
         Error::Redis(error)
     }
 
-    /// Runs `f` on a connection to the node that holds `key`.
+    /// Runs `f` on a connection that reaches `key`: the one server's, or
+    /// the cluster client's.
     pub(crate) fn with<T>(
         &self,
         key: &str,
-        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+        f: impl FnOnce(&mut Link<'_>) -> redis::RedisResult<T>,
     ) -> Result<T> {
-        let slots = self.slot_map()?;
-        self.on(owner(&slots, self.slot(key))?, f)
+        match &self.reads {
+            Some(reads) => reads
+                .with(|c| f(&mut Link::Cluster(c)))
+                .map_err(|e| self.failed(e)),
+            None => {
+                let slots = self.slot_map()?;
+                self.on(owner(&slots, self.slot(key))?, |c| f(&mut Link::Node(c)))
+            }
+        }
     }
 
-    /// Runs each `(key, command)`, pipelined per node, and answers the
-    /// results in the commands' order.
+    /// Runs each `(key, command)` (reads), pipelined per node, and answers
+    /// the results in the commands' order.
     pub(crate) fn each<T: FromRedisValue>(&self, commands: Vec<(String, Cmd)>) -> Result<Vec<T>> {
+        if let Some(reads) = &self.reads {
+            let mut pipe = ClusterPipeline::with_capacity(commands.len());
+            for (_, cmd) in commands {
+                pipe.add_command(cmd);
+            }
+            return reads.with(|c| pipe.query(c)).map_err(|e| self.failed(e));
+        }
         let slots = self.slot_map()?;
         let mut by_node: BTreeMap<&str, (Vec<usize>, redis::Pipeline)> = BTreeMap::new();
         let count = commands.len();
@@ -273,45 +437,145 @@ impl Nodes {
     /// commands, one node after another.
     pub(crate) fn transact(&self, units: Vec<(u16, Vec<Cmd>)>, per_trip: usize) -> Result<()> {
         let slots = self.slot_map()?;
-        let mut by_node: BTreeMap<&str, Vec<(u16, Vec<Cmd>)>> = BTreeMap::new();
+        let mut by_node: BTreeMap<&str, BTreeMap<u16, Vec<Cmd>>> = BTreeMap::new();
         for (slot, commands) in units {
             by_node
                 .entry(owner(&slots, slot)?)
                 .or_default()
-                .push((slot, commands));
+                .entry(slot)
+                .or_default()
+                .extend(commands);
         }
-        for (node, mut units) in by_node {
-            units.sort_by_key(|(slot, _)| *slot);
-            self.on(node, |c| {
-                let mut pipe = redis::pipe();
-                let (mut queued, mut open) = (0, None);
-                for (slot, commands) in units {
-                    if queued > 0 && queued + commands.len() > per_trip {
-                        pipe.cmd("EXEC").ignore();
-                        pipe.query::<()>(c)?;
-                        pipe.clear();
-                        (queued, open) = (0, None);
-                    }
-                    if open != Some(slot) {
-                        if open.is_some() {
-                            pipe.cmd("EXEC").ignore();
-                        }
-                        pipe.cmd("MULTI").ignore();
-                        open = Some(slot);
-                    }
-                    queued += commands.len();
-                    for cmd in commands {
-                        pipe.add_command(cmd).ignore();
-                    }
-                }
-                if open.is_some() {
-                    pipe.cmd("EXEC").ignore();
-                    pipe.query::<()>(c)?;
-                }
-                Ok(())
-            })?;
+        for (node, blocks) in by_node {
+            self.transact_on(node, blocks.into_iter().collect(), per_trip)?;
         }
         Ok(())
+    }
+
+    /// Sends each block (a slot's commands) to `node` as one transaction.
+    /// A block some of whose keys the node asked to move (`ASK`: the slot
+    /// is being migrated) was not applied; its commands are sent again one
+    /// by one, each to the node that holds its key (the importing node
+    /// after `ASKING`). Any other error fails the call (the sink retries).
+    fn transact_on(&self, node: &str, blocks: Vec<(u16, Vec<Cmd>)>, per_trip: usize) -> Result<()> {
+        for trip in trips(blocks, per_trip) {
+            let pipe = transactions(&trip);
+            match self.on(node, |c| pipe.query::<()>(c)) {
+                Ok(()) => {}
+                Err(Error::Redis(error)) => self.redirect_asked(node, &trip, error)?,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// After `trip`'s pipeline to `node` failed with `error`: sends the
+    /// commands of the blocks that met `ASK` one by one, each where its
+    /// key is; fails if any other block failed.
+    fn redirect_asked(
+        &self,
+        node: &str,
+        trip: &[(u16, Vec<Cmd>)],
+        error: redis::RedisError,
+    ) -> Result<()> {
+        let Some(errors) = error.clone().into_server_errors() else {
+            return Err(Error::Redis(error));
+        };
+        let asked: HashMap<usize, &str> = errors
+            .iter()
+            .filter(|(_, e)| e.kind() == Some(ServerErrorKind::Ask))
+            .filter_map(|(index, e)| Some((*index, e.details()?.split_whitespace().nth(1)?)))
+            .collect();
+        if asked.is_empty() {
+            return Err(Error::Redis(error));
+        }
+        let mut here = redis::pipe();
+        let mut there: BTreeMap<&str, redis::Pipeline> = BTreeMap::new();
+        let mut at = 0;
+        for (_, commands) in trip {
+            // MULTI, the commands, EXEC.
+            let first = at + 1;
+            let exec = first + commands.len();
+            at = exec + 1;
+            if !(first..exec).any(|i| asked.contains_key(&i)) {
+                if errors.iter().any(|(i, _)| (first..=exec).contains(i)) {
+                    return Err(Error::Redis(error));
+                }
+                continue;
+            }
+            for (k, cmd) in commands.iter().enumerate() {
+                match asked.get(&(first + k)) {
+                    Some(to) => {
+                        let pipe = there.entry(to).or_default();
+                        pipe.cmd("ASKING").ignore();
+                        pipe.add_command(cmd.clone()).ignore();
+                    }
+                    None => {
+                        here.add_command(cmd.clone()).ignore();
+                    }
+                }
+            }
+        }
+        if !here.is_empty() {
+            self.on(node, |c| here.query::<()>(c))?;
+        }
+        for (to, pipe) in there {
+            self.on(to, |c| pipe.query::<()>(c))?;
+        }
+        Ok(())
+    }
+}
+
+/// `blocks` cut into round trips of about `per_trip` commands.
+fn trips(blocks: Vec<(u16, Vec<Cmd>)>, per_trip: usize) -> Vec<Vec<(u16, Vec<Cmd>)>> {
+    let mut trips: Vec<Vec<(u16, Vec<Cmd>)>> = vec![Vec::new()];
+    let mut queued = 0;
+    for block in blocks {
+        if queued > 0 && queued + block.1.len() > per_trip {
+            trips.push(Vec::new());
+            queued = 0;
+        }
+        queued += block.1.len();
+        trips.last_mut().expect("one trip at least").push(block);
+    }
+    trips
+}
+
+/// One pipeline of `trip`'s transactions, each `MULTI cmds EXEC`.
+fn transactions(trip: &[(u16, Vec<Cmd>)]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for (_, commands) in trip {
+        pipe.cmd("MULTI").ignore();
+        for cmd in commands {
+            pipe.add_command(cmd.clone()).ignore();
+        }
+        pipe.cmd("EXEC").ignore();
+    }
+    pipe
+}
+
+/// `SCAN ... MATCH pattern` on the master at `addr`, to the end.
+fn scan_node(c: &mut ClusterConnection, addr: &str, pattern: &str) -> RedisResult<Vec<String>> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)))
+        .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Parse, "bad node address")))?;
+    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+    let (mut cursor, mut keys) = (0u64, Vec::new());
+    loop {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1_000);
+        let (next, found): (u64, Vec<String>) =
+            redis::from_redis_value(c.route_command(&cmd, route.clone())?)?;
+        keys.extend(found);
+        if next == 0 {
+            return Ok(keys);
+        }
+        cursor = next;
     }
 }
 
