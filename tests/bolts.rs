@@ -476,3 +476,84 @@ fn notification_bolt_keeps_the_reference_notification_feeds() {
         );
     }
 }
+
+/// The sink: the feed-head and notification bolts' changes and the
+/// activity writes, written by `WriteTo` into Redis (a single server and a
+/// cluster) and read back with a plain client following the documented
+/// layout, equal the reference. Only with `--features server-tests`.
+#[cfg(feature = "server-tests")]
+#[test]
+fn write_to_bolt_leaves_the_reference_feeds_in_redis() {
+    use feedstorm::bolt::{Write, WriteTo};
+    use feedstorm::store::{RedisStore, Store};
+    use timely::dataflow::operators::vec::Map;
+    use timely::dataflow::operators::Concatenate;
+
+    for (target, workers) in [
+        (common::redis_target::single(), 2),
+        (common::redis_target::cluster(), 3),
+    ] {
+        let prefix = target.prefix("bolt");
+        let lines = random_lines_mixed(41, shape(10), BLOCK_MIX);
+        let dir = tempfile::tempdir().unwrap();
+        let mut topology = file_topology(
+            &dir.path().join("unused.jsonl"),
+            false,
+            FeedConfig::default(),
+            dir.path(),
+        );
+        topology.digests = vec![DigestConfig::default()];
+        topology.notifications = NotificationsConfig::default();
+        let store: Arc<dyn Store> = Arc::new(RedisStore::open(&target.sink(&prefix)).unwrap());
+        let settings = head_settings(&topology.feed, &topology.digests);
+        let (feed, spec) = (
+            topology.feed.clone(),
+            DigestSpec::notifications(&topology.notifications),
+        );
+        run(workers, events(&lines), move |scope, inputs| {
+            let edges = scope
+                .input_from(&mut inputs.interests)
+                .resolve_interests(true, None);
+            let newest = scope.input_from(&mut inputs.newest).broadcast();
+            let (stories, activity_writes) =
+                scope
+                    .input_from(&mut inputs.stories)
+                    .keep_stories(newest, feed.retention, None);
+            let status = Arc::new(feedstorm::status::Status::new("bolts", 1));
+            let blocks = edges
+                .clone()
+                .filter(|edge| edge.relation == Relation::Blocks)
+                .map(|edge| (edge.user, edge.of));
+            let notified = stories
+                .clone()
+                .flat_map(|story: Story| {
+                    let target = story.0.target.clone();
+                    target
+                        .filter(|target| *target != story.0.actor)
+                        .map(|target| (target, story))
+                })
+                .digest(blocks, vec![spec.clone()], None, status.clone());
+            let everywhere = stories.inner.broadcast().as_collection();
+            let (_, requests) = scope.new_input();
+            let drpc = Arc::new(feedstorm::drpc::Drpc::new(0));
+            let (heads, digests, _) =
+                edges.maintain_head(everywhere, requests, settings.clone(), drpc, status.clone());
+            let writes = vec![
+                activity_writes.map(Write::Activity),
+                notified.map(Write::Digest),
+                digests.map(Write::Digest),
+                heads.map(Write::Head),
+            ];
+            scope
+                .concatenate(writes)
+                .write_to(
+                    store.clone(),
+                    status,
+                    Arc::new(feedstorm::push::Pushes::new()),
+                )
+                .probe()
+                .0
+        });
+        assert_redis_matches_reference(&target, &prefix, &lines, &topology, target.name);
+    }
+}
