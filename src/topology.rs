@@ -78,36 +78,70 @@ pub struct Inputs {
     announced: HashSet<TypedId>,
 }
 
+/// Splits `event` between the bolts that need it: an activity announces
+/// its actor to the interests bolt (a user who acts follows themselves)
+/// and goes to the stories bolt; a follow, unfollow, block or unblock goes
+/// to the interests bolt; a delete to the stories bolt.
+///
+/// ```
+/// use feedstorm::bolt::{InterestEvent, StoryEvent};
+/// use feedstorm::event::decode;
+///
+/// let line = br#"{"type":"activity","id":"a","time":1,"actor":"user:rob","verb":"v","object":"a:b"}"#;
+/// let (mut interests, mut stories) = (Vec::new(), Vec::new());
+/// feedstorm::topology::split(decode(line, 1 << 20).unwrap(), |e| interests.push(e), |e| stories.push(e));
+/// assert!(matches!(&interests[..], [InterestEvent::Seen(_)]));
+/// assert!(matches!(&stories[..], [StoryEvent::Activity(_)]));
+/// ```
+pub fn split(
+    event: Event,
+    mut interests: impl FnMut(InterestEvent),
+    mut stories: impl FnMut(StoryEvent),
+) {
+    match event {
+        Event::Activity(activity) => {
+            interests(InterestEvent::Seen(activity.actor.clone()));
+            stories(StoryEvent::Activity(activity));
+        }
+        Event::Interest {
+            time,
+            user,
+            interest,
+            op,
+        } => interests(InterestEvent::Change {
+            time,
+            user,
+            interest,
+            op,
+        }),
+        Event::Delete { id, .. } => stories(StoryEvent::Delete(id.into())),
+    }
+}
+
 impl Inputs {
     /// Sends one event into the current epoch.
     pub fn send(&mut self, event: Event) {
         let time = event.time();
         self.newest_in_epoch = Some(self.newest_in_epoch.map_or(time, |n| n.max(time)));
-        match event {
-            Event::Activity(activity) => {
-                if !self.announced.contains(&activity.actor) {
-                    if self.announced.len() >= 100_000 {
-                        self.announced.clear();
+        let (interests, announced) = (&mut self.interests, &mut self.announced);
+        let stories = &mut self.stories;
+        split(
+            event,
+            |event| {
+                // Actors already announced are skipped (a cache: repeats are harmless).
+                if let InterestEvent::Seen(actor) = &event {
+                    if announced.contains(actor) {
+                        return;
                     }
-                    self.announced.insert(activity.actor.clone());
-                    self.interests
-                        .send(InterestEvent::Seen(activity.actor.clone()));
+                    if announced.len() >= 100_000 {
+                        announced.clear();
+                    }
+                    announced.insert(actor.clone());
                 }
-                self.stories.send(StoryEvent::Activity(activity));
-            }
-            Event::Interest {
-                time,
-                user,
-                interest,
-                op,
-            } => self.interests.send(InterestEvent::Change {
-                time,
-                user,
-                interest,
-                op,
-            }),
-            Event::Delete { id, .. } => self.stories.send(StoryEvent::Delete(id.into())),
-        }
+                interests.send(event);
+            },
+            |event| stories.send(event),
+        );
     }
 
     /// Sends a checkpoint's stories part into the current epoch (a resume's
@@ -208,8 +242,9 @@ fn to_every_store<'scope>(
 
 /// The notification feeds (SPEC section 4): a story about an activity's
 /// target, by someone else, notifies the target, unless the target blocks
-/// its actor or object.
-fn notify<'scope>(
+/// its actor or object. The wiring of the notification bolt ([`Digest`]):
+/// the blocks from the interests bolt's edges, the stories by target.
+pub fn notify<'scope>(
     stories: &VecCollection<'scope, u64, Story, isize>,
     edges: &VecCollection<'scope, u64, Edge, isize>,
     spec: DigestSpec,

@@ -14,12 +14,10 @@ use std::time::Duration;
 
 use common::judge::{self, reference};
 use common::*;
-use differential_dataflow::AsCollection;
+use differential_dataflow::{AsCollection, VecCollection};
 use feedstorm::bolt::feed_head::{HeadSettings, MaintainHead};
 use feedstorm::bolt::interests::Edge;
-use feedstorm::bolt::{
-    ActivityChange, Digest, InterestEvent, KeepStories, ResolveInterests, StoryEvent,
-};
+use feedstorm::bolt::{ActivityChange, InterestEvent, KeepStories, ResolveInterests, StoryEvent};
 use feedstorm::config::{DigestConfig, FeedConfig, Materialize, NotificationsConfig};
 use feedstorm::digest::{DigestChange, DigestSpec, Group, GroupChange};
 use feedstorm::event::Relation;
@@ -27,7 +25,7 @@ use feedstorm::event::{decode, Event, Millis};
 use feedstorm::feed::{HeadChange, Story};
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Input, Inspect, Probe};
-use timely::dataflow::{InputHandleVec, ProbeHandle, Scope};
+use timely::dataflow::{InputHandleVec, ProbeHandle, Scope, StreamVec};
 
 /// Events per epoch.
 const EPOCH: usize = 37;
@@ -42,7 +40,27 @@ struct Inputs {
     newest: InputHandleVec<u64, Millis>,
 }
 
+/// What the interests and stories bolts give the bolts downstream.
+type Upstream<'s> = (
+    VecCollection<'s, u64, Edge, isize>,
+    VecCollection<'s, u64, Story, isize>,
+    StreamVec<'s, u64, ActivityChange>,
+);
+
 impl Inputs {
+    /// The interests and stories bolts over these inputs, wired as the
+    /// topology wires them (`follow_self`, `retention`).
+    fn upstream<'s>(&mut self, scope: Scope<'s, u64>, retention: Duration) -> Upstream<'s> {
+        let edges = scope
+            .input_from(&mut self.interests)
+            .resolve_interests(true, None);
+        let newest = scope.input_from(&mut self.newest).broadcast();
+        let (stories, writes) = scope
+            .input_from(&mut self.stories)
+            .keep_stories(newest, retention, None);
+        (edges, stories, writes)
+    }
+
     fn new() -> Inputs {
         Inputs {
             interests: InputHandleVec::new(),
@@ -69,25 +87,12 @@ impl Inputs {
             let mine = chunk.iter().enumerate().filter(|(i, _)| i % peers == index);
             for (_, event) in mine {
                 self.newest.send(event.time());
-                match event.clone() {
-                    Event::Activity(activity) => {
-                        self.interests
-                            .send(InterestEvent::Seen(activity.actor.clone()));
-                        self.stories.send(StoryEvent::Activity(activity));
-                    }
-                    Event::Interest {
-                        time,
-                        user,
-                        interest,
-                        op,
-                    } => self.interests.send(InterestEvent::Change {
-                        time,
-                        user,
-                        interest,
-                        op,
-                    }),
-                    Event::Delete { id, .. } => self.stories.send(StoryEvent::Delete(id.into())),
-                }
+                let (interests, stories) = (&mut self.interests, &mut self.stories);
+                feedstorm::topology::split(
+                    event.clone(),
+                    |e| interests.send(e),
+                    |e| stories.send(e),
+                );
             }
             step();
         }
@@ -324,18 +329,9 @@ fn replay_digests(changes: &[DigestChange]) -> BTreeMap<String, Vec<reference::G
         .collect()
 }
 
+/// A group as the API shows it (its JSON), in the reference's type.
 fn plain_group(group: &Group) -> reference::Group {
-    reference::Group {
-        key: group.key.to_string(),
-        verb: group.verb.clone(),
-        object: group.object.to_string(),
-        actors: group.actors.iter().map(|a| a.to_string()).collect(),
-        actor_count: group.actor_count,
-        activity_count: group.activity_count,
-        first_time: group.first_time,
-        last_time: group.last_time,
-        activity_ids: group.activity_ids.iter().map(|id| id.to_string()).collect(),
-    }
+    judge::group_of_json(&serde_json::to_value(group).unwrap())
 }
 
 /// The feed-head bolt (with its fan-out, digests of each feed and top-K):
@@ -359,14 +355,7 @@ fn feed_head_bolt_keeps_the_reference_heads_and_digests() {
         let settings = head_settings(&feed, std::slice::from_ref(&digest));
         run(workers, events(&lines), move |scope, inputs| {
             let (head_sink, digest_sink) = (head_sink.clone(), digest_sink.clone());
-            let edges = scope
-                .input_from(&mut inputs.interests)
-                .resolve_interests(true, None);
-            let newest = scope.input_from(&mut inputs.newest).broadcast();
-            let (stories, _) =
-                scope
-                    .input_from(&mut inputs.stories)
-                    .keep_stories(newest, feed.retention, None);
+            let (edges, stories, _) = inputs.upstream(scope, feed.retention);
             let everywhere = stories.inner.broadcast().as_collection();
             let (_, requests) = scope.new_input();
             let drpc = Arc::new(feedstorm::drpc::Drpc::new(0));
@@ -436,25 +425,9 @@ fn notification_bolt_keeps_the_reference_notification_feeds() {
         let spec = DigestSpec::notifications(&notifications);
         run(workers, events(&lines), move |scope, inputs| {
             let sink = sink.clone();
-            let blocks = scope
-                .input_from(&mut inputs.interests)
-                .resolve_interests(true, None)
-                .filter(|edge| edge.relation == Relation::Blocks)
-                .map(|edge| (edge.user, edge.of));
-            let newest = scope.input_from(&mut inputs.newest).broadcast();
-            let (stories, _) =
-                scope
-                    .input_from(&mut inputs.stories)
-                    .keep_stories(newest, feed.retention, None);
+            let (edges, stories, _) = inputs.upstream(scope, feed.retention);
             let status = Arc::new(feedstorm::status::Status::new("bolts", 1));
-            stories
-                .flat_map(|story: Story| {
-                    let target = story.0.target.clone();
-                    target
-                        .filter(|target| *target != story.0.actor)
-                        .map(|target| (target, story))
-                })
-                .digest(blocks, vec![spec.clone()], None, status)
+            feedstorm::topology::notify(&stories, &edges, spec.clone(), None, status)
                 .inspect(move |change| sink.lock().unwrap().push(change.clone()))
                 .probe()
                 .0
@@ -511,28 +484,10 @@ fn write_to_bolt_leaves_the_reference_feeds_in_redis() {
             DigestSpec::notifications(&topology.notifications),
         );
         run(workers, events(&lines), move |scope, inputs| {
-            let edges = scope
-                .input_from(&mut inputs.interests)
-                .resolve_interests(true, None);
-            let newest = scope.input_from(&mut inputs.newest).broadcast();
-            let (stories, activity_writes) =
-                scope
-                    .input_from(&mut inputs.stories)
-                    .keep_stories(newest, feed.retention, None);
+            let (edges, stories, activity_writes) = inputs.upstream(scope, feed.retention);
             let status = Arc::new(feedstorm::status::Status::new("bolts", 1));
-            let blocks = edges
-                .clone()
-                .filter(|edge| edge.relation == Relation::Blocks)
-                .map(|edge| (edge.user, edge.of));
-            let notified = stories
-                .clone()
-                .flat_map(|story: Story| {
-                    let target = story.0.target.clone();
-                    target
-                        .filter(|target| *target != story.0.actor)
-                        .map(|target| (target, story))
-                })
-                .digest(blocks, vec![spec.clone()], None, status.clone());
+            let notified =
+                feedstorm::topology::notify(&stories, &edges, spec.clone(), None, status.clone());
             let everywhere = stories.inner.broadcast().as_collection();
             let (_, requests) = scope.new_input();
             let drpc = Arc::new(feedstorm::drpc::Drpc::new(0));
