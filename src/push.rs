@@ -47,6 +47,11 @@ pub struct Pushes {
     users: Mutex<HashMap<TypedId, Vec<Subscriber>>>,
     /// Changes of subscribed users by epoch, until every worker wrote it.
     held: Mutex<BTreeMap<u64, Vec<HeadChange>>>,
+    /// Held while epochs are taken from `held` and handed on: every
+    /// worker's driver releases, and without it one could hand on a later
+    /// epoch before another hands on an earlier one (a stream would then
+    /// replay a remove and an add of one entry in the wrong order).
+    releasing: Mutex<()>,
     open: AtomicUsize,
     next_id: AtomicU64,
     /// Epochs a stream may have queued before it is cut off.
@@ -113,6 +118,7 @@ impl Pushes {
         Pushes {
             users: Mutex::new(HashMap::new()),
             held: Mutex::new(BTreeMap::new()),
+            releasing: Mutex::new(()),
             open: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             queue: queue.max(1),
@@ -236,6 +242,7 @@ impl Pushes {
     /// now written on every worker, to their streams, oldest first. Never
     /// waits: a stream whose queue is full is cut off.
     pub fn release(&self, frontier: Option<u64>) {
+        let _in_order = self.releasing.lock().unwrap_or_else(|e| e.into_inner());
         let ready: Vec<Vec<HeadChange>> = {
             let mut held = self.held.lock().expect("pushes lock");
             let keep = match frontier {
@@ -286,5 +293,43 @@ impl Pushes {
                 users.remove(user);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::FeedKey;
+
+    /// Two drivers releasing at once: a stream still receives the epochs
+    /// in the order they were written.
+    #[test]
+    fn epochs_released_by_two_drivers_arrive_in_order() {
+        const EPOCHS: u64 = 2_000;
+        let pushes = Arc::new(Pushes::with_queue(EPOCHS as usize + 1));
+        let rob = TypedId::parse("user:rob").unwrap();
+        let mut stream = pushes.subscribe(rob.clone());
+        for epoch in 0..EPOCHS {
+            pushes.publish(epoch, &[(rob.clone(), FeedKey::new(epoch as i64, "a"), 1)]);
+        }
+        let drivers: Vec<_> = (0..2)
+            .map(|_| {
+                let pushes = pushes.clone();
+                std::thread::spawn(move || {
+                    for frontier in 1..=EPOCHS {
+                        pushes.release(Some(frontier));
+                    }
+                })
+            })
+            .collect();
+        for driver in drivers {
+            driver.join().unwrap();
+        }
+        let mut times = Vec::new();
+        while let Ok(Push::Changes { changes, .. }) = stream.receiver.try_recv() {
+            times.extend(changes.iter().map(|(key, _)| key.time));
+        }
+        let in_order: Vec<i64> = (0..EPOCHS as i64).collect();
+        assert_eq!(times, in_order);
     }
 }
