@@ -267,6 +267,27 @@ impl UserHead {
 }
 
 /// The log's net changes, in feed order, without zeros; empties the log.
+/// Sums the diffs of equal stories, drops those that cancel, and leaves
+/// them oldest first (time, then id). Differential's `consolidate` sorts
+/// stably through a merge buffer, reading each story's time through its
+/// pointer per comparison; a catch-up or resume epoch holds hundreds of
+/// thousands of stories, so here the time sits beside each story and an
+/// unstable sort compares ids only on equal times.
+fn consolidate_stories(stories: &mut Vec<(Story, isize)>) {
+    let mut keyed: Vec<(Millis, Story, isize)> = stories
+        .drain(..)
+        .map(|(story, diff)| (story.0.time, story, diff))
+        .collect();
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1 .0.id.cmp(&b.1 .0.id)));
+    for (_, story, diff) in keyed {
+        match stories.last_mut() {
+            Some((last, sum)) if *last == story => *sum += diff,
+            _ => stories.push((story, diff)),
+        }
+    }
+    stories.retain(|(_, diff)| *diff != 0);
+}
+
 fn consolidated(log: &mut Vec<(Entry, isize)>, slots: &Slots) -> Vec<(Entry, isize)> {
     slots.sort(log);
     let mut merged: Vec<(Entry, isize)> = Vec::with_capacity(log.len());
@@ -397,7 +418,7 @@ impl Heads {
             requests,
         } = input;
         differential_dataflow::consolidation::consolidate(&mut edges);
-        differential_dataflow::consolidation::consolidate(&mut stories);
+        consolidate_stories(&mut stories);
         // Interests first: what a changed edge brings to digests is the
         // interest's stories before this epoch's (this epoch's stories then
         // reach the followers as they are after the edges).
@@ -466,12 +487,12 @@ impl Heads {
     /// each oldest first (a story newer than all about its ids is appended
     /// to their index), and delivers them to the digests. Returns the
     /// entries kept or forgotten, with their diffs.
-    fn apply_stories(&mut self, mut stories: Vec<(Story, isize)>) -> Vec<(Entry, isize)> {
-        // The key is read once per story, not once per comparison: a
-        // catch-up or resume epoch holds hundreds of thousands.
-        stories.sort_by_cached_key(|(story, diff)| (*diff, story.0.time));
+    /// `stories` come consolidated, oldest first ([`consolidate_stories`]).
+    fn apply_stories(&mut self, stories: Vec<(Story, isize)>) -> Vec<(Entry, isize)> {
+        let (removals, additions): (Vec<_>, Vec<_>) =
+            stories.into_iter().partition(|(_, diff)| *diff < 0);
         let mut changed = Vec::new();
-        for (story, diff) in stories {
+        for (story, diff) in removals.into_iter().chain(additions) {
             let kept = if diff < 0 {
                 self.fanout.remove_story(&story)
             } else {

@@ -72,15 +72,19 @@ enum Input {
     Newest(Millis),
 }
 
+/// foldhash, seeded per map: fast on ids and typed ids, and no producer
+/// can choose ids that collide.
+type Seeded = foldhash::fast::RandomState;
+
 /// The operator's state on one worker. Every index shares the activity's
 /// one id allocation.
 #[derive(Default)]
 struct Retained {
-    present: HashMap<Arc<str>, Arc<Activity>>,
+    present: HashMap<Arc<str>, Arc<Activity>, Seeded>,
     /// Present activities in feed order, oldest first, for expiry.
     by_time: BTreeSet<Story>,
     /// Deleted ids, kept so that a late or replayed copy never shows.
-    deleted: HashSet<Arc<str>>,
+    deleted: HashSet<Arc<str>, Seeded>,
     newest: Option<Millis>,
     typed_ids: TypedIdPool,
 }
@@ -90,7 +94,7 @@ struct Retained {
 /// be held once per story about them.
 #[derive(Default)]
 struct TypedIdPool {
-    ids: HashSet<TypedId>,
+    ids: HashSet<TypedId, Seeded>,
     /// Pool size after the last sweep: the next sweep waits for it to double.
     swept_at: usize,
 }

@@ -17,6 +17,10 @@ use crate::event::{Activity, TypedId};
 use crate::feed::FeedKey;
 use crate::store::{DigestPage, FeedPage, PageStart, Store, StoreStats, WriteBatch};
 
+/// A sharded map with foldhash, seeded per map: fast on ids and typed
+/// ids, and no producer can choose ids that collide.
+type Map<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
+
 /// Feed heads and activities in memory.
 ///
 /// ```
@@ -38,11 +42,11 @@ use crate::store::{DigestPage, FeedPage, PageStart, Store, StoreStats, WriteBatc
 /// assert_eq!(&*page.entries[0].id, "a1");
 /// ```
 pub struct EmbeddedStore {
-    feeds: DashMap<TypedId, BTreeSet<FeedKey>>,
-    activities: DashMap<Arc<str>, Arc<Activity>>,
+    feeds: Map<TypedId, BTreeSet<FeedKey>>,
+    activities: Map<Arc<str>, Arc<Activity>>,
     /// Per user, each digest's head by name.
-    digests: DashMap<TypedId, HashMap<Arc<str>, Digest>>,
-    marks: DashMap<TypedId, BTreeMap<String, Marks>>,
+    digests: Map<TypedId, HashMap<Arc<str>, Digest>>,
+    marks: Map<TypedId, BTreeMap<String, Marks>>,
     /// Where marks are appended, to survive restarts.
     marks_file: Option<(PathBuf, Mutex<File>)>,
 }
@@ -73,10 +77,10 @@ impl EmbeddedStore {
     /// An empty store.
     pub fn new() -> EmbeddedStore {
         EmbeddedStore {
-            feeds: DashMap::new(),
-            activities: DashMap::new(),
-            digests: DashMap::new(),
-            marks: DashMap::new(),
+            feeds: Map::default(),
+            activities: Map::default(),
+            digests: Map::default(),
+            marks: Map::default(),
             marks_file: None,
         }
     }
