@@ -191,10 +191,7 @@ pub fn run(options: &BenchOptions, new: u64) -> Result<RestartReport> {
             writeln!(out, "{}", encode(&event))?;
         }
     }
-    // The restart checkpoints at the default interval, as a deployment
-    // would: the history run's 1 s interval only gets a checkpoint soon
-    // after catching up, and a checkpoint of the restored state is not
-    // part of catching up.
+    // At the default interval, as deployed (1 s only got one soon above).
     let mut topology = topology;
     topology.checkpoint.interval = CheckpointConfig::default().interval;
     let started = Instant::now();
