@@ -299,8 +299,8 @@ impl Digests {
         mut deliveries: Vec<((TypedId, Story), isize)>,
         out: &mut Vec<DigestChange>,
     ) {
-        differential_dataflow::consolidation::consolidate(&mut blocks);
-        differential_dataflow::consolidation::consolidate(&mut deliveries);
+        crate::bolt::consolidate(&mut blocks);
+        crate::bolt::consolidate(&mut deliveries);
         let mut touched = Touched::new();
         // Blocks first: this epoch's deliveries then meet the blocks as they are after it.
         for ((user, blocked), diff) in blocks {

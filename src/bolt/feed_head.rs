@@ -417,7 +417,7 @@ impl Heads {
             mut stories,
             requests,
         } = input;
-        differential_dataflow::consolidation::consolidate(&mut edges);
+        crate::bolt::consolidate(&mut edges);
         consolidate_stories(&mut stories);
         // Interests first: what a changed edge brings to digests is the
         // interest's stories before this epoch's (this epoch's stories then

@@ -49,6 +49,29 @@ pub(crate) fn release_burst<T>(buffer: &mut Vec<T>) {
     }
 }
 
+/// Sums the diffs of equal records and drops those that cancel, leaving
+/// them sorted. As differential's `consolidate`, but with an unstable sort:
+/// an epoch of a catch-up holds hundreds of thousands of updates, and its
+/// stable sort's merge buffer was a tenth of the time.
+///
+/// ```
+/// let mut updates = vec![("b", 1), ("a", 1), ("b", -1), ("a", 1)];
+/// feedstorm::bolt::consolidate(&mut updates);
+/// assert_eq!(updates, [("a", 2)]);
+/// ```
+pub fn consolidate<D: Ord>(updates: &mut Vec<(D, isize)>) {
+    updates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut summed: Vec<(D, isize)> = Vec::with_capacity(updates.len());
+    for (record, diff) in updates.drain(..) {
+        match summed.last_mut() {
+            Some((last, sum)) if *last == record => *sum += diff,
+            _ => summed.push((record, diff)),
+        }
+    }
+    summed.retain(|(_, diff)| *diff != 0);
+    *updates = summed;
+}
+
 /// The least time the `frontiers` can still bring, if any input is open: an
 /// operator has seen every epoch before it.
 pub(crate) fn passed(frontiers: &[MutableAntichain<u64>]) -> Option<u64> {
