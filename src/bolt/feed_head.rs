@@ -268,24 +268,16 @@ impl UserHead {
 
 /// The log's net changes, in feed order, without zeros; empties the log.
 /// Sums the diffs of equal stories, drops those that cancel, and leaves
-/// them oldest first (time, then id). Differential's `consolidate` sorts
-/// stably through a merge buffer, reading each story's time through its
-/// pointer per comparison; a catch-up or resume epoch holds hundreds of
-/// thousands of stories, so here the time sits beside each story and an
-/// unstable sort compares ids only on equal times.
+/// them oldest first (time, then id). A catch-up or resume epoch holds
+/// hundreds of thousands of stories: with its time beside each, the sort
+/// reads a story through its pointer only on equal times.
 fn consolidate_stories(stories: &mut Vec<(Story, isize)>) {
-    let mut keyed: Vec<(Millis, Story, isize)> = stories
+    let mut keyed: Vec<((Millis, Story), isize)> = stories
         .drain(..)
-        .map(|(story, diff)| (story.0.time, story, diff))
+        .map(|(story, diff)| ((story.0.time, story), diff))
         .collect();
-    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1 .0.id.cmp(&b.1 .0.id)));
-    for (_, story, diff) in keyed {
-        match stories.last_mut() {
-            Some((last, sum)) if *last == story => *sum += diff,
-            _ => stories.push((story, diff)),
-        }
-    }
-    stories.retain(|(_, diff)| *diff != 0);
+    crate::bolt::consolidate(&mut keyed);
+    stories.extend(keyed.into_iter().map(|((_, story), diff)| (story, diff)));
 }
 
 fn consolidated(log: &mut Vec<(Entry, isize)>, slots: &Slots) -> Vec<(Entry, isize)> {

@@ -61,15 +61,14 @@ pub(crate) fn release_burst<T>(buffer: &mut Vec<T>) {
 /// ```
 pub fn consolidate<D: Ord>(updates: &mut Vec<(D, isize)>) {
     updates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut summed: Vec<(D, isize)> = Vec::with_capacity(updates.len());
-    for (record, diff) in updates.drain(..) {
-        match summed.last_mut() {
-            Some((last, sum)) if *last == record => *sum += diff,
-            _ => summed.push((record, diff)),
+    updates.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            kept.1 += later.1;
         }
-    }
-    summed.retain(|(_, diff)| *diff != 0);
-    *updates = summed;
+        same
+    });
+    updates.retain(|(_, diff)| *diff != 0);
 }
 
 /// The least time the `frontiers` can still bring, if any input is open: an
