@@ -234,9 +234,7 @@ impl Nodes {
         let info = if addr == self.seed_addr {
             self.seed.clone()
         } else {
-            let (host, port) = addr
-                .rsplit_once(':')
-                .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)))
+            let (host, port) = host_port(addr)
                 .ok_or_else(|| Error::Sink(format!("redis: bad node address {addr}")))?;
             let node = match self.seed.addr() {
                 ConnectionAddr::TcpTls {
@@ -286,24 +284,16 @@ impl Nodes {
                 redis::Commands::scan_match(c, pattern)?.collect()
             });
         };
+        // The masters as the write path knows them; a stale map fails the
+        // scan and is read again.
+        let slots = self.slot_map()?;
+        let mut masters: Vec<&str> = slots.iter().map(|(_, _, addr)| addr.as_str()).collect();
+        masters.sort_unstable();
+        masters.dedup();
         let scanned = reads.with(|c| {
-            let slots: Vec<Value> = redis::cmd("CLUSTER").arg("SLOTS").query(c)?;
-            let mut masters: Vec<Addr> = parse_slots(&slots)
-                .map_err(|e| {
-                    redis::RedisError::from((
-                        redis::ErrorKind::Parse,
-                        "CLUSTER SLOTS",
-                        e.to_string(),
-                    ))
-                })?
-                .into_iter()
-                .map(|(_, _, addr)| addr)
-                .collect();
-            masters.sort();
-            masters.dedup();
             let mut keys = Vec::new();
             for master in masters {
-                keys.extend(scan_node(c, &master, pattern)?);
+                keys.extend(scan_node(c, master, pattern)?);
             }
             Ok(keys)
         });
@@ -554,11 +544,15 @@ fn transactions(trip: &[(u16, Vec<Cmd>)]) -> redis::Pipeline {
     pipe
 }
 
+/// The host and port of a node's address, `host:port`.
+fn host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
 /// `SCAN ... MATCH pattern` on the master at `addr`, to the end.
 fn scan_node(c: &mut ClusterConnection, addr: &str, pattern: &str) -> RedisResult<Vec<String>> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)))
+    let (host, port) = host_port(addr)
         .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Parse, "bad node address")))?;
     let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
     let (mut cursor, mut keys) = (0u64, Vec::new());
