@@ -68,6 +68,13 @@ fn fanout() -> (Fanout, Vec<Tid>) {
     (fanout, users)
 }
 
+/// The entries of the stories `fanout` keeps, oldest story first.
+fn kept_entries(fanout: &Fanout) -> Vec<feedstorm::bolt::fanout::Entry> {
+    (0..STORIES)
+        .filter_map(|i| fanout.entry_of(&story(i)))
+        .collect()
+}
+
 fn decode_events(c: &mut Criterion) {
     let line = br#"{"type":"activity","id":"a123456","time":"2026-11-21T10:00:00.123Z","actor":"user:rob","verb":"love","object":"listing:guy-with-bear","target":"user:travis","extra":{"n":1}}"#;
     let mut group = c.benchmark_group("decode");
@@ -78,9 +85,7 @@ fn decode_events(c: &mut Criterion) {
 
 fn fan_out(c: &mut Criterion) {
     let (fanout, _) = fanout();
-    let entries: Vec<_> = (0..STORIES)
-        .filter_map(|i| fanout.entry_of(&story(i)))
-        .collect();
+    let entries = kept_entries(&fanout);
     let mut reach = Reach::default();
     let mut group = c.benchmark_group("fanout");
     group.throughput(Throughput::Elements(entries.len() as u64));
@@ -112,9 +117,7 @@ fn rebuild_merge(c: &mut Criterion) {
 
 fn digest_update(c: &mut Criterion) {
     let (fanout, users) = fanout();
-    let entries: Vec<_> = (0..STORIES)
-        .filter_map(|i| fanout.entry_of(&story(i)))
-        .collect();
+    let entries = kept_entries(&fanout);
     let specs = vec![DigestSpec::new(&DigestConfig::default())];
     let mut group = c.benchmark_group("digest");
     group.throughput(Throughput::Elements(entries.len() as u64));
