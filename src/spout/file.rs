@@ -3,7 +3,7 @@
 //! parallel and each line enters the dataflow once.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::error::DecodeError;
@@ -22,6 +22,10 @@ pub struct FileSpout {
     peers: u64,
     /// Lines read so far (the next line's number is `lines + 1`).
     lines: u64,
+    /// Bytes of those lines: where the next line starts.
+    offset: u64,
+    /// A line at or before `turn_next` and the byte it starts at.
+    turn_start: (u64, u64),
     /// A line read up to end-of-file without its newline, while following.
     partial: Vec<u8>,
     /// The whole length of the line in `partial` (only its first
@@ -55,6 +59,8 @@ impl FileSpout {
             index: index as u64,
             peers: peers as u64,
             lines: 0,
+            offset: 0,
+            turn_start: (0, 0),
             partial: Vec::new(),
             partial_len: 0,
             turn_next: 0,
@@ -66,11 +72,15 @@ impl FileSpout {
     /// `len`: the whole line's length, line end included.
     fn take_line(&mut self, line: &[u8], len: usize, out: &mut Vec<Result<Event, BadEvent>>) {
         self.lines += 1;
+        self.offset += len as u64;
         let i = self.lines - 1;
         if i % self.peers != self.index {
             return;
         }
-        self.turn_next = self.turn_next.max(i + 1);
+        if i + 1 > self.turn_next {
+            self.turn_next = i + 1;
+            self.turn_start = (i + 1, self.offset);
+        }
         if self.resumed.as_ref().is_some_and(|at| at.was_read(i)) {
             return;
         }
@@ -181,14 +191,29 @@ impl Spout for FileSpout {
     }
 
     fn position(&self) -> SourcePosition {
-        SourcePosition::turn(self.index as usize, self.peers as usize, self.turn_next)
+        SourcePosition::file_turn(
+            self.index as usize,
+            self.peers as usize,
+            self.turn_next,
+            self.turn_start,
+        )
     }
 
     fn resume(&mut self, from: &SourcePosition) -> Result<()> {
         match from {
             SourcePosition::Turns { .. } => {
-                // The first line of this worker's turn not read before.
+                // Past the lines every worker read, then the first line
+                // of this worker's turn not read before.
+                let (line, start) = from.read_before();
+                self.reader
+                    .seek(SeekFrom::Start(start))
+                    .map_err(|e| Error::Spout {
+                        spout: self.name.clone(),
+                        message: e.to_string(),
+                    })?;
+                (self.lines, self.offset) = (line, start);
                 self.turn_next = from.first_unread(self.index, self.peers);
+                self.turn_start = (line, start);
                 self.resumed = Some(from.clone());
                 Ok(())
             }
@@ -197,5 +222,71 @@ impl Spout for FileSpout {
                 self.name
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn activity(n: u64) -> String {
+        format!(
+            r#"{{"type":"activity","id":"a{n}","time":{n},"actor":"user:u{n}","verb":"post","object":"thing:t"}}"#
+        )
+    }
+
+    fn ids(out: Vec<std::result::Result<Event, BadEvent>>) -> Vec<String> {
+        out.into_iter()
+            .map(|e| match e.expect("a good line") {
+                Event::Activity(a) => a.id.to_string(),
+                other => panic!("not an activity: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Two workers read part of a file; one worker resumes from their
+    /// merged positions and reads exactly the lines they did not. It
+    /// seeks past what both read: that part of the file is overwritten
+    /// with bytes without a line end, which a re-read would take as one
+    /// long line and shift every line number after it.
+    #[test]
+    fn a_resume_seeks_past_the_lines_every_worker_read() {
+        let dir = std::env::temp_dir().join(format!("feedstorm-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.jsonl");
+        let lines: Vec<String> = (0..40).map(activity).collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let limits = Limits::with_max_bytes(1 << 16);
+        let mut at: Option<SourcePosition> = None;
+        let mut read = Vec::new();
+        for (index, polls) in [(0, 3), (1, 7)] {
+            let mut spout = FileSpout::open(&path, false, limits.clone(), index, 2).unwrap();
+            let mut out = Vec::new();
+            for _ in 0..polls {
+                spout.poll(1, &mut out).unwrap();
+            }
+            read.extend(ids(out));
+            match &mut at {
+                None => at = Some(spout.position()),
+                Some(at) => at.merge(&spout.position()).unwrap(),
+            }
+        }
+        let at = at.unwrap();
+        let (line, byte) = at.read_before();
+        assert_eq!(line, 5, "worker 0 read lines 0, 2 and 4, worker 1 more");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[..byte as usize].fill(b'x');
+        std::fs::write(&path, bytes).unwrap();
+
+        let mut resumed = FileSpout::open(&path, false, limits, 0, 1).unwrap();
+        resumed.resume(&at).unwrap();
+        let mut out = Vec::new();
+        while resumed.poll(100, &mut out).unwrap() != SpoutState::Exhausted {}
+        read.extend(ids(out));
+        read.sort();
+        let mut all: Vec<String> = (0..40).map(|n| format!("a{n}")).collect();
+        all.sort();
+        assert_eq!(read, all, "every line read exactly once");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

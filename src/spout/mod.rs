@@ -90,6 +90,11 @@ pub enum SourcePosition {
         peers: u64,
         /// Per worker, the index after the last record of its turn read.
         next: BTreeMap<u64, u64>,
+        /// Files: per worker, a line at or before `next[w]` and the byte
+        /// it starts at, so that a resume seeks past what every worker
+        /// read instead of reading the file again from its start.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        starts: BTreeMap<u64, (u64, u64)>,
     },
 }
 
@@ -99,7 +104,46 @@ impl SourcePosition {
         SourcePosition::Turns {
             peers: peers as u64,
             next: BTreeMap::from([(index as u64, next)]),
+            starts: BTreeMap::new(),
         }
+    }
+
+    /// The position of a file's worker `index` of `peers`; `start`: a line
+    /// at or before `next` and the byte it starts at.
+    pub fn file_turn(index: usize, peers: usize, next: u64, start: (u64, u64)) -> SourcePosition {
+        SourcePosition::Turns {
+            peers: peers as u64,
+            next: BTreeMap::from([(index as u64, next)]),
+            starts: BTreeMap::from([(index as u64, start)]),
+        }
+    }
+
+    /// For a file: a record every record before which was read, and the
+    /// byte it starts at (`(0, 0)` when some worker's share or start is
+    /// missing).
+    ///
+    /// ```
+    /// use feedstorm::spout::SourcePosition;
+    /// let mut at = SourcePosition::file_turn(0, 2, 6, (6, 60));
+    /// at.merge(&SourcePosition::file_turn(1, 2, 3, (3, 30))).unwrap();
+    /// assert_eq!(at.read_before(), (3, 30));
+    /// // Worker 1's share is missing: it read nothing.
+    /// assert_eq!(SourcePosition::file_turn(0, 2, 6, (6, 60)).read_before(), (0, 0));
+    /// ```
+    pub fn read_before(&self) -> (u64, u64) {
+        let SourcePosition::Turns { peers, starts, .. } = self else {
+            return (0, 0);
+        };
+        // Each start line is at or before its worker's `next`, so every
+        // line before the earliest of them was read by the worker it fell to.
+        (0..*peers)
+            .map(|w| starts.get(&w).copied())
+            .try_fold((u64::MAX, 0), |least, at| {
+                let at = at?;
+                Some(if at.0 < least.0 { at } else { least })
+            })
+            .filter(|(line, _)| *line != u64::MAX)
+            .unwrap_or((0, 0))
     }
 
     /// What this position covers: Kafka's `topic/partition`s, or the
@@ -107,7 +151,7 @@ impl SourcePosition {
     pub fn parts(&self) -> Vec<String> {
         match self {
             SourcePosition::Kafka { next } => next.keys().cloned().collect(),
-            SourcePosition::Turns { peers, next } => next
+            SourcePosition::Turns { peers, next, .. } => next
                 .keys()
                 .map(|w| format!("turn {w} of {peers}"))
                 .collect(),
@@ -122,13 +166,19 @@ impl SourcePosition {
                 Ok(())
             }
             (
-                SourcePosition::Turns { peers, next },
+                SourcePosition::Turns {
+                    peers,
+                    next,
+                    starts,
+                },
                 SourcePosition::Turns {
                     peers: theirs,
                     next: more,
+                    starts: more_starts,
                 },
             ) if peers == theirs => {
                 next.extend(more.iter().map(|(k, v)| (*k, *v)));
+                starts.extend(more_starts.iter().map(|(k, v)| (*k, *v)));
                 Ok(())
             }
             (mine, other) => Err(crate::error::Error::Checkpoint(format!(
@@ -180,7 +230,7 @@ impl SourcePosition {
     /// ```
     pub fn was_read(&self, i: u64) -> bool {
         match self {
-            SourcePosition::Turns { peers, next } => {
+            SourcePosition::Turns { peers, next, .. } => {
                 next.get(&(i % (*peers).max(1))).is_some_and(|n| i < *n)
             }
             SourcePosition::Kafka { .. } => false,
