@@ -54,6 +54,11 @@ impl TypedId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Where this handle's text is: equal for handles that share it.
+    pub fn address(&self) -> usize {
+        self.0.as_ptr() as usize
+    }
 }
 
 impl fmt::Debug for TypedId {

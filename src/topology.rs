@@ -145,21 +145,19 @@ impl Inputs {
     }
 
     /// Sends a checkpoint's stories part into the current epoch (a resume's
-    /// first): its activities, deleted ids and retention horizon.
-    pub fn restore_stories(&mut self, part: StoriesPart) {
+    /// first): its activities, deleted ids and retention horizon. Fails on
+    /// a corrupt part.
+    pub fn restore_stories(&mut self, mut part: StoriesPart) -> crate::error::Result<()> {
         if let Some(newest) = part.newest {
             self.newest_in_epoch = Some(self.newest_in_epoch.map_or(newest, |n| n.max(newest)));
+        }
+        for activity in part.take_activities()? {
+            self.stories.send(StoryEvent::Activity(activity));
         }
         for id in part.deleted {
             self.stories.send(StoryEvent::Delete(id));
         }
-        // Oldest first: the bolts' time indexes then only append.
-        let mut activities = part.activities;
-        activities.sort_unstable_by_key(|a| a.time);
-        for activity in activities {
-            let activity = Arc::try_unwrap(activity).unwrap_or_else(|shared| (*shared).clone());
-            self.stories.send(StoryEvent::Activity(activity));
-        }
+        Ok(())
     }
 
     /// Sends a checkpoint's interests part into the current epoch (a

@@ -73,6 +73,11 @@ pub struct Entry {
 pub struct TypedIds {
     ids: FastMap<TypedId, Tid>,
     names: Vec<TypedId>,
+    /// The integers of the handles seen last, by address: the stories bolt
+    /// shares one handle per typed id, so most lookups hash an integer
+    /// instead of the text. Each entry holds its handle, so no address in
+    /// here is freed and reused for other text.
+    by_address: FastMap<usize, (TypedId, Tid)>,
 }
 
 impl TypedIds {
@@ -88,18 +93,34 @@ impl TypedIds {
 
     /// The integer of `typed`, assigned on first sight.
     pub fn intern(&mut self, typed: &TypedId) -> Tid {
-        if let Some(&tid) = self.ids.get(typed) {
+        let address = typed.address();
+        if let Some(&(_, tid)) = self.by_address.get(&address) {
             return tid;
         }
-        let tid = Tid::try_from(self.names.len()).expect("fewer than 2^32 typed ids per worker");
-        self.ids.insert(typed.clone(), tid);
-        self.names.push(typed.clone());
+        let tid = match self.ids.get(typed) {
+            Some(&tid) => tid,
+            None => {
+                let tid =
+                    Tid::try_from(self.names.len()).expect("fewer than 2^32 typed ids per worker");
+                self.ids.insert(typed.clone(), tid);
+                self.names.push(typed.clone());
+                tid
+            }
+        };
+        // Handles that are not shared (parsed once) would fill it: bounded.
+        if self.by_address.len() > 2 * self.names.len() + 1024 {
+            self.by_address.clear();
+        }
+        self.by_address.insert(address, (typed.clone(), tid));
         tid
     }
 
     /// The integer of `typed`, if it was ever seen here.
     pub fn get(&self, typed: &TypedId) -> Option<Tid> {
-        self.ids.get(typed).copied()
+        match self.by_address.get(&typed.address()) {
+            Some(&(_, tid)) => Some(tid),
+            None => self.ids.get(typed).copied(),
+        }
     }
 
     /// The typed id of `tid`.
@@ -292,20 +313,29 @@ impl Fanout {
     /// Keeps a newly retained story; returns its entry (`None` if a story
     /// with its id is kept already).
     pub fn add_story(&mut self, story: &Story) -> Option<Entry> {
-        if self.entry_of(story).is_some() {
-            return None;
+        let activity = &story.0;
+        let actor = self.typed_ids.intern(&activity.actor);
+        if let Some(sorted) = self.about.get(&actor) {
+            if self.slots.find(sorted, story).is_ok() {
+                return None;
+            }
         }
-        let mut about = [0; 3];
-        let mut about_len = 0;
-        for typed in story.0.story_ids() {
-            about[about_len] = self.typed_ids.intern(typed);
-            about_len += 1;
+        let object = self.typed_ids.intern(&activity.object);
+        let target = activity.target.as_ref().map(|t| self.typed_ids.intern(t));
+        // As `Activity::story_ids`: actor, object and target, each once.
+        let mut about = [actor, 0, 0];
+        let mut about_len = 1;
+        for tid in std::iter::once(object).chain(target) {
+            if !about[..about_len].contains(&tid) {
+                about[about_len] = tid;
+                about_len += 1;
+            }
         }
         let kept = Kept {
             story: story.clone(),
             about,
             about_len: about_len as u8,
-            object_at: u8::from(story.0.object != story.0.actor),
+            object_at: u8::from(object != actor),
             removed: false,
         };
         let slot = match self.slots.free.pop() {

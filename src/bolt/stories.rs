@@ -131,10 +131,25 @@ type StoryUpdate = (Story, u64, isize);
 pub struct StoriesPart {
     /// The newest event time seen (the retention horizon's base).
     pub newest: Option<Millis>,
-    /// The retained activities.
-    pub activities: Vec<Arc<Activity>>,
+    /// The typed ids the activities name, each saved once.
+    pub typed_ids: Vec<TypedId>,
+    /// The retained activities, oldest first.
+    pub activities: Vec<SavedActivity>,
     /// Deleted ids, so that a late or replayed copy never shows.
     pub deleted: Vec<Arc<str>>,
+}
+
+/// A retained activity in a [`StoriesPart`]: its typed ids are places in
+/// the part's table, so a load shares one handle per typed id.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SavedActivity {
+    id: Arc<str>,
+    time: Millis,
+    actor: u32,
+    verb: String,
+    object: u32,
+    target: Option<u32>,
+    extra: Option<String>,
 }
 
 impl StoriesPart {
@@ -142,13 +157,70 @@ impl StoriesPart {
     pub fn records(&self) -> u64 {
         (self.activities.len() + self.deleted.len()) as u64
     }
+
+    /// Takes out the retained activities, oldest first; an error names a
+    /// typed id the table does not hold (a corrupt part).
+    pub fn take_activities(&mut self) -> crate::error::Result<Vec<Activity>> {
+        let table = std::mem::take(&mut self.typed_ids);
+        let typed = |at: u32| {
+            table.get(at as usize).cloned().ok_or_else(|| {
+                crate::error::Error::Checkpoint(format!(
+                    "a stories part names typed id {at} of {}",
+                    table.len()
+                ))
+            })
+        };
+        let mut activities = std::mem::take(&mut self.activities)
+            .into_iter()
+            .map(|saved| {
+                Ok(Activity {
+                    id: saved.id,
+                    time: saved.time,
+                    actor: typed(saved.actor)?,
+                    verb: saved.verb,
+                    object: typed(saved.object)?,
+                    target: saved.target.map(typed).transpose()?,
+                    extra: saved.extra,
+                })
+            })
+            .collect::<crate::error::Result<Vec<_>>>()?;
+        // Oldest first: the bolts' time indexes then only append.
+        if !activities.is_sorted_by_key(|a| a.time) {
+            activities.sort_unstable_by_key(|a| a.time);
+        }
+        Ok(activities)
+    }
 }
 
 impl Retained {
     fn part(&self) -> StoriesPart {
+        // Handles are shared per typed id (the pool), so the table is
+        // keyed by address; the activities hold every handle meanwhile.
+        let mut places: HashMap<usize, u32, foldhash::fast::FixedState> = HashMap::default();
+        let mut typed_ids = Vec::new();
+        let mut place = |typed: &TypedId| {
+            *places.entry(typed.address()).or_insert_with(|| {
+                typed_ids.push(typed.clone());
+                (typed_ids.len() - 1) as u32
+            })
+        };
+        let activities = self
+            .by_time
+            .iter()
+            .map(|Story(a)| SavedActivity {
+                id: a.id.clone(),
+                time: a.time,
+                actor: place(&a.actor),
+                verb: a.verb.clone(),
+                object: place(&a.object),
+                target: a.target.as_ref().map(&mut place),
+                extra: a.extra.clone(),
+            })
+            .collect();
         StoriesPart {
             newest: self.newest,
-            activities: self.present.values().cloned().collect(),
+            typed_ids,
+            activities,
             deleted: self.deleted.iter().cloned().collect(),
         }
     }

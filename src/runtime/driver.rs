@@ -549,7 +549,7 @@ fn resume(
     for path in resumed.parts("stories", index, peers) {
         let part: crate::bolt::stories::StoriesPart = read_part(&path)?;
         stories += part.records();
-        inputs.restore_stories(part);
+        inputs.restore_stories(part)?;
     }
     inputs.advance_to(1);
     for path in resumed.parts("interests", index, peers) {
