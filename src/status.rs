@@ -179,6 +179,24 @@ impl Status {
         let _ = self.checkpoints.set(checkpoints);
     }
 
+    /// For a resume on a persistent store: the users written since this
+    /// time are all whose stored state may be stale (see
+    /// [`Checkpoints::resumed_store_since`](crate::checkpoint::Checkpoints::resumed_store_since)).
+    pub fn resumed_store_since(&self) -> Option<u64> {
+        self.checkpoints.get()?.resumed_store_since()
+    }
+
+    /// The run's start (Unix milliseconds) that epochs count from in
+    /// checkpoints: the agreed run with checkpoints, else this start.
+    pub fn run_ms(&self) -> u64 {
+        match self.checkpoints.get() {
+            Some(checkpoints) => checkpoints.run(),
+            None => {
+                crate::event::unix_ms().saturating_sub(self.started.elapsed().as_millis() as u64)
+            }
+        }
+    }
+
     /// The newest durable checkpoint, if checkpoints are on and one was taken.
     pub fn last_checkpoint(&self) -> Option<crate::checkpoint::Summary> {
         self.checkpoints.get()?.summary()

@@ -312,7 +312,7 @@ pub fn build(
 
         let edges = interest_events.resolve_interests(feed.follow_self, checkpoints.clone());
         let (stories, activity_writes) =
-            story_events.keep_stories(newest, feed.retention, checkpoints);
+            story_events.keep_stories(newest, feed.retention, checkpoints, store.persistent());
         let recover_into = store.persistent().then(|| store.clone());
         let activity_writes = to_every_store(activity_writes, cluster, store.persistent());
         let mut writes = vec![activity_writes.map(Write::Activity)];

@@ -57,7 +57,7 @@ impl Inputs {
         let newest = scope.input_from(&mut self.newest).broadcast();
         let (stories, writes) = scope
             .input_from(&mut self.stories)
-            .keep_stories(newest, retention, None);
+            .keep_stories(newest, retention, None, false);
         (edges, stories, writes)
     }
 
@@ -241,7 +241,7 @@ fn stories_bolt_retains_what_the_reference_retains() {
             let newest = scope.input_from(&mut inputs.newest).broadcast();
             let (kept, written) = scope
                 .input_from(&mut inputs.stories)
-                .keep_stories(newest, retention, None);
+                .keep_stories(newest, retention, None, false);
             let probe = ProbeHandle::new();
             kept.inner
                 .inspect(move |(story, _, diff)| {

@@ -21,7 +21,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
-use crate::bolt::recovery::{stale_users, RecoveryGate};
+use crate::bolt::recovery::{owns, stale_users, Only, RecoveryGate};
 use crate::bolt::top_k::TopK;
 use crate::bolt::{EpochStash, Interner};
 use crate::digest::{DigestSpec, Group, GroupOrder};
@@ -411,12 +411,14 @@ impl Digests {
     }
 
     /// Every digest this worker owns, whole (a reset, then the head), and a
-    /// reset for each stored digest of a user this worker owns but no longer has.
+    /// reset for each stored digest of a user this worker owns but no
+    /// longer has; with `only`, just those users' digests.
     fn recovered(
         &self,
         store: &dyn Store,
         index: usize,
         peers: usize,
+        only: Only<'_>,
         out: &mut Vec<DigestChange>,
     ) {
         for (spec_index, spec) in self.specs.iter().enumerate() {
@@ -425,18 +427,24 @@ impl Digests {
                 digest: spec.name.clone(),
                 change,
             };
-            for (user, digests) in &self.users {
+            let mut whole = |user: &TypedId| {
                 out.push(change(user, GroupChange::Reset));
-                out.extend(
-                    digests[spec_index]
-                        .head(spec)
-                        .into_iter()
-                        .map(|c| change(user, c)),
-                );
+                if let Some(digests) = self.users.get(user) {
+                    let head = digests[spec_index].head(spec).into_iter();
+                    out.extend(head.map(|c| change(user, c)));
+                }
+            };
+            if let Some(users) = only {
+                users
+                    .iter()
+                    .filter(|u| owns(u, index, peers))
+                    .for_each(whole);
+                continue;
             }
+            self.users.keys().for_each(&mut whole);
             let stored = store.digest_users(&spec.name);
             for user in stale_users(stored, index, peers, |u| self.users.contains_key(u)) {
-                out.push(change(&user, GroupChange::Reset));
+                whole(&user);
             }
         }
     }
@@ -500,12 +508,15 @@ impl<'scope> Digest<'scope> for VecCollection<'scope, u64, (TypedId, Story), isi
                     }
                     digests.epoch(blocked, delivered, &mut out);
                     status.add_digest_updates(out.len() as u64);
-                    recovery.pass(&mut out, |changes| {
-                        output.session(&caps[0]).give_iterator(changes)
-                    });
+                    recovery.pass(
+                        *caps[0].time(),
+                        &mut out,
+                        |c| &c.user,
+                        |changes| output.session(&caps[0]).give_iterator(changes),
+                    );
                 }
-                recovery.step(&status, frontiers, |cap, store| {
-                    digests.recovered(store, index, peers, &mut out);
+                recovery.step(&status, frontiers, |cap, store, only| {
+                    digests.recovered(store, index, peers, only, &mut out);
                     output.session(cap).give_iterator(out.drain(..));
                 });
                 crate::bolt::release_burst(&mut out);

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use crate::bolt::digest::{DigestChange, GroupChange};
 use crate::bolt::fanout::{Entry, Fanout, FastMap, FastSet, Reach, Slots, Tid};
-use crate::bolt::recovery::stale_users;
+use crate::bolt::recovery::{owns, stale_users, Only};
 use crate::bolt::top_k::TopK;
 use crate::digest::{DigestSpec, Group, GroupOrder};
 use crate::event::{Millis, TypedId};
@@ -967,15 +967,18 @@ impl DigestGroups {
     }
 
     /// Every digest of the users this worker owns, whole (a reset, then the
-    /// head), and a reset for each stored digest of a user it owns but no longer has.
+    /// head), and a reset for each stored digest of a user it owns but no
+    /// longer has; with `only`, just those users' digests.
     pub fn recovered(
         &self,
         fanout: &Fanout,
         store: &dyn Store,
         index: usize,
         peers: usize,
+        only: Only<'_>,
         out: &mut Vec<DigestChange>,
     ) {
+        let state_of = |user: &TypedId| self.users.get(&fanout.typed_ids.get(user)?);
         for (spec_index, spec) in self.specs.iter().enumerate() {
             let keys = &self.keys[spec_index];
             let change = |user: &TypedId, change| DigestChange {
@@ -983,26 +986,35 @@ impl DigestGroups {
                 digest: spec.name.clone(),
                 change,
             };
-            for (u, digests) in &self.users {
-                let user = fanout.typed_ids.name(*u);
+            let mut whole = |user: &TypedId, digests: Option<&Vec<UserDigest>>| {
                 out.push(change(user, GroupChange::Reset));
-                let digest = &digests[spec_index];
+                let Some(digest) = digests.map(|d| &d[spec_index]) else {
+                    return;
+                };
+                let u = fanout
+                    .typed_ids
+                    .get(user)
+                    .expect("a user with state is interned");
                 for place in digest.order.head(spec.sizes.digest_size) {
                     let key = &place.key.0;
                     let state = &digest.groups[&keys.ids[key]];
-                    let members = || keys.members(keys.ids[key], *u, fanout);
+                    let members = || keys.members(keys.ids[key], u, fanout);
                     let group = state.view(key, spec, &fanout.slots, members);
                     out.push(change(user, GroupChange::Put(Arc::new(group))));
                 }
-            }
-            let has = |user: &TypedId| {
-                fanout
-                    .typed_ids
-                    .get(user)
-                    .is_some_and(|u| self.users.contains_key(&u))
             };
+            if let Some(users) = only {
+                for user in users.iter().filter(|u| owns(u, index, peers)) {
+                    whole(user, state_of(user));
+                }
+                continue;
+            }
+            for (u, digests) in &self.users {
+                whole(fanout.typed_ids.name(*u), Some(digests));
+            }
+            let has = |user: &TypedId| state_of(user).is_some();
             for user in stale_users(store.digest_users(&spec.name), index, peers, has) {
-                out.push(change(&user, GroupChange::Reset));
+                whole(&user, None);
             }
         }
     }

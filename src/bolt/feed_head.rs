@@ -29,7 +29,7 @@ use crate::bolt::digest::DigestChange;
 use crate::bolt::digest_groups::DigestGroups;
 use crate::bolt::fanout::{Entry, Fanout, FastMap, Slots, Tid};
 use crate::bolt::interests::Edge;
-use crate::bolt::recovery::{stale_users, RecoveryGate};
+use crate::bolt::recovery::{owns, stale_users, Only, RecoveryGate};
 use crate::bolt::EpochStash;
 use crate::config::Materialize;
 use crate::digest::DigestSpec;
@@ -707,42 +707,51 @@ impl Heads {
         store: &dyn Store,
         index: usize,
         peers: usize,
+        only: Only<'_>,
         out: &mut Vec<DigestChange>,
     ) {
         let fanout = &self.fanout;
-        self.digests.recovered(fanout, store, index, peers, out);
+        self.digests
+            .recovered(fanout, store, index, peers, only, out);
     }
 
     /// Every head this worker owns, whole: a reset then its entries, and a
-    /// reset for each user the store has but this worker no longer does.
+    /// reset for each user the store has but this worker no longer does;
+    /// with `only`, just those users' heads (a reset, then the entries).
     fn recovered_heads(
         &self,
         store: &dyn Store,
         index: usize,
         peers: usize,
+        only: Only<'_>,
         out: &mut Vec<HeadChange>,
     ) {
         let size = self.settings.feed_size;
-        for (u, head) in &self.heads {
-            if head.len() > 0 {
-                let user = self.fanout.typed_ids.name(*u);
-                out.push(reset_marker(user));
+        let head_of = |user: &TypedId| {
+            let u = self.fanout.typed_ids.get(user)?;
+            self.heads.get(&u).filter(|head| head.len() > 0)
+        };
+        let mut whole = |user: &TypedId, head: Option<&UserHead>| {
+            out.push(reset_marker(user));
+            if let Some(head) = head {
                 out.extend(
                     head.head(size)
                         .into_iter()
                         .map(|entry| (user.clone(), self.fanout.slots.key(entry), 1)),
                 );
             }
-        }
-        let has = |user: &TypedId| {
-            self.fanout
-                .typed_ids
-                .get(user)
-                .and_then(|u| self.heads.get(&u))
-                .is_some_and(|head| head.len() > 0)
         };
-        for user in stale_users(store.users(), index, peers, has) {
-            out.push(reset_marker(&user));
+        if let Some(users) = only {
+            for user in users.iter().filter(|u| owns(u, index, peers)) {
+                whole(user, head_of(user));
+            }
+            return;
+        }
+        for (u, head) in self.heads.iter().filter(|(_, head)| head.len() > 0) {
+            whole(self.fanout.typed_ids.name(*u), Some(head));
+        }
+        for user in stale_users(store.users(), index, peers, |u| head_of(u).is_some()) {
+            whole(&user, None);
         }
     }
 }
@@ -824,19 +833,25 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, Edge, isize> {
                         .session(&caps[2])
                         .give_iterator(answered.into_iter());
                     status.add_digest_updates(digested.len() as u64);
-                    digest_recovery.pass(&mut digested, |changes| {
-                        digests_out.session(&caps[1]).give_iterator(changes)
-                    });
-                    recovery.pass(&mut out, |changes| {
-                        heads_out.session(&caps[0]).give_iterator(changes)
-                    });
+                    digest_recovery.pass(
+                        time,
+                        &mut digested,
+                        |c| &c.user,
+                        |changes| digests_out.session(&caps[1]).give_iterator(changes),
+                    );
+                    recovery.pass(
+                        time,
+                        &mut out,
+                        |c| &c.0,
+                        |changes| heads_out.session(&caps[0]).give_iterator(changes),
+                    );
                 }
-                recovery.step(&status, frontiers, |cap, store| {
-                    heads.recovered_heads(store, index, peers, &mut out);
+                recovery.step(&status, frontiers, |cap, store, only| {
+                    heads.recovered_heads(store, index, peers, only, &mut out);
                     heads_out.session(cap).give_iterator(out.drain(..));
                 });
-                digest_recovery.step(&status, frontiers, |cap, store| {
-                    heads.recovered_digests(store, index, peers, &mut digested);
+                digest_recovery.step(&status, frontiers, |cap, store, only| {
+                    heads.recovered_digests(store, index, peers, only, &mut digested);
                     digests_out.session(cap).give_iterator(digested.drain(..));
                 });
                 crate::bolt::release_burst(&mut out);

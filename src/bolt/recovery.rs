@@ -1,13 +1,23 @@
 //! Recovery on a store that outlives the process (Redis): after a restart a
 //! stateful bolt writes nothing until the topology has caught up (the old
-//! state keeps serving), then writes its whole state at once. The feed-head
-//! and digest bolts share this gate.
+//! state keeps serving), then writes the state of every user whose stored
+//! state may be stale. After a full replay that is every user. After a
+//! resume from a checkpoint the store already holds the checkpoint's
+//! state, except for two kinds of users, and only they are rewritten:
+//! those the store records as written since the checkpoint
+//! ([`Store::written_since`]: the run before wrote epochs after it), and
+//! those whose state changed in an epoch replayed since (a user whose
+//! state ended where the checkpoint left it, and who was not written
+//! since, holds the right state already). The feed-head and digest bolts
+//! share this gate.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use timely::dataflow::operators::Capability;
 use timely::progress::frontier::MutableAntichain;
 
+use crate::checkpoint::RESTORE_EPOCHS;
 use crate::error::Result;
 use crate::event::TypedId;
 use crate::grouping::route;
@@ -19,7 +29,12 @@ pub struct RecoveryGate {
     /// The capability held at the input frontier, to write the recovered
     /// state with when recovery ends, and the store to recover into.
     held: Option<(Capability<u64>, Arc<dyn Store>)>,
+    /// Users with a change in an epoch after the restore epochs, while held.
+    changed: HashSet<TypedId>,
 }
+
+/// Which users a recovery writes whole: all, or only these.
+pub type Only<'a> = Option<&'a HashSet<TypedId>>;
 
 impl RecoveryGate {
     /// A gate that holds `cap` when there is a store to recover into, and
@@ -27,6 +42,7 @@ impl RecoveryGate {
     pub fn new(cap: Option<Capability<u64>>, recover_into: Option<Arc<dyn Store>>) -> RecoveryGate {
         RecoveryGate {
             held: cap.zip(recover_into),
+            changed: HashSet::new(),
         }
     }
 
@@ -35,32 +51,49 @@ impl RecoveryGate {
         self.held.is_some()
     }
 
-    /// Hands an epoch's `items` to `give`, or drops them while holding (the
-    /// recovered state is written whole at the end); `items` is left empty.
-    pub fn pass<T>(&self, items: &mut Vec<T>, give: impl FnOnce(std::vec::Drain<'_, T>)) {
-        if self.holding() {
-            items.clear();
-        } else {
+    /// Hands epoch `time`'s `items` to `give`, or, while holding, notes the
+    /// users they change (`user_of`) and drops them; `items` is left empty.
+    pub fn pass<T>(
+        &mut self,
+        time: u64,
+        items: &mut Vec<T>,
+        user_of: impl Fn(&T) -> &TypedId,
+        give: impl FnOnce(std::vec::Drain<'_, T>),
+    ) {
+        if !self.holding() {
             give(items.drain(..));
+            return;
         }
+        // The restore epochs rebuild the checkpoint's state: no change.
+        if time >= RESTORE_EPOCHS {
+            for item in items.iter() {
+                let user = user_of(item);
+                if !self.changed.contains(user) {
+                    self.changed.insert(user.clone());
+                }
+            }
+        }
+        items.clear();
     }
 
     /// Call after each activation. Once the topology has recovered, `write`
-    /// gets the held capability and the store to emit the whole state, and
-    /// the gate opens; until then the capability follows the inputs.
+    /// gets the held capability, the store and the users to write whole,
+    /// and the gate opens; until then the capability follows the inputs.
     pub fn step(
         &mut self,
         status: &Status,
         frontiers: &[MutableAntichain<u64>],
-        write: impl FnOnce(&Capability<u64>, &dyn Store),
+        write: impl FnOnce(&Capability<u64>, &dyn Store, Only<'_>),
     ) {
         let Some((cap, store)) = self.held.as_mut() else {
             return;
         };
         if status.recovered() {
-            write(cap, store.as_ref());
+            let only = stale_since_checkpoint(status, store.as_ref(), &self.changed);
+            write(cap, store.as_ref(), only.as_ref());
             status.recovery_emitted(*cap.time());
             self.held = None;
+            self.changed = HashSet::new();
         } else {
             let least = frontiers
                 .iter()
@@ -72,6 +105,40 @@ impl RecoveryGate {
             }
         }
     }
+}
+
+/// After a resume from a checkpoint whose state the store holds: the users
+/// written since it and those `changed` since; `None` (every user) after a
+/// full replay, or when the store cannot say whom it wrote.
+fn stale_since_checkpoint(
+    status: &Status,
+    store: &dyn Store,
+    changed: &HashSet<TypedId>,
+) -> Option<HashSet<TypedId>> {
+    let since = status.resumed_store_since()?;
+    match store.written_since(since) {
+        Ok(Some(mut written)) => {
+            let stale_before = written.len();
+            written.extend(changed.iter().cloned());
+            tracing::info!(
+                written_since_checkpoint = stale_before,
+                changed_since = changed.len(),
+                users = written.len(),
+                "recovery rewrites only the users written or changed since the checkpoint"
+            );
+            Some(written)
+        }
+        Ok(None) => None,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read which users were written; rewriting every user");
+            None
+        }
+    }
+}
+
+/// Whether worker `index` of `peers` owns `user`.
+pub fn owns(user: &TypedId, index: usize, peers: usize) -> bool {
+    route(user) % peers as u64 == index as u64
 }
 
 /// Of the users a store lists (`stored`), those that worker `index` of
@@ -89,6 +156,6 @@ pub fn stale_users(
     });
     stored
         .into_iter()
-        .filter(|user| route(user) % peers as u64 == index as u64 && !has(user))
+        .filter(|user| owns(user, index, peers) && !has(user))
         .collect()
 }

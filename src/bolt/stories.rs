@@ -53,12 +53,15 @@ pub trait KeepStories<'scope> {
     /// worker's newest event time per epoch, broadcast to all workers; a story
     /// older than the newest time seen minus `retention` is dropped. With
     /// `checkpoints`, the state is saved at each checkpoint boundary as a
-    /// [`StoriesPart`].
+    /// [`StoriesPart`]; with `store_holds_restored` (a store that outlives
+    /// the process), the activities a resume restores are not written
+    /// again: the store holds every activity the checkpoint retains.
     fn keep_stories(
         self,
         horizon: StreamVec<'scope, u64, Millis>,
         retention: Duration,
         checkpoints: Option<Arc<Checkpoints>>,
+        store_holds_restored: bool,
     ) -> (Stories<'scope>, StreamVec<'scope, u64, ActivityChange>);
 }
 
@@ -298,7 +301,14 @@ impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
         horizon: StreamVec<'scope, u64, Millis>,
         retention: Duration,
         checkpoints: Option<Arc<Checkpoints>>,
+        store_holds_restored: bool,
     ) -> (Stories<'scope>, StreamVec<'scope, u64, ActivityChange>) {
+        let resumed = checkpoints.as_ref().is_some_and(|c| c.resumed().is_some());
+        let skip_writes_before = if resumed && store_holds_restored {
+            crate::checkpoint::RESTORE_EPOCHS
+        } else {
+            0
+        };
         let mut snapshots = Snapshots::new(checkpoints, "stories", self.scope().index());
         let retention = Millis::try_from(retention.as_millis()).unwrap_or(Millis::MAX);
         let mut builder = OperatorBuilder::new("KeepStories".to_owned(), self.scope());
@@ -329,6 +339,9 @@ impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
                         snapshots.save(&due, part.records(), part);
                     }
                     state.epoch(inputs, time, retention, &mut story_buf, &mut write_buf);
+                    if time < skip_writes_before {
+                        write_buf.clear();
+                    }
                     stories_out
                         .session(&caps[0])
                         .give_iterator(story_buf.drain(..));

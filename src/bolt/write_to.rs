@@ -53,6 +53,7 @@ impl<'scope> WriteTo<'scope> for StreamVec<'scope, u64, Write> {
         status: Arc<Status>,
         pushes: Arc<Pushes>,
     ) -> StreamVec<'scope, u64, ()> {
+        let run_ms = status.run_ms();
         self.unary_frontier(Pipeline, "WriteTo", move |_cap, _info| {
             // Each open epoch's writes, sorted into a batch as they arrive;
             // a written batch's buffers serve the next epoch.
@@ -86,6 +87,7 @@ impl<'scope> WriteTo<'scope> for StreamVec<'scope, u64, Write> {
                     // Dropping the capability releases the epoch downstream.
                     let (_cap, mut batch) = entry.remove();
                     if !batch.is_empty() {
+                        batch.written_at = run_ms + epoch;
                         apply_with_retry(store.as_ref(), &batch, &status);
                         pushes.publish(epoch, &batch.feed);
                     }

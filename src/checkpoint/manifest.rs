@@ -51,6 +51,13 @@ pub struct Manifest {
     pub parts: Vec<PartInfo>,
     /// Each spout's position, in the topology's spout order.
     pub sources: Vec<SourceEntry>,
+    /// With a store that outlives the process: it holds this checkpoint's
+    /// state except for the users written since this time (Unix
+    /// milliseconds), which a resume rewrites; absent, a resume rewrites
+    /// every user (the store did not hold the state at the boundary: a
+    /// recovery was still withholding its writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_since: Option<u64>,
 }
 
 /// One part of a checkpoint: one bolt's state on one worker.

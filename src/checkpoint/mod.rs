@@ -116,6 +116,12 @@ struct State {
     pending: BTreeMap<u64, Pending>,
     durable: Option<u64>,
     summary: Option<Summary>,
+    /// The first epoch from which the store holds the topology's state
+    /// (after a recovery's writes; from the start without one).
+    store_whole_from: Option<u64>,
+    /// The oldest `store_since` of the checkpoints kept: what the store
+    /// must still remember of the users it wrote.
+    written_needed_from: Option<u64>,
 }
 
 struct Pending {
@@ -287,6 +293,35 @@ impl Checkpoints {
         self.resumed.get().and_then(Option::as_ref)
     }
 
+    /// Says that the store holds the topology's state for every epoch from
+    /// `epoch` on (a recovery's writes are in); the first call counts.
+    pub fn store_whole_from(&self, epoch: u64) {
+        let mut state = self.state.lock().expect("checkpoint lock");
+        state.store_whole_from.get_or_insert(epoch);
+    }
+
+    /// For a resume on a store that outlives the process: the users
+    /// written since this time (Unix milliseconds) are all whose stored
+    /// state may differ from the checkpoint's. `None`: every user's may
+    /// (or the checkpoint was written by another cluster shape, whose
+    /// users were written by other processes).
+    pub fn resumed_store_since(&self) -> Option<u64> {
+        let resumed = self.resumed()?;
+        let manifest = &resumed.manifest;
+        let same_shape = manifest.workers == self.cluster.workers
+            && manifest.processes == self.cluster.processes;
+        manifest.store_since.filter(|_| same_shape)
+    }
+
+    /// The oldest time from which the store must remember which users it
+    /// wrote, for the checkpoints kept (see [`Manifest::store_since`]).
+    pub fn written_needed_from(&self) -> Option<u64> {
+        self.state
+            .lock()
+            .expect("checkpoint lock")
+            .written_needed_from
+    }
+
     /// Makes `boundary` a checkpoint boundary too: the one every process
     /// stops at.
     pub fn stop_at(&self, boundary: u64) {
@@ -426,7 +461,16 @@ impl Checkpoints {
                 }
             }
         }
+        // The sink records writes at the run's start plus their epoch. A
+        // checkpoint taken while a recovery withholds its writes gets
+        // none: the state it holds went past the store by changes that
+        // were never written, and that a resume from it would not replay.
+        let store_since = state
+            .store_whole_from
+            .filter(|from| boundary >= *from)
+            .map(|_| self.run() + boundary);
         let manifest = Manifest {
+            store_since,
             format: manifest::FORMAT,
             topology: self.topology.clone(),
             run: self.run(),
@@ -475,12 +519,17 @@ impl Checkpoints {
             state.pending.remove(&b);
         }
         let c = &self.cluster;
-        let usable: Vec<PathBuf> =
-            manifest::usable_dirs(&self.root, c.process, c.processes, c.workers)
-                .into_iter()
-                .map(|(dir, _)| dir)
-                .collect();
-        manifest::prune(&self.root, self.keep, &dir, &usable);
+        let usable = manifest::usable_dirs(&self.root, c.process, c.processes, c.workers);
+        let dirs: Vec<PathBuf> = usable.iter().map(|(dir, _)| dir.clone()).collect();
+        manifest::prune(&self.root, self.keep, &dir, &dirs);
+        // The kept ones: the newest `keep`. One that would rewrite every
+        // user needs nothing remembered.
+        state.written_needed_from = usable
+            .iter()
+            .rev()
+            .take(self.keep)
+            .filter_map(|(_, m)| m.store_since)
+            .min();
         Ok(())
     }
 }

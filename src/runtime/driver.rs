@@ -76,6 +76,8 @@ struct Driver<'a> {
     /// The last epoch sent with the spouts drained: once it is written, the
     /// worker has caught up once.
     drained_epoch: Option<u64>,
+    /// The store forgot which users it wrote before this (Unix ms).
+    writes_forgotten_before: u64,
 }
 
 impl<'a> Driver<'a> {
@@ -129,6 +131,7 @@ impl<'a> Driver<'a> {
             positions,
             lag_reported: Instant::now(),
             drained_epoch: None,
+            writes_forgotten_before: 0,
         })
     }
 
@@ -223,6 +226,9 @@ impl<'a> Driver<'a> {
             if let Some(epoch) = status.recovery_epoch() {
                 if !self.probe.less_equal(&epoch) {
                     status.set_recovery_written();
+                    if let Some(checkpoints) = self.shared.checkpoints {
+                        checkpoints.store_whole_from(epoch + 1);
+                    }
                 }
             }
         }
@@ -244,7 +250,29 @@ impl<'a> Driver<'a> {
             index: self.index,
         };
         let (log, control) = (&mut self.positions, &mut self.control);
-        checkpoint_step(checkpoints, log, step, control, &mut self.spouts)
+        checkpoint_step(checkpoints, log, step, control, &mut self.spouts)?;
+        self.forget_old_writes(checkpoints);
+        Ok(())
+    }
+
+    /// Lets the store forget which users it wrote before every checkpoint
+    /// kept (once a recovery's writes are in: until then a resume still
+    /// needs them). One worker per process asks.
+    fn forget_old_writes(&mut self, checkpoints: &Checkpoints) {
+        let status = self.shared.status;
+        if self.index != self.shared.cluster.first_worker() || !status.recovery_written() {
+            return;
+        }
+        let Some(from) = checkpoints.written_needed_from() else {
+            return;
+        };
+        if self.writes_forgotten_before >= from {
+            return;
+        }
+        match self.shared.store.forget_written_before(from) {
+            Ok(()) => self.writes_forgotten_before = from,
+            Err(error) => tracing::warn!(%error, "cannot trim the record of users written"),
+        }
     }
 
     /// A stop asked here or anywhere in the cluster halts every worker at

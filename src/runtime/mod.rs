@@ -82,6 +82,10 @@ impl Running {
         }
         if let Some(checkpoints) = &checkpoints {
             status.attach_checkpoints(checkpoints.clone());
+            if !store.persistent() {
+                // Nothing to recover: the store holds every epoch written.
+                checkpoints.store_whole_from(0);
+            }
         }
         let dead_letters = Arc::new(DeadLetters::open(&topology.dead_letter)?);
         let stop = Arc::new(AtomicBool::new(false));
@@ -220,6 +224,9 @@ fn open_store(topology: &TopologyConfig) -> Result<Arc<dyn Store>> {
             Some(path) => Arc::new(EmbeddedStore::with_marks_file(path)?),
             None => Arc::new(EmbeddedStore::new()),
         },
+        SinkConfig::Redis(redis) if topology.checkpoint.enabled() => {
+            Arc::new(RedisStore::open(redis)?.recording_writes())
+        }
         SinkConfig::Redis(redis) => Arc::new(RedisStore::open(redis)?),
     })
 }

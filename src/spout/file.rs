@@ -260,7 +260,7 @@ mod tests {
         let mut at: Option<SourcePosition> = None;
         let mut read = Vec::new();
         for (index, polls) in [(0, 3), (1, 7)] {
-            let mut spout = FileSpout::open(&path, false, limits.clone(), index, 2).unwrap();
+            let mut spout = FileSpout::open(&path, false, limits, index, 2).unwrap();
             let mut out = Vec::new();
             for _ in 0..polls {
                 spout.poll(1, &mut out).unwrap();

@@ -7,7 +7,7 @@ pub mod redis;
 
 use std::sync::Arc;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::config::NOTIFICATIONS;
 use crate::digest::DigestChange;
@@ -32,6 +32,10 @@ pub struct WriteBatch {
     pub digests: Vec<DigestChange>,
     /// Activities deleted or past retention.
     pub removes: Vec<Arc<str>>,
+    /// The epoch's time in the run, Unix milliseconds (the run's start plus
+    /// the epoch): what the store records as when the batch's users were
+    /// written ([`Store::written_since`]).
+    pub written_at: u64,
 }
 
 impl WriteBatch {
@@ -276,6 +280,22 @@ pub trait Store: Send + Sync + 'static {
     /// recovers before it writes; see the feed-head bolt).
     fn persistent(&self) -> bool {
         false
+    }
+
+    /// The users whose heads, digests or notification feeds were written at
+    /// or after `since_ms` (Unix milliseconds), for a resume from a
+    /// checkpoint to rewrite only those; `None` when the store does not
+    /// record it (then a resume rewrites every user).
+    fn written_since(&self, since_ms: u64) -> Result<Option<HashSet<TypedId>>> {
+        let _ = since_ms;
+        Ok(None)
+    }
+
+    /// Forgets which users were written before `before_ms`: no checkpoint
+    /// kept needs it.
+    fn forget_written_before(&self, before_ms: u64) -> Result<()> {
+        let _ = before_ms;
+        Ok(())
     }
 }
 

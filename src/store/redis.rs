@@ -14,7 +14,7 @@
 
 mod nodes;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use redis::{Cmd, Commands};
@@ -35,6 +35,9 @@ pub struct RedisStore {
     nodes: nodes::Nodes,
     prefix: String,
     pipeline: usize,
+    /// Whether each write also records its users in `PREFIX:written`
+    /// (with checkpoints: a resume rewrites only those).
+    record_writes: bool,
 }
 
 #[derive(Deserialize)]
@@ -83,7 +86,42 @@ impl RedisStore {
             nodes: nodes::Nodes::new(&config.url, ca, config.cluster)?,
             prefix: config.prefix.clone(),
             pipeline: config.pipeline.max(1),
+            record_writes: false,
         })
+    }
+
+    /// Records, with every write, the users it writes and when (the sorted
+    /// set `PREFIX:written`, scored with the batch's `written_at`, the
+    /// newest kept),
+    /// so that a resume from a checkpoint rewrites only the users written
+    /// since it ([`Store::written_since`]).
+    pub fn recording_writes(mut self) -> RedisStore {
+        self.record_writes = true;
+        self
+    }
+
+    /// The key of the sorted set of users written, by when.
+    pub fn written_key(&self) -> String {
+        format!("{}:written", self.prefix)
+    }
+
+    /// `ZADD PREFIX:written GT NOW user...` for the users `batch` writes.
+    fn record(&self, batch: &WriteBatch) -> Option<(u16, Vec<Cmd>)> {
+        if !self.record_writes {
+            return None;
+        }
+        let users: HashSet<&TypedId> = (batch.feed.iter().map(|(user, _, _)| user))
+            .chain(batch.digests.iter().map(|change| &change.user))
+            .collect();
+        if users.is_empty() {
+            return None;
+        }
+        let key = self.written_key();
+        let mut zadd = command!("ZADD", &key, "GT");
+        for user in users {
+            zadd.arg(batch.written_at).arg(user.as_str());
+        }
+        Some((self.nodes.slot(&key), vec![zadd]))
     }
 
     /// The key of `user`'s feed head.
@@ -241,13 +279,20 @@ impl Store for RedisStore {
             }
         }
         let removes = batch.removes.iter().map(|id| activity("DEL", id)).collect();
+        // The users are recorded before their writes (in the same
+        // transaction on one server, a phase before on a cluster): a write
+        // applied is always recorded.
+        let recorded: Vec<_> = self.record(batch).into_iter().collect();
         if !self.nodes.cluster() {
-            // One server: the three phases in one round trip (or as few as
+            // One server: the phases in one round trip (or as few as
             // `pipeline` allows), in order.
-            let all = puts.into_iter().chain(users).chain(removes).collect();
+            let all = (puts.into_iter().chain(recorded))
+                .chain(users)
+                .chain(removes)
+                .collect();
             return self.nodes.transact(all, self.pipeline);
         }
-        for phase in [puts, users, removes] {
+        for phase in [puts, recorded, users, removes] {
             self.nodes.transact(phase, self.pipeline)?;
         }
         Ok(())
@@ -372,6 +417,24 @@ impl Store for RedisStore {
 
     fn persistent(&self) -> bool {
         true
+    }
+
+    fn written_since(&self, since_ms: u64) -> Result<Option<HashSet<TypedId>>> {
+        if !self.record_writes {
+            return Ok(None);
+        }
+        let key = self.written_key();
+        let users: Vec<String> = self.with(&key, |c| c.zrangebyscore(&key, since_ms, "+inf"))?;
+        Ok(Some(
+            users.iter().filter_map(|u| TypedId::parse(u)).collect(),
+        ))
+    }
+
+    fn forget_written_before(&self, before_ms: u64) -> Result<()> {
+        let key = self.written_key();
+        self.with(&key, |c| {
+            c.zrembyscore::<_, _, _, ()>(&key, "-inf", format!("({before_ms}"))
+        })
     }
 
     fn stats(&self) -> StoreStats {
