@@ -490,7 +490,20 @@ fn a_resume_from_a_checkpoint_rewrites_only_users_written_or_changed_since() {
     let marker = "marker-not-from-the-topology";
     let feeds = target.keys(&format!("{prefix}:feed:*"));
     assert!(feeds.len() > 20, "most users have a head: {}", feeds.len());
+    // And every stored activity's verb: the resume writes no activity again.
+    let activities = target.keys(&format!("{prefix}:activity:*"));
+    let verb = |json: &str| serde_json::from_str::<Value>(json).unwrap()["verb"].clone();
     target.with(|c| {
+        for key in &activities {
+            let json: String = redis::cmd("GET").arg(key).query(c).unwrap();
+            let mut value: Value = serde_json::from_str(&json).unwrap();
+            value["verb"] = marker.into();
+            let _: () = redis::cmd("SET")
+                .arg(key)
+                .arg(value.to_string())
+                .query(c)
+                .unwrap();
+        }
         for key in &feeds {
             let _: () = redis::cmd("ZADD")
                 .arg(key)
@@ -519,6 +532,10 @@ fn a_resume_from_a_checkpoint_rewrites_only_users_written_or_changed_since() {
             let score: Option<f64> = redis::cmd("ZSCORE").arg(key).arg(marker).query(c).unwrap();
             assert_eq!(score, Some(0.0), "{key} was rewritten");
             let _: () = redis::cmd("ZREM").arg(key).arg(marker).query(c).unwrap();
+        }
+        for key in &activities {
+            let json: String = redis::cmd("GET").arg(key).query(c).unwrap();
+            assert_eq!(verb(&json), marker, "{key} was written again");
         }
     });
     assert_redis_matches_reference(&target, &prefix, &lines, &topology, "after the restart");
