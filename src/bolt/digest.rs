@@ -508,12 +508,9 @@ impl<'scope> Digest<'scope> for VecCollection<'scope, u64, (TypedId, Story), isi
                     }
                     digests.epoch(blocked, delivered, &mut out);
                     status.add_digest_updates(out.len() as u64);
-                    recovery.pass(
-                        *caps[0].time(),
-                        &mut out,
-                        |c| &c.user,
-                        |changes| output.session(&caps[0]).give_iterator(changes),
-                    );
+                    recovery.pass(*caps[0].time(), &mut out, |changes| {
+                        output.session(&caps[0]).give_iterator(changes)
+                    });
                 }
                 recovery.step(&status, frontiers, |cap, store, only| {
                     digests.recovered(store, index, peers, only, &mut out);

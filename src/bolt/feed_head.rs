@@ -833,18 +833,12 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, Edge, isize> {
                         .session(&caps[2])
                         .give_iterator(answered.into_iter());
                     status.add_digest_updates(digested.len() as u64);
-                    digest_recovery.pass(
-                        time,
-                        &mut digested,
-                        |c| &c.user,
-                        |changes| digests_out.session(&caps[1]).give_iterator(changes),
-                    );
-                    recovery.pass(
-                        time,
-                        &mut out,
-                        |c| &c.0,
-                        |changes| heads_out.session(&caps[0]).give_iterator(changes),
-                    );
+                    digest_recovery.pass(time, &mut digested, |changes| {
+                        digests_out.session(&caps[1]).give_iterator(changes)
+                    });
+                    recovery.pass(time, &mut out, |changes| {
+                        heads_out.session(&caps[0]).give_iterator(changes)
+                    });
                 }
                 recovery.step(&status, frontiers, |cap, store, only| {
                     heads.recovered_heads(store, index, peers, only, &mut out);

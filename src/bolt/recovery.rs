@@ -33,6 +33,24 @@ pub struct RecoveryGate {
     changed: HashSet<TypedId>,
 }
 
+/// An output change of a recovering bolt: it changes one user's state.
+pub trait UserChange {
+    /// The user whose state it changes.
+    fn user(&self) -> &TypedId;
+}
+
+impl UserChange for crate::feed::HeadChange {
+    fn user(&self) -> &TypedId {
+        &self.0
+    }
+}
+
+impl UserChange for crate::digest::DigestChange {
+    fn user(&self) -> &TypedId {
+        &self.user
+    }
+}
+
 /// Which users a recovery writes whole: all, or only these.
 pub type Only<'a> = Option<&'a HashSet<TypedId>>;
 
@@ -52,12 +70,11 @@ impl RecoveryGate {
     }
 
     /// Hands epoch `time`'s `items` to `give`, or, while holding, notes the
-    /// users they change (`user_of`) and drops them; `items` is left empty.
-    pub fn pass<T>(
+    /// users they change and drops them; `items` is left empty.
+    pub fn pass<T: UserChange>(
         &mut self,
         time: u64,
         items: &mut Vec<T>,
-        user_of: impl Fn(&T) -> &TypedId,
         give: impl FnOnce(std::vec::Drain<'_, T>),
     ) {
         if !self.holding() {
@@ -67,7 +84,7 @@ impl RecoveryGate {
         // The restore epochs rebuild the checkpoint's state: no change.
         if time >= RESTORE_EPOCHS {
             for item in items.iter() {
-                let user = user_of(item);
+                let user = item.user();
                 if !self.changed.contains(user) {
                     self.changed.insert(user.clone());
                 }

@@ -523,19 +523,25 @@ impl Checkpoints {
         for b in stale {
             state.pending.remove(&b);
         }
+        state.written_needed_from = self.prune(&dir);
+        Ok(())
+    }
+
+    /// Deletes all but the newest `keep` complete checkpoints (and
+    /// incomplete ones older than `newest`); returns the oldest
+    /// `store_since` of those kept (one that would rewrite every user
+    /// needs nothing remembered).
+    fn prune(&self, newest: &Path) -> Option<u64> {
         let c = &self.cluster;
         let usable = manifest::usable_dirs(&self.root, c.process, c.processes, c.workers);
         let dirs: Vec<PathBuf> = usable.iter().map(|(dir, _)| dir.clone()).collect();
-        manifest::prune(&self.root, self.keep, &dir, &dirs);
-        // The kept ones: the newest `keep`. One that would rewrite every
-        // user needs nothing remembered.
-        state.written_needed_from = usable
+        manifest::prune(&self.root, self.keep, newest, &dirs);
+        usable
             .iter()
             .rev()
             .take(self.keep)
             .filter_map(|(_, m)| m.store_since)
-            .min();
-        Ok(())
+            .min()
     }
 }
 

@@ -105,7 +105,56 @@ impl RedisStore {
         format!("{}:written", self.prefix)
     }
 
-    /// `ZADD PREFIX:written GT NOW user...` for the users `batch` writes.
+    /// Each user's feed and digest changes in `batch`: one unit (a
+    /// transaction) per user, with the slot of the user's keys.
+    fn user_units(&self, batch: &WriteBatch) -> Vec<(u16, Vec<Cmd>)> {
+        let mut users: Vec<(u16, Vec<Cmd>)> = Vec::new();
+        let mut by_user: HashMap<&TypedId, usize> = HashMap::new();
+        let mut unit_of = |user, users: &mut Vec<(u16, Vec<Cmd>)>| {
+            *by_user.entry(user).or_insert_with(|| {
+                users.push((self.nodes.slot(&self.feed_key(user)), Vec::new()));
+                users.len() - 1
+            })
+        };
+        for (user, key, diff) in &batch.feed {
+            let feed = self.feed_key(user);
+            let cmd = match diff {
+                0 => command!("DEL", &feed),
+                d if *d > 0 => command!("ZADD", &feed, &key.time, &*key.id),
+                _ => command!("ZREM", &feed, &*key.id),
+            };
+            let unit = unit_of(user, &mut users);
+            users[unit].1.push(cmd);
+        }
+        for change in &batch.digests {
+            let (digest, groups) = (
+                self.digest_key(&change.digest, &change.user),
+                self.groups_key(&change.digest, &change.user),
+            );
+            let at = unit_of(&change.user, &mut users);
+            let unit = &mut users[at].1;
+            match &change.change {
+                GroupChange::Put(group) => {
+                    let json = serde_json::to_string(group.as_ref()).expect("serializable");
+                    unit.push(command!("ZADD", &digest, &-group.last_time, &*group.key));
+                    unit.push(command!("HSET", &groups, &*group.key, &json));
+                }
+                GroupChange::Remove(key) => {
+                    unit.push(command!("ZREM", &digest, key));
+                    unit.push(command!("HDEL", &groups, key));
+                }
+                // Two single-key commands: a slot being migrated refuses
+                // multi-key ones (TRYAGAIN) even inside a transaction.
+                GroupChange::Reset => {
+                    unit.push(command!("DEL", &digest));
+                    unit.push(command!("DEL", &groups));
+                }
+            }
+        }
+        users
+    }
+
+    /// `ZADD PREFIX:written GT WRITTEN_AT user...` for the users `batch` writes.
     fn record(&self, batch: &WriteBatch) -> Option<(u16, Vec<Cmd>)> {
         if !self.record_writes {
             return None;
@@ -235,49 +284,7 @@ impl Store for RedisStore {
                 (slot, set)
             })
             .collect();
-        let mut users: Vec<(u16, Vec<Cmd>)> = Vec::new();
-        let mut by_user: HashMap<&TypedId, usize> = HashMap::new();
-        let mut unit_of = |user, users: &mut Vec<(u16, Vec<Cmd>)>| {
-            *by_user.entry(user).or_insert_with(|| {
-                users.push((self.nodes.slot(&self.feed_key(user)), Vec::new()));
-                users.len() - 1
-            })
-        };
-        for (user, key, diff) in &batch.feed {
-            let feed = self.feed_key(user);
-            let cmd = match diff {
-                0 => command!("DEL", &feed),
-                d if *d > 0 => command!("ZADD", &feed, &key.time, &*key.id),
-                _ => command!("ZREM", &feed, &*key.id),
-            };
-            let unit = unit_of(user, &mut users);
-            users[unit].1.push(cmd);
-        }
-        for change in &batch.digests {
-            let (digest, groups) = (
-                self.digest_key(&change.digest, &change.user),
-                self.groups_key(&change.digest, &change.user),
-            );
-            let at = unit_of(&change.user, &mut users);
-            let unit = &mut users[at].1;
-            match &change.change {
-                GroupChange::Put(group) => {
-                    let json = serde_json::to_string(group.as_ref()).expect("serializable");
-                    unit.push(command!("ZADD", &digest, &-group.last_time, &*group.key));
-                    unit.push(command!("HSET", &groups, &*group.key, &json));
-                }
-                GroupChange::Remove(key) => {
-                    unit.push(command!("ZREM", &digest, key));
-                    unit.push(command!("HDEL", &groups, key));
-                }
-                // Two single-key commands: a slot being migrated refuses
-                // multi-key ones (TRYAGAIN) even inside a transaction.
-                GroupChange::Reset => {
-                    unit.push(command!("DEL", &digest));
-                    unit.push(command!("DEL", &groups));
-                }
-            }
-        }
+        let users = self.user_units(batch);
         let removes = batch.removes.iter().map(|id| activity("DEL", id)).collect();
         // The users are recorded before their writes (in the same
         // transaction on one server, a phase before on a cluster): a write
