@@ -21,7 +21,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
-use crate::bolt::recovery::{owns, stale_users, Only, RecoveryGate};
+use crate::bolt::recovery::{each_recovered_user, Only, RecoveryGate};
 use crate::bolt::top_k::TopK;
 use crate::bolt::{EpochStash, Interner};
 use crate::digest::{DigestSpec, Group, GroupOrder};
@@ -427,25 +427,16 @@ impl Digests {
                 digest: spec.name.clone(),
                 change,
             };
-            let mut whole = |user: &TypedId| {
+            let whole = |user: &TypedId| {
                 out.push(change(user, GroupChange::Reset));
                 if let Some(digests) = self.users.get(user) {
                     let head = digests[spec_index].head(spec).into_iter();
                     out.extend(head.map(|c| change(user, c)));
                 }
             };
-            if let Some(users) = only {
-                users
-                    .iter()
-                    .filter(|u| owns(u, index, peers))
-                    .for_each(whole);
-                continue;
-            }
-            self.users.keys().for_each(&mut whole);
-            let stored = store.digest_users(&spec.name);
-            for user in stale_users(stored, index, peers, |u| self.users.contains_key(u)) {
-                whole(&user);
-            }
+            let stored = || store.digest_users(&spec.name);
+            let has = |user: &TypedId| self.users.contains_key(user);
+            each_recovered_user(only, self.users.keys(), stored, has, (index, peers), whole);
         }
     }
 }

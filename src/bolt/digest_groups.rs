@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use crate::bolt::digest::{DigestChange, GroupChange};
 use crate::bolt::fanout::{Entry, Fanout, FastMap, FastSet, Reach, Slots, Tid};
-use crate::bolt::recovery::{owns, stale_users, Only};
+use crate::bolt::recovery::{each_recovered_user, Only};
 use crate::bolt::top_k::TopK;
 use crate::digest::{DigestSpec, Group, GroupOrder};
 use crate::event::{Millis, TypedId};
@@ -986,9 +986,9 @@ impl DigestGroups {
                 digest: spec.name.clone(),
                 change,
             };
-            let mut whole = |user: &TypedId, digests: Option<&Vec<UserDigest>>| {
+            let whole = |user: &TypedId| {
                 out.push(change(user, GroupChange::Reset));
-                let Some(digest) = digests.map(|d| &d[spec_index]) else {
+                let Some(digest) = state_of(user).map(|d| &d[spec_index]) else {
                     return;
                 };
                 let u = fanout
@@ -1003,19 +1003,10 @@ impl DigestGroups {
                     out.push(change(user, GroupChange::Put(Arc::new(group))));
                 }
             };
-            if let Some(users) = only {
-                for user in users.iter().filter(|u| owns(u, index, peers)) {
-                    whole(user, state_of(user));
-                }
-                continue;
-            }
-            for (u, digests) in &self.users {
-                whole(fanout.typed_ids.name(*u), Some(digests));
-            }
+            let holds = self.users.keys().map(|u| fanout.typed_ids.name(*u));
+            let stored = || store.digest_users(&spec.name);
             let has = |user: &TypedId| state_of(user).is_some();
-            for user in stale_users(store.digest_users(&spec.name), index, peers, has) {
-                whole(&user, None);
-            }
+            each_recovered_user(only, holds, stored, has, (index, peers), whole);
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::bolt::digest::DigestChange;
 use crate::bolt::digest_groups::DigestGroups;
 use crate::bolt::fanout::{Entry, Fanout, FastMap, Slots, Tid};
 use crate::bolt::interests::Edge;
-use crate::bolt::recovery::{owns, stale_users, Only, RecoveryGate};
+use crate::bolt::recovery::{each_recovered_user, Only, RecoveryGate};
 use crate::bolt::EpochStash;
 use crate::config::Materialize;
 use crate::digest::DigestSpec;
@@ -731,28 +731,27 @@ impl Heads {
             let u = self.fanout.typed_ids.get(user)?;
             self.heads.get(&u).filter(|head| head.len() > 0)
         };
-        let mut whole = |user: &TypedId, head: Option<&UserHead>| {
-            out.push(reset_marker(user));
-            if let Some(head) = head {
-                out.extend(
-                    head.head(size)
-                        .into_iter()
-                        .map(|entry| (user.clone(), self.fanout.slots.key(entry), 1)),
-                );
-            }
-        };
-        if let Some(users) = only {
-            for user in users.iter().filter(|u| owns(u, index, peers)) {
-                whole(user, head_of(user));
-            }
-            return;
-        }
-        for (u, head) in self.heads.iter().filter(|(_, head)| head.len() > 0) {
-            whole(self.fanout.typed_ids.name(*u), Some(head));
-        }
-        for user in stale_users(store.users(), index, peers, |u| head_of(u).is_some()) {
-            whole(&user, None);
-        }
+        let holds = (self.heads.iter())
+            .filter(|(_, head)| head.len() > 0)
+            .map(|(u, _)| self.fanout.typed_ids.name(*u));
+        let has = |user: &TypedId| head_of(user).is_some();
+        each_recovered_user(
+            only,
+            holds,
+            || store.users(),
+            has,
+            (index, peers),
+            |user| {
+                out.push(reset_marker(user));
+                if let Some(head) = head_of(user) {
+                    out.extend(
+                        head.head(size)
+                            .into_iter()
+                            .map(|entry| (user.clone(), self.fanout.slots.key(entry), 1)),
+                    );
+                }
+            },
+        );
     }
 }
 

@@ -154,25 +154,38 @@ fn stale_since_checkpoint(
 }
 
 /// Whether worker `index` of `peers` owns `user`.
-pub fn owns(user: &TypedId, index: usize, peers: usize) -> bool {
+fn owns(user: &TypedId, index: usize, peers: usize) -> bool {
     route(user) % peers as u64 == index as u64
 }
 
-/// Of the users a store lists (`stored`), those that worker `index` of
-/// `peers` owns but no longer `has`: their stored state is stale. A store
-/// that cannot list them is logged, and their stale state stays until touched.
-pub fn stale_users(
-    stored: Result<Vec<TypedId>>,
-    index: usize,
-    peers: usize,
+/// Hands `whole` each user a recovery on worker `index` of `peers` writes
+/// whole: with `only`, those of them this worker owns; otherwise each user
+/// it `holds` state for, then each user the store lists (`stored`) that it
+/// owns but no longer `has`, whose stored state is stale (`whole` resets
+/// it). A store that cannot list its users is logged, and their stale
+/// state stays until touched.
+pub fn each_recovered_user<'a>(
+    only: Only<'_>,
+    holds: impl IntoIterator<Item = &'a TypedId>,
+    stored: impl FnOnce() -> Result<Vec<TypedId>>,
     has: impl Fn(&TypedId) -> bool,
-) -> Vec<TypedId> {
-    let stored = stored.unwrap_or_else(|error| {
+    (index, peers): (usize, usize),
+    mut whole: impl FnMut(&TypedId),
+) {
+    if let Some(users) = only {
+        users
+            .iter()
+            .filter(|user| owns(user, index, peers))
+            .for_each(whole);
+        return;
+    }
+    holds.into_iter().for_each(&mut whole);
+    let stored = stored().unwrap_or_else(|error| {
         tracing::warn!(%error, "cannot list stored users; stale state stays until touched");
         Vec::new()
     });
     stored
-        .into_iter()
+        .iter()
         .filter(|user| owns(user, index, peers) && !has(user))
-        .collect()
+        .for_each(whole);
 }
