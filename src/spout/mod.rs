@@ -138,11 +138,8 @@ impl SourcePosition {
         // line before the earliest of them was read by the worker it fell to.
         (0..*peers)
             .map(|w| starts.get(&w).copied())
-            .try_fold((u64::MAX, 0), |least, at| {
-                let at = at?;
-                Some(if at.0 < least.0 { at } else { least })
-            })
-            .filter(|(line, _)| *line != u64::MAX)
+            .collect::<Option<Vec<_>>>()
+            .and_then(|starts| starts.into_iter().min())
             .unwrap_or((0, 0))
     }
 

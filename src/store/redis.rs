@@ -92,9 +92,8 @@ impl RedisStore {
 
     /// Records, with every write, the users it writes and when (the sorted
     /// set `PREFIX:written`, scored with the batch's `written_at`, the
-    /// newest kept),
-    /// so that a resume from a checkpoint rewrites only the users written
-    /// since it ([`Store::written_since`]).
+    /// newest kept), so that a resume from a checkpoint rewrites only the
+    /// users written since it ([`Store::written_since`]).
     pub fn recording_writes(mut self) -> RedisStore {
         self.record_writes = true;
         self
@@ -106,13 +105,16 @@ impl RedisStore {
     }
 
     /// Each user's feed and digest changes in `batch`: one unit (a
-    /// transaction) per user, with the slot of the user's keys.
-    fn user_units(&self, batch: &WriteBatch) -> Vec<(u16, Vec<Cmd>)> {
+    /// transaction) per user, with the slot of the user's keys; and the
+    /// users, in the units' order.
+    fn user_units<'b>(&self, batch: &'b WriteBatch) -> (Vec<(u16, Vec<Cmd>)>, Vec<&'b TypedId>) {
         let mut users: Vec<(u16, Vec<Cmd>)> = Vec::new();
         let mut by_user: HashMap<&TypedId, usize> = HashMap::new();
+        let mut names: Vec<&TypedId> = Vec::new();
         let mut unit_of = |user, users: &mut Vec<(u16, Vec<Cmd>)>| {
             *by_user.entry(user).or_insert_with(|| {
                 users.push((self.nodes.slot(&self.feed_key(user)), Vec::new()));
+                names.push(user);
                 users.len() - 1
             })
         };
@@ -151,24 +153,18 @@ impl RedisStore {
                 }
             }
         }
-        users
+        (users, names)
     }
 
-    /// `ZADD PREFIX:written GT WRITTEN_AT user...` for the users `batch` writes.
-    fn record(&self, batch: &WriteBatch) -> Option<(u16, Vec<Cmd>)> {
-        if !self.record_writes {
-            return None;
-        }
-        let users: HashSet<&TypedId> = (batch.feed.iter().map(|(user, _, _)| user))
-            .chain(batch.digests.iter().map(|change| &change.user))
-            .collect();
-        if users.is_empty() {
+    /// `ZADD PREFIX:written GT WRITTEN_AT user...` for `users` (none: nothing).
+    fn record(&self, written_at: u64, users: &[&TypedId]) -> Option<(u16, Vec<Cmd>)> {
+        if !self.record_writes || users.is_empty() {
             return None;
         }
         let key = self.written_key();
         let mut zadd = command!("ZADD", &key, "GT");
         for user in users {
-            zadd.arg(batch.written_at).arg(user.as_str());
+            zadd.arg(written_at).arg(user.as_str());
         }
         Some((self.nodes.slot(&key), vec![zadd]))
     }
@@ -284,12 +280,15 @@ impl Store for RedisStore {
                 (slot, set)
             })
             .collect();
-        let users = self.user_units(batch);
+        let (users, written) = self.user_units(batch);
         let removes = batch.removes.iter().map(|id| activity("DEL", id)).collect();
         // The users are recorded before their writes (in the same
         // transaction on one server, a phase before on a cluster): a write
         // applied is always recorded.
-        let recorded: Vec<_> = self.record(batch).into_iter().collect();
+        let recorded: Vec<_> = self
+            .record(batch.written_at, &written)
+            .into_iter()
+            .collect();
         if !self.nodes.cluster() {
             // One server: the phases in one round trip (or as few as
             // `pipeline` allows), in order.
