@@ -331,6 +331,11 @@ struct UserDigest {
     /// change found the group out of step (a safety net the oracle tests
     /// never need).
     reload: Vec<(GroupId, bool)>,
+    /// A held group lost an entry this epoch (or the digest is new): fewer
+    /// than `digest_size` groups may reach `held_from`, so the end of the
+    /// epoch counts them and refills. Joins alone never need it, and the
+    /// count reads every held group.
+    shrank: bool,
 }
 
 impl Default for UserDigest {
@@ -343,11 +348,17 @@ impl Default for UserDigest {
             touched: Vec::new(),
             candidates: Vec::new(),
             reload: Vec::new(),
+            shrank: false,
         }
     }
 }
 
 impl UserDigest {
+    /// Whether this epoch changed the digest: it has work at the epoch's end.
+    fn changed(&self) -> bool {
+        !self.touched.is_empty() || !self.candidates.is_empty() || self.shrank
+    }
+
     /// Holds a freshly loaded group (it was not held: no place before).
     fn hold(&mut self, keys: &Keys, group: GroupId, mut state: GroupState) {
         self.oldest_bucket = self.oldest_bucket.min(keys.bucket(group));
@@ -397,6 +408,7 @@ impl UserDigest {
             state.touched = true;
             self.touched.push((group, state.place(keys.name(group))));
         }
+        self.shrank |= !joins;
         match state.update(entry, slots.about(entry)[0], joins, shown, slots) {
             Updated::Done => {}
             Updated::Reload => self.reload.push((group, false)),
@@ -596,13 +608,12 @@ impl DigestGroups {
             return;
         }
         let n = self.specs.len();
-        let digests = self
-            .users
-            .entry(user)
-            .or_insert_with(|| (0..n).map(|_| UserDigest::default()).collect());
-        let untouched = digests
-            .iter()
-            .all(|d| d.touched.is_empty() && d.candidates.is_empty());
+        let mut created = false;
+        let digests = self.users.entry(user).or_insert_with(|| {
+            created = true;
+            (0..n).map(|_| UserDigest::default()).collect()
+        });
+        let untouched = !digests.iter().any(UserDigest::changed);
         self.joined.resize_with(n, JoinedGroups::default);
         self.joined.iter_mut().for_each(JoinedGroups::clear);
         for (entry, joins) in run {
@@ -626,7 +637,10 @@ impl DigestGroups {
                 }
             }
         }
-        if untouched {
+        // Most leaves (retention's above all) miss every held group: such
+        // a user has nothing to do at the end of the epoch (but a new one
+        // that stays empty is dropped there).
+        if untouched && (created || digests.iter().any(UserDigest::changed)) {
             self.touched.push(user);
         }
     }
@@ -687,6 +701,7 @@ impl DigestGroups {
             .iter()
             .map(|_| UserDigest {
                 held_from: Some(Millis::MAX),
+                shrank: true,
                 ..UserDigest::default()
             })
             .collect();
@@ -721,6 +736,9 @@ impl DigestGroups {
                 continue;
             };
             for (spec_index, digest) in digests.iter_mut().enumerate() {
+                if !digest.changed() {
+                    continue;
+                }
                 self.load_candidates(u, spec_index, digest, fanout);
                 self.refill(u, spec_index, digest, fanout);
                 self.emit(u, spec_index, digest, fanout, out);
@@ -797,7 +815,8 @@ impl DigestGroups {
     /// from `held_from` and loads the groups met, up to `digest_size + slack`.
     fn refill(&self, u: Tid, spec_index: usize, digest: &mut UserDigest, fanout: &Fanout) {
         let (spec, keys) = (&self.specs[spec_index], &self.keys[spec_index]);
-        let Some(from) = digest.held_from else {
+        let shrank = std::mem::take(&mut digest.shrank);
+        let Some(from) = digest.held_from.filter(|_| shrank) else {
             return;
         };
         // The head is exact while `digest_size` groups are held from `from` up.
