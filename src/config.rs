@@ -294,6 +294,12 @@ pub struct GeneratorConfig {
     /// Events per second after the initial graph; absent means as fast as possible.
     #[serde(default)]
     pub rate: Option<u64>,
+    /// With `rate`: the events due are released together this often (`1s`),
+    /// as a producer that batches its sends; `0s` (the default) releases
+    /// each as it falls due. A stream released in bursts has moments when
+    /// everything released is written (`caught_up`), and larger epochs.
+    #[serde(default, with = "humantime_serde")]
+    pub release_every: Duration,
     /// Zipf-like skew of who is followed and who acts (0 = uniform).
     #[serde(default = "default_skew")]
     pub skew: f64,

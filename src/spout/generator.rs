@@ -66,7 +66,11 @@ impl Generator {
         let total = Generator::total(&self.config).unwrap_or(u64::MAX);
         let paced = match self.config.rate {
             Some(rate) => {
-                let elapsed = self.started.elapsed().as_secs_f64();
+                let mut elapsed = self.started.elapsed().as_secs_f64();
+                let every = self.config.release_every.as_secs_f64();
+                if every > 0.0 {
+                    elapsed = (elapsed / every).floor() * every;
+                }
                 self.config
                     .follows
                     .saturating_add((elapsed * rate as f64) as u64)
@@ -319,5 +323,22 @@ mod tests {
             }
         }
         assert!(repeats > 50, "only {repeats} repeats");
+    }
+
+    /// A paced generator released in bursts holds back the events of the
+    /// current period: only the graph is there before the first release
+    /// (an hour away), though a thousand events a nanosecond are due.
+    #[test]
+    fn a_burst_paced_generator_releases_nothing_before_its_first_period() {
+        let config = GeneratorConfig {
+            follows: 30,
+            rate: Some(1_000_000_000_000),
+            release_every: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let mut generator = Generator::new(config, 0, 1);
+        let mut out = Vec::new();
+        let state = generator.poll(1_000, &mut out).unwrap();
+        assert_eq!((out.len(), state), (30, SpoutState::Idle));
     }
 }
