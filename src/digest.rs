@@ -77,7 +77,7 @@ impl DigestSpec {
         let mut key = String::new();
         for field in &self.fields {
             let value = match field {
-                KeyField::Verb => activity.verb.as_str(),
+                KeyField::Verb => &activity.verb,
                 KeyField::Actor => activity.actor.as_str(),
                 KeyField::Object => activity.object.as_str(),
                 KeyField::Target => activity.target.as_ref().map_or("", |t| t.as_str()),
@@ -98,7 +98,7 @@ pub struct Group {
     /// The aggregation key.
     pub key: Arc<str>,
     /// Verb of the newest activity.
-    pub verb: String,
+    pub verb: Arc<str>,
     /// Object of the newest activity.
     pub object: TypedId,
     /// Distinct actors, ordered by their newest activity in the group, newest

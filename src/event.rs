@@ -82,8 +82,8 @@ pub struct Activity {
     pub time: Millis,
     /// Who did it.
     pub actor: TypedId,
-    /// What they did (`love`, `post`, ...).
-    pub verb: String,
+    /// What they did (`love`, `post`, ...): shared, as a topology sees few verbs.
+    pub verb: Arc<str>,
     /// What they did it to.
     pub object: TypedId,
     /// Optional target (whose listing, which board).
@@ -511,7 +511,7 @@ fn activity(wire: Wire<'_>, time: Result<Millis, DecodeError>) -> Result<Event, 
         id: required_id("id", wire.id)?.into(),
         time: time?,
         actor: required_typed_id("actor", wire.actor)?,
-        verb: required_id("verb", wire.verb)?,
+        verb: required_id("verb", wire.verb)?.into(),
         object: required_typed_id("object", wire.object)?,
         target: typed_id("target", wire.target)?,
         extra,

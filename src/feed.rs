@@ -119,6 +119,45 @@ impl Hash for Story {
     }
 }
 
+/// An activity handle that hashes and compares by id alone, so a set of
+/// them is a map from id to activity without a second copy of the id's
+/// handle per entry.
+///
+/// ```
+/// use std::collections::HashSet;
+/// use std::sync::Arc;
+/// use feedstorm::event::{Activity, TypedId};
+/// use feedstorm::feed::ById;
+/// let activity = Arc::new(Activity { id: "a1".into(), time: 1,
+///     actor: TypedId::parse("user:rob").unwrap(), verb: "love".into(),
+///     object: TypedId::parse("listing:bear").unwrap(), target: None, extra: None });
+/// let set: HashSet<ById> = [ById(activity)].into_iter().collect();
+/// assert_eq!(set.get("a1").map(|a| a.0.time), Some(1));
+/// ```
+#[derive(Clone, Debug)]
+pub struct ById(pub Arc<Activity>);
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes: `Borrow<str>` lookups must find it.
+        (*self.0.id).hash(state)
+    }
+}
+
+impl std::borrow::Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
+
 /// A feed entry as the API shows it (and the Redis layout stores it):
 /// `{"id", "time", "actor", "verb", "object", "target", "extra"}`, `time`
 /// in RFC 3339, `extra` verbatim.

@@ -68,7 +68,7 @@ pub fn activity(activity: &crate::event::Activity) -> reference::Activity {
         id: activity.id.to_string(),
         time: activity.time,
         actor: activity.actor.to_string(),
-        verb: activity.verb.clone(),
+        verb: activity.verb.to_string(),
         object: activity.object.to_string(),
         target: activity.target.as_ref().map(|t| t.to_string()),
     }
@@ -88,7 +88,7 @@ pub fn entries(keys: &[FeedKey]) -> Vec<reference::Entry> {
 pub fn group(group: &Group) -> reference::Group {
     reference::Group {
         key: group.key.to_string(),
-        verb: group.verb.clone(),
+        verb: group.verb.to_string(),
         object: group.object.to_string(),
         actors: group.actors.iter().map(|a| a.to_string()).collect(),
         actor_count: group.actor_count,

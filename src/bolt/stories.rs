@@ -16,7 +16,7 @@ use timely::dataflow::StreamVec;
 use crate::bolt::EpochStash;
 use crate::checkpoint::{Checkpoints, Snapshots};
 use crate::event::{Activity, Millis, TypedId};
-use crate::feed::Story;
+use crate::feed::{ById, Story};
 use crate::grouping::route;
 
 /// What the stories bolt consumes, grouped by activity id.
@@ -83,46 +83,73 @@ type Seeded = foldhash::fast::RandomState;
 /// one id allocation.
 #[derive(Default)]
 struct Retained {
-    present: HashMap<Arc<str>, Arc<Activity>, Seeded>,
+    present: HashSet<ById, Seeded>,
     /// Present activities in feed order, oldest first, for expiry.
     by_time: BTreeSet<Story>,
     /// Deleted ids, kept so that a late or replayed copy never shows.
     deleted: HashSet<Arc<str>, Seeded>,
     newest: Option<Millis>,
-    typed_ids: TypedIdPool,
+    pools: Pools,
 }
 
-/// One copy of each typed id's text that retained activities name: the
-/// spouts parse a fresh copy per event, and a celebrity's id would otherwise
-/// be held once per story about them.
-#[derive(Default)]
-struct TypedIdPool {
-    ids: HashSet<TypedId, Seeded>,
+/// One copy of each typed id's text (and each verb) that retained
+/// activities name: the spouts parse a fresh copy per event, and a
+/// celebrity's id would otherwise be held once per story about them.
+struct Pool<T> {
+    handles: HashSet<T, Seeded>,
     /// Pool size after the last sweep: the next sweep waits for it to double.
     swept_at: usize,
+    /// Whether a retained activity still holds the handle.
+    in_use: fn(&T) -> bool,
 }
 
-impl TypedIdPool {
-    fn share(&mut self, typed: &mut TypedId) {
-        match self.ids.get(typed) {
-            Some(pooled) => *typed = pooled.clone(),
+impl<T: std::hash::Hash + Eq + Clone> Pool<T> {
+    fn new(in_use: fn(&T) -> bool) -> Self {
+        Pool {
+            handles: HashSet::default(),
+            swept_at: 0,
+            in_use,
+        }
+    }
+
+    fn share(&mut self, handle: &mut T) {
+        match self.handles.get(handle) {
+            Some(pooled) => *handle = pooled.clone(),
             None => {
-                self.ids.insert(typed.clone());
-                if self.ids.len() > 2 * self.swept_at.max(1024) {
-                    // Forget ids that no retained activity names any more.
-                    self.ids.retain(TypedId::is_shared);
-                    self.swept_at = self.ids.len();
+                self.handles.insert(handle.clone());
+                if self.handles.len() > 2 * self.swept_at.max(1024) {
+                    // Forget handles that no retained activity holds any more.
+                    self.handles.retain(self.in_use);
+                    self.swept_at = self.handles.len();
                 }
             }
         }
     }
+}
 
-    fn share_all(&mut self, activity: &mut Activity) {
-        self.share(&mut activity.actor);
-        self.share(&mut activity.object);
-        if let Some(target) = &mut activity.target {
-            self.share(target);
+/// The pools of the handles activities hold.
+struct Pools {
+    typed_ids: Pool<TypedId>,
+    verbs: Pool<Arc<str>>,
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Pools {
+            typed_ids: Pool::new(TypedId::is_shared),
+            verbs: Pool::new(|verb| Arc::strong_count(verb) > 1),
         }
+    }
+}
+
+impl Pools {
+    fn share_all(&mut self, activity: &mut Activity) {
+        self.typed_ids.share(&mut activity.actor);
+        self.typed_ids.share(&mut activity.object);
+        if let Some(target) = &mut activity.target {
+            self.typed_ids.share(target);
+        }
+        self.verbs.share(&mut activity.verb);
     }
 }
 
@@ -149,7 +176,7 @@ pub struct SavedActivity {
     id: Arc<str>,
     time: Millis,
     actor: u32,
-    verb: String,
+    verb: Arc<str>,
     object: u32,
     target: Option<u32>,
     extra: Option<String>,
@@ -239,7 +266,7 @@ impl Retained {
         stories: &mut Vec<StoryUpdate>,
         writes: &mut Vec<ActivityChange>,
     ) {
-        if let Some(activity) = self.present.remove(id) {
+        if let Some(ById(activity)) = self.present.take(id) {
             self.by_time.remove(&Story(activity.clone()));
             Self::stories(&activity, time, -1, stories);
             writes.push(ActivityChange::Remove(activity.id.clone()));
@@ -274,15 +301,15 @@ impl Retained {
         for mut activity in activities {
             if activity.time < cutoff
                 || self.deleted.contains(&activity.id)
-                || self.present.contains_key(&activity.id)
+                || self.present.contains(&*activity.id)
             {
                 continue;
             }
-            self.typed_ids.share_all(&mut activity);
+            self.pools.share_all(&mut activity);
             let activity = Arc::new(activity);
             Self::stories(&activity, time, 1, stories);
             self.by_time.insert(Story(activity.clone()));
-            self.present.insert(activity.id.clone(), activity.clone());
+            self.present.insert(ById(activity.clone()));
             writes.push(ActivityChange::Put(activity));
         }
         while let Some(oldest) = self.by_time.first() {

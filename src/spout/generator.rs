@@ -257,7 +257,7 @@ fn on_time_event(config: &GeneratorConfig, i: u64) -> Event {
             id: format!("g{id_index}").into(),
             time,
             actor,
-            verb: VERBS[rng.gen_range(0..VERBS.len())].to_owned(),
+            verb: VERBS[rng.gen_range(0..VERBS.len())].into(),
             object,
             target,
             extra: rng

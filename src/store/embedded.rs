@@ -7,14 +7,14 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::GroupChange;
 use crate::digest::{Group, GroupOrder, Marks};
 use crate::error::{Error, Result};
 use crate::event::{Activity, TypedId};
-use crate::feed::FeedKey;
+use crate::feed::{ById, FeedKey};
 use crate::store::{DigestPage, FeedPage, PageStart, Store, StoreStats, WriteBatch};
 
 /// A sharded map with foldhash, seeded per map: fast on ids and typed
@@ -43,7 +43,7 @@ type Map<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
 /// ```
 pub struct EmbeddedStore {
     feeds: Map<TypedId, BTreeSet<FeedKey>>,
-    activities: Map<Arc<str>, Arc<Activity>>,
+    activities: DashSet<ById, foldhash::fast::RandomState>,
     /// Per user, each digest's head by name.
     digests: Map<TypedId, HashMap<Arc<str>, Digest>>,
     marks: Map<TypedId, BTreeMap<String, Marks>>,
@@ -78,7 +78,7 @@ impl EmbeddedStore {
     pub fn new() -> EmbeddedStore {
         EmbeddedStore {
             feeds: Map::default(),
-            activities: Map::default(),
+            activities: DashSet::default(),
             digests: Map::default(),
             marks: Map::default(),
             marks_file: None,
@@ -150,15 +150,18 @@ impl EmbeddedStore {
     }
 
     fn get_activity(&self, id: &str) -> Option<Arc<Activity>> {
-        self.activities.get(id).map(|a| a.value().clone())
+        self.activities.get(id).map(|a| a.key().0.clone())
     }
 }
 
 impl Store for EmbeddedStore {
     fn apply(&self, batch: &WriteBatch) -> Result<()> {
         for activity in &batch.puts {
-            self.activities
-                .insert(activity.id.clone(), activity.clone());
+            // A put replaces (a set's `insert` keeps the old copy).
+            if !self.activities.insert(ById(activity.clone())) {
+                self.activities.remove(&*activity.id);
+                self.activities.insert(ById(activity.clone()));
+            }
         }
         // A user's changes come in a run: one lock per run.
         for run in batch.feed.chunk_by(|(a, _, _), (b, _, _)| a == b) {
@@ -180,7 +183,7 @@ impl Store for EmbeddedStore {
             self.apply_digest(&change.user, &change.digest, &change.change);
         }
         for id in &batch.removes {
-            self.activities.remove(id);
+            self.activities.remove(&**id);
         }
         Ok(())
     }

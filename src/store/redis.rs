@@ -224,7 +224,7 @@ impl RedisStore {
             id: stored.id.into(),
             time: parse_time(&serde_json::to_string(&stored.time).ok()?)?,
             actor: stored.actor,
-            verb: stored.verb,
+            verb: stored.verb.into(),
             object: stored.object,
             target: stored.target,
             extra: stored.extra.map(|e| e.get().to_owned()),
