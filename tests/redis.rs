@@ -632,3 +632,44 @@ fn resume_rewrites_a_user_written_after_the_checkpoint(target: Target) {
     running.stop().unwrap();
     assert_redis_matches_reference(&target, &prefix, &lines, &topology, "after the resume");
 }
+
+/// A run that crashed stored an activity whose delete the source also
+/// holds. The next run reads both in one epoch: the delete wins, so the
+/// activity is never kept, and the stored copy must still go (a deleted
+/// activity's text must not outlive it). Fails if only kept activities
+/// are removed.
+#[test]
+fn a_delete_removes_an_activity_a_crashed_run_stored() {
+    let target = redis_target::single();
+    let prefix = target.prefix("orphan");
+    let lines: Vec<String> = [
+        r#"{"type":"follow","time":1,"user":"user:a","interest":"user:b"}"#,
+        r#"{"type":"activity","id":"gone","time":2,"actor":"user:b","verb":"post","object":"listing:x"}"#,
+        r#"{"type":"delete","time":3,"id":"gone"}"#,
+        r#"{"type":"activity","id":"kept","time":4,"actor":"user:b","verb":"post","object":"listing:y"}"#,
+    ]
+    .map(String::from)
+    .to_vec();
+    let gone = format!("{prefix}:activity:gone");
+    let kept = format!("{prefix}:activity:kept");
+    target.with(|c| {
+        let stored = r#"{"id":"gone","time":"1970-01-01T00:00:00.002Z","actor":"user:b","verb":"post","object":"listing:x"}"#;
+        query::<()>(c, redis::cmd("SET").arg(&gone).arg(stored));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    write_lines(&path, &lines);
+    let mut topology = file_topology(&path, true, FeedConfig::default(), dir.path());
+    topology.sink = SinkConfig::Redis(target.sink(&prefix));
+    let running = Running::start(&topology, &RunOptions::threads(2)).unwrap();
+    wait_caught_up(&running, lines.len() as u64);
+    target.with(|c| {
+        assert_eq!(query::<u32>(c, redis::cmd("EXISTS").arg(&kept)), 1);
+        assert_eq!(
+            query::<u32>(c, redis::cmd("EXISTS").arg(&gone)),
+            0,
+            "the deleted activity a crashed run stored is still there"
+        );
+    });
+    running.stop().unwrap();
+}

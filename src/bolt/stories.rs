@@ -265,12 +265,14 @@ impl Retained {
         time: u64,
         stories: &mut Vec<StoryUpdate>,
         writes: &mut Vec<ActivityChange>,
-    ) {
-        if let Some(ById(activity)) = self.present.take(id) {
-            self.by_time.remove(&Story(activity.clone()));
-            Self::stories(&activity, time, -1, stories);
-            writes.push(ActivityChange::Remove(activity.id.clone()));
-        }
+    ) -> bool {
+        let Some(ById(activity)) = self.present.take(id) else {
+            return false;
+        };
+        self.by_time.remove(&Story(activity.clone()));
+        Self::stories(&activity, time, -1, stories);
+        writes.push(ActivityChange::Remove(activity.id.clone()));
+        true
     }
 
     /// Applies one complete epoch: newest times first, then deletes (so that
@@ -289,7 +291,13 @@ impl Retained {
             match input {
                 Input::Newest(t) => self.newest = Some(self.newest.map_or(t, |n| n.max(t))),
                 Input::Event(StoryEvent::Delete(id)) => {
-                    self.remove(&id, time, stories, writes);
+                    let removed = self.remove(&id, time, stories, writes);
+                    if !removed && !self.deleted.contains(&id) {
+                        // Not kept here, but a run that crashed may have
+                        // stored it before its delete was read: a deleted
+                        // activity's text must not outlive it in the store.
+                        writes.push(ActivityChange::Remove(id.clone()));
+                    }
                     self.deleted.insert(id);
                 }
                 Input::Event(StoryEvent::Activity(a)) => activities.push(a),
