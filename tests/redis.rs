@@ -39,6 +39,22 @@ fn feeds_in_redis_over_tls_with_a_password_equal_the_reference() {
     feeds_equal_the_reference(redis_target::tls());
 }
 
+/// `lines` in a file of a fresh directory, read by a following file
+/// topology (`feed`) that writes to `target` under `prefix`.
+fn into_redis(
+    target: &Target,
+    prefix: &str,
+    lines: &[String],
+    feed: FeedConfig,
+) -> (tempfile::TempDir, std::path::PathBuf, TopologyConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    write_lines(&path, lines);
+    let mut topology = file_topology(&path, true, feed, dir.path());
+    topology.sink = SinkConfig::Redis(target.sink(prefix));
+    (dir, path, topology)
+}
+
 fn query<T: redis::FromRedisValue>(c: &mut dyn redis::ConnectionLike, cmd: &mut redis::Cmd) -> T {
     cmd.query(c).unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
@@ -318,11 +334,7 @@ fn restart_serves_old_feeds_then_catches_up(target: Target) {
     let lines = random_lines(63, shape);
     let (first, second) = lines.split_at(3_000);
     let prefix = target.prefix("restart");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    write_lines(&path, first);
-    let mut topology = file_topology(&path, true, feed.clone(), dir.path());
-    topology.sink = SinkConfig::Redis(target.sink(&prefix));
+    let (_dir, path, mut topology) = into_redis(&target, &prefix, first, feed.clone());
     small_digests(&mut topology);
     let running = Running::start(&topology, &RunOptions::threads(2)).unwrap();
     wait_caught_up(&running, first.len() as u64);
@@ -469,11 +481,7 @@ fn a_resume_from_a_checkpoint_rewrites_only_users_written_or_changed_since() {
     };
     let first = random_lines(64, shape);
     let prefix = target.prefix("resume-rewrites");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    write_lines(&path, &first);
-    let mut topology = file_topology(&path, true, feed.clone(), dir.path());
-    topology.sink = SinkConfig::Redis(target.sink(&prefix));
+    let (dir, path, mut topology) = into_redis(&target, &prefix, &first, feed.clone());
     topology.checkpoint = feedstorm::config::CheckpointConfig {
         dir: dir.path().join("checkpoints"),
         interval: Duration::from_millis(100),
@@ -585,11 +593,7 @@ fn resume_rewrites_a_user_written_after_the_checkpoint(target: Target) {
     };
     let lines = random_lines(65, shape);
     let prefix = target.prefix("resume-written");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    write_lines(&path, &lines);
-    let mut topology = file_topology(&path, true, feed, dir.path());
-    topology.sink = SinkConfig::Redis(target.sink(&prefix));
+    let (dir, path, mut topology) = into_redis(&target, &prefix, &lines, feed);
     let checkpoints = dir.path().join("checkpoints");
     topology.checkpoint = feedstorm::config::CheckpointConfig {
         dir: checkpoints.clone(),
@@ -656,11 +660,7 @@ fn a_delete_removes_an_activity_a_crashed_run_stored() {
         let stored = r#"{"id":"gone","time":"1970-01-01T00:00:00.002Z","actor":"user:b","verb":"post","object":"listing:x"}"#;
         query::<()>(c, redis::cmd("SET").arg(&gone).arg(stored));
     });
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    write_lines(&path, &lines);
-    let mut topology = file_topology(&path, true, FeedConfig::default(), dir.path());
-    topology.sink = SinkConfig::Redis(target.sink(&prefix));
+    let (_dir, _path, topology) = into_redis(&target, &prefix, &lines, FeedConfig::default());
     let running = Running::start(&topology, &RunOptions::threads(2)).unwrap();
     wait_caught_up(&running, lines.len() as u64);
     target.with(|c| {
