@@ -292,13 +292,12 @@ impl Retained {
                 Input::Newest(t) => self.newest = Some(self.newest.map_or(t, |n| n.max(t))),
                 Input::Event(StoryEvent::Delete(id)) => {
                     let removed = self.remove(&id, time, stories, writes);
-                    if !removed && !self.deleted.contains(&id) {
+                    if self.deleted.insert(id.clone()) && !removed {
                         // Not kept here, but a run that crashed may have
                         // stored it before its delete was read: a deleted
                         // activity's text must not outlive it in the store.
-                        writes.push(ActivityChange::Remove(id.clone()));
+                        writes.push(ActivityChange::Remove(id));
                     }
-                    self.deleted.insert(id);
                 }
                 Input::Event(StoryEvent::Activity(a)) => activities.push(a),
             }
