@@ -807,6 +807,13 @@ impl DigestGroups {
                 .is_some_and(|newest| digest.held_from.is_none_or(|from| newest.time >= from));
             if reaches {
                 digest.hold(keys, group, state);
+            } else {
+                // The entry that made it a candidate left again in this
+                // epoch (a follow brought it, then it was deleted or
+                // expired): counted above at its time, it may have raised
+                // `held_from` past groups the head needs, so `refill`
+                // counts them.
+                digest.shrank = true;
             }
         }
     }
