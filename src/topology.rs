@@ -145,11 +145,22 @@ impl Inputs {
     }
 
     /// Sends a checkpoint's stories part into the current epoch (a resume's
-    /// first): its activities, deleted ids and retention horizon. Fails on
-    /// a corrupt part.
-    pub fn restore_stories(&mut self, mut part: StoriesPart) -> crate::error::Result<()> {
+    /// first): its activities, deleted ids and retention horizon. With
+    /// `saved_by` (the part was saved by a worker of the same count), the
+    /// part goes to that worker in one piece; else each activity and
+    /// deleted id is routed on its own. Fails on a corrupt part.
+    pub fn restore_stories(
+        &mut self,
+        mut part: StoriesPart,
+        saved_by: Option<usize>,
+    ) -> crate::error::Result<()> {
         if let Some(newest) = part.newest {
             self.newest_in_epoch = Some(self.newest_in_epoch.map_or(newest, |n| n.max(newest)));
+        }
+        if let Some(worker) = saved_by {
+            let restored = part.into_restored(worker)?;
+            self.stories.send(StoryEvent::Restored(Box::new(restored)));
+            return Ok(());
         }
         for activity in part.take_activities()? {
             self.stories.send(StoryEvent::Activity(activity));

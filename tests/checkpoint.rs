@@ -46,8 +46,10 @@ fn assert_exact(running: &Running, topology: &TopologyConfig, lines: &[String], 
     assert_shown(run, &expected(lines, topology), &shown);
 }
 
-/// Three runs over a growing file, on 2, then 3, then 1 workers, each
-/// dropped without a clean stop once a checkpoint holds what it read.
+/// Four runs over a growing file, on 2, 2 again (each worker loads the
+/// part it saved, whole), then 3 and 1 workers (the parts routed record by
+/// record), each dropped without a clean stop once a checkpoint holds what
+/// it read.
 #[test]
 fn restarts_resume_from_the_checkpoint_on_other_worker_counts_and_stay_exact() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,7 +70,7 @@ fn restarts_resume_from_the_checkpoint_on_other_worker_counts_and_stay_exact() {
     write_lines(&path, &[]);
     let topology = checkpointed(&path, dir.path());
     let mut read = 0;
-    for (workers, upto) in [(2, 3_000), (3, 4_500), (1, 6_000)] {
+    for (workers, upto) in [(2, 2_000), (2, 3_000), (3, 4_500), (1, 6_000)] {
         append_lines(&path, &lines[read..upto]);
         let running = Running::start(&topology, &RunOptions::threads(workers)).unwrap();
         let run = format!("{workers} workers, lines {read}..{upto}");

@@ -270,13 +270,17 @@ impl UserHead {
 /// Sums the diffs of equal stories, drops those that cancel, and leaves
 /// them oldest first (time, then id). A catch-up or resume epoch holds
 /// hundreds of thousands of stories: with its time beside each, the sort
-/// reads a story through its pointer only on equal times.
+/// reads a story through its pointer only on equal times. Each stories
+/// bolt sends its stories mostly oldest first (a resume's exactly), so the
+/// log is long runs already in order, which a stable sort merges instead
+/// of sorting afresh.
 fn consolidate_stories(stories: &mut Vec<(Story, isize)>) {
     let mut keyed: Vec<((Millis, Story), isize)> = stories
         .drain(..)
         .map(|(story, diff)| ((story.0.time, story), diff))
         .collect();
-    crate::bolt::consolidate(&mut keyed);
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    crate::bolt::consolidate_sorted(&mut keyed);
     stories.extend(keyed.into_iter().map(|((_, story), diff)| (story, diff)));
 }
 

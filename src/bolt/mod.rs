@@ -61,6 +61,11 @@ pub(crate) fn release_burst<T>(buffer: &mut Vec<T>) {
 /// ```
 pub fn consolidate<D: Ord>(updates: &mut Vec<(D, isize)>) {
     updates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    consolidate_sorted(updates);
+}
+
+/// [`consolidate`] for updates already sorted by their data.
+pub(crate) fn consolidate_sorted<D: Ord>(updates: &mut Vec<(D, isize)>) {
     updates.dedup_by(|later, kept| {
         let same = later.0 == kept.0;
         if same {

@@ -26,15 +26,38 @@ pub enum StoryEvent {
     Activity(Activity),
     /// The activity with this id is withdrawn, whenever it arrives.
     Delete(Arc<str>),
+    /// A worker's saved stories in one piece, for that worker: a resume on
+    /// the worker count that saved them loads each part where it was
+    /// saved, in bulk, instead of routing its activities one by one.
+    Restored(Box<Restored>),
 }
 
 impl StoryEvent {
-    fn id(&self) -> &str {
+    /// The worker this event goes to, of however many: by activity id
+    /// (see [`route`]), a restored part to its worker.
+    fn route(&self) -> u64 {
         match self {
-            StoryEvent::Activity(a) => &a.id,
-            StoryEvent::Delete(id) => id,
+            StoryEvent::Activity(a) => route(&*a.id),
+            StoryEvent::Delete(id) => route(&**id),
+            StoryEvent::Restored(restored) => restored.worker as u64,
         }
     }
+}
+
+/// One worker's [`StoriesPart`], decoded, as [`StoryEvent::Restored`]
+/// carries it to the worker that saved it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restored {
+    /// The worker it goes to (the one that saved it).
+    pub worker: usize,
+    /// The newest event time the part had seen.
+    pub newest: Option<Millis>,
+    /// Every typed id the activities name, once: they hold these handles.
+    pub typed_ids: Vec<TypedId>,
+    /// The retained activities, oldest first, none deleted, each once.
+    pub activities: Vec<Activity>,
+    /// Deleted ids.
+    pub deleted: Vec<Arc<str>>,
 }
 
 /// A change to the stored activities that feeds refer to.
@@ -188,6 +211,20 @@ impl StoriesPart {
         (self.activities.len() + self.deleted.len()) as u64
     }
 
+    /// The part as worker `worker` restores it in one piece; an error names
+    /// a typed id the table does not hold (a corrupt part).
+    pub fn into_restored(mut self, worker: usize) -> crate::error::Result<Restored> {
+        let typed_ids = self.typed_ids.clone();
+        let activities = self.take_activities()?;
+        Ok(Restored {
+            worker,
+            newest: self.newest,
+            typed_ids,
+            activities,
+            deleted: self.deleted,
+        })
+    }
+
     /// Takes out the retained activities, oldest first; an error names a
     /// typed id the table does not hold (a corrupt part).
     pub fn take_activities(&mut self) -> crate::error::Result<Vec<Activity>> {
@@ -255,6 +292,53 @@ impl Retained {
         }
     }
 
+    /// Loads a restored part: into an empty state in bulk (a resume's
+    /// first epoch), else (never expected) as events, appended to
+    /// `activities` for the epoch's usual path.
+    fn restore(
+        &mut self,
+        restored: Restored,
+        time: u64,
+        stories: &mut Vec<StoryUpdate>,
+        writes: &mut Vec<ActivityChange>,
+        activities: &mut Vec<Activity>,
+    ) {
+        if let Some(t) = restored.newest {
+            self.newest = Some(self.newest.map_or(t, |n| n.max(t)));
+        }
+        if !self.present.is_empty() || !self.deleted.is_empty() {
+            for id in restored.deleted {
+                self.delete(id, time, stories, writes);
+            }
+            activities.extend(restored.activities);
+            return;
+        }
+        // As `delete` on an empty state: the store may hold a copy.
+        writes.extend(restored.deleted.iter().cloned().map(ActivityChange::Remove));
+        self.deleted.extend(restored.deleted);
+        // The activities hold the table's handles: pooled once each, not
+        // looked up per activity.
+        for mut typed in restored.typed_ids {
+            self.pools.typed_ids.share(&mut typed);
+        }
+        self.present.reserve(restored.activities.len());
+        stories.reserve(restored.activities.len());
+        writes.reserve(restored.activities.len());
+        let mut by_time = Vec::with_capacity(restored.activities.len());
+        for mut activity in restored.activities {
+            self.pools.verbs.share(&mut activity.verb);
+            let activity = Arc::new(activity);
+            if !self.present.insert(ById(activity.clone())) {
+                continue; // a corrupt part: each id once
+            }
+            Self::stories(&activity, time, 1, stories);
+            by_time.push(Story(activity.clone()));
+            writes.push(ActivityChange::Put(activity));
+        }
+        // Built in one pass from sorted stories, not inserted one by one.
+        self.by_time = by_time.into_iter().collect();
+    }
+
     fn stories(activity: &Arc<Activity>, time: u64, diff: isize, out: &mut Vec<StoryUpdate>) {
         out.push((Story(activity.clone()), time, diff));
     }
@@ -275,6 +359,23 @@ impl Retained {
         true
     }
 
+    /// Withdraws activity `id`, now and whenever it arrives.
+    fn delete(
+        &mut self,
+        id: Arc<str>,
+        time: u64,
+        stories: &mut Vec<StoryUpdate>,
+        writes: &mut Vec<ActivityChange>,
+    ) {
+        let removed = self.remove(&id, time, stories, writes);
+        if self.deleted.insert(id.clone()) && !removed {
+            // Not kept here, but a run that crashed may have stored it
+            // before its delete was read: a deleted activity's text must
+            // not outlive it in the store.
+            writes.push(ActivityChange::Remove(id));
+        }
+    }
+
     /// Applies one complete epoch: newest times first, then deletes (so that
     /// a delete wins whatever the order within the epoch), then activities,
     /// then expiry.
@@ -290,21 +391,19 @@ impl Retained {
         for input in inputs {
             match input {
                 Input::Newest(t) => self.newest = Some(self.newest.map_or(t, |n| n.max(t))),
-                Input::Event(StoryEvent::Delete(id)) => {
-                    let removed = self.remove(&id, time, stories, writes);
-                    if self.deleted.insert(id.clone()) && !removed {
-                        // Not kept here, but a run that crashed may have
-                        // stored it before its delete was read: a deleted
-                        // activity's text must not outlive it in the store.
-                        writes.push(ActivityChange::Remove(id));
-                    }
-                }
+                Input::Event(StoryEvent::Delete(id)) => self.delete(id, time, stories, writes),
                 Input::Event(StoryEvent::Activity(a)) => activities.push(a),
+                Input::Event(StoryEvent::Restored(restored)) => {
+                    self.restore(*restored, time, stories, writes, &mut activities)
+                }
             }
         }
         let cutoff = self
             .newest
             .map_or(Millis::MIN, |n| n.saturating_sub(retention));
+        // One growth for the epoch: a growth rehashes every activity held,
+        // reading each one's id from memory (a resume brings them all at once).
+        self.present.reserve(activities.len());
         for mut activity in activities {
             if activity.time < cutoff
                 || self.deleted.contains(&activity.id)
@@ -346,7 +445,7 @@ impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
         let mut snapshots = Snapshots::new(checkpoints, "stories", self.scope().index());
         let retention = Millis::try_from(retention.as_millis()).unwrap_or(Millis::MAX);
         let mut builder = OperatorBuilder::new("KeepStories".to_owned(), self.scope());
-        let mut events = builder.new_input(self, Exchange::new(|e: &StoryEvent| route(e.id())));
+        let mut events = builder.new_input(self, Exchange::new(StoryEvent::route));
         let mut newest = builder.new_input(horizon, timely::dataflow::channels::pact::Pipeline);
         let (stories_out, stories) = builder.new_output();
         let (writes_out, writes) = builder.new_output();

@@ -574,10 +574,14 @@ fn resume(
     }
     let started = Instant::now();
     let (mut stories, mut users) = (0, 0);
+    // Saved by as many workers: each part's ids route to the worker that
+    // saved it, which loads it whole.
+    let manifest = &resumed.manifest;
+    let saved_by = (manifest.workers * manifest.processes == peers).then_some(index);
     for path in resumed.parts("stories", index, peers) {
         let part: crate::bolt::stories::StoriesPart = read_part(&path)?;
         stories += part.records();
-        inputs.restore_stories(part)?;
+        inputs.restore_stories(part, saved_by)?;
     }
     inputs.advance_to(1);
     for path in resumed.parts("interests", index, peers) {

@@ -21,6 +21,9 @@ use crate::store::{DigestPage, FeedPage, PageStart, Store, StoreStats, WriteBatc
 /// ids, and no producer can choose ids that collide.
 type Map<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
 
+/// An unsharded map with the same hash: each is behind one of [`Map`]'s locks.
+type Inner<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Feed heads and activities in memory.
 ///
 /// ```
@@ -45,7 +48,7 @@ pub struct EmbeddedStore {
     feeds: Map<TypedId, BTreeSet<FeedKey>>,
     activities: DashSet<ById, foldhash::fast::RandomState>,
     /// Per user, each digest's head by name.
-    digests: Map<TypedId, HashMap<Arc<str>, Digest>>,
+    digests: Map<TypedId, Inner<Arc<str>, Digest>>,
     marks: Map<TypedId, BTreeMap<String, Marks>>,
     /// Where marks are appended, to survive restarts.
     marks_file: Option<(PathBuf, Mutex<File>)>,
@@ -54,7 +57,7 @@ pub struct EmbeddedStore {
 /// One user's digest head: groups by key and in digest order.
 #[derive(Default)]
 struct Digest {
-    by_key: HashMap<Arc<str>, GroupOrder>,
+    by_key: Inner<Arc<str>, GroupOrder>,
     ordered: BTreeMap<GroupOrder, Arc<Group>>,
 }
 
@@ -167,6 +170,12 @@ impl Store for EmbeddedStore {
         for run in batch.feed.chunk_by(|(a, _, _), (b, _, _)| a == b) {
             let user = &run[0].0;
             let mut head = self.feeds.entry(user.clone()).or_default();
+            if head.is_empty() && run.iter().all(|(_, _, diff)| *diff > 0) {
+                // A head written whole (a start, a resume): built in one
+                // pass from its sorted keys, not key by key.
+                *head = run.iter().map(|(_, key, _)| key.clone()).collect();
+                continue;
+            }
             for (_, key, diff) in run {
                 if *diff == 0 {
                     head.clear();
