@@ -195,18 +195,22 @@ fn bounded_candidates_refill_with_slack_0_and_1() {
     }
 }
 
+/// The churn sequences' shape: many events over few users and typed ids,
+/// so unfollows and deletes keep reaching held heads and digest groups.
+const CHURN_SHAPE: Shape = Shape {
+    events: 3_000,
+    users: 20,
+    things: 12,
+    ids: 1_000,
+    times: 500,
+    spacing: 1_000,
+};
+
 /// Unfollow- and delete-heavy sequences (as many unfollows as follows, a
 /// quarter of the events deletes), with and without slack.
 #[test]
 fn unfollow_and_delete_heavy_sequences() {
-    let shape = Shape {
-        events: 3_000,
-        users: 20,
-        things: 12,
-        ids: 1_000,
-        times: 500,
-        spacing: 1_000,
-    };
+    let shape = CHURN_SHAPE;
     for (feed_size, slack) in [(5, 0), (5, 1), (20, 0), (20, 50)] {
         let feed = FeedConfig {
             feed_size,
@@ -268,14 +272,7 @@ fn bounded_digests_trim_and_refill_with_slack_0_and_1() {
 #[test]
 fn arrival_order_and_epoch_cuts_keep_bounded_digests_exact() {
     use rand::{Rng, SeedableRng};
-    let shape = Shape {
-        events: 3_000,
-        users: 20,
-        things: 12,
-        ids: 1_000,
-        times: 500,
-        spacing: 1_000,
-    };
+    let shape = CHURN_SHAPE;
     let in_order = random_lines_mixed(70, shape, CHURN_MIX);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
