@@ -266,17 +266,24 @@ fn bounded_digests_trim_and_refill_with_slack_0_and_1() {
 /// moved a few places, as workers reading at different speeds deliver
 /// them) and cut into small epochs, on one worker so that every cut is
 /// the same on each run. In one epoch a follow can bring a story into a
-/// digest's candidates and its delete or expiry take it out again: with
-/// slack 0 and 1 the digests are trimmed and refilled all the time, and
-/// must stay exact however the stream is cut.
+/// digest's candidates and its delete or expiry take it out again, and a
+/// block or unblock can meet the stories it hides: with slack 0 and 1 the
+/// heads and digests are trimmed and refilled all the time, and must stay
+/// exact however the stream is cut.
 #[test]
 fn arrival_order_and_epoch_cuts_keep_bounded_digests_exact() {
+    for (mix, seed, cuts) in [(CHURN_MIX, 70, 0..40), (BLOCK_MIX, 71, 0..20)] {
+        check_cuts(random_lines_mixed(seed, CHURN_SHAPE, mix), cuts);
+    }
+}
+
+/// Each of `cuts` moves blocks of `in_order` and cuts epochs as seeded by
+/// the cut, and checks the result against the reference model.
+fn check_cuts(in_order: Vec<String>, cuts: std::ops::Range<u64>) {
     use rand::{Rng, SeedableRng};
-    let shape = CHURN_SHAPE;
-    let in_order = random_lines_mixed(70, shape, CHURN_MIX);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
-    for cut in 0..40u64 {
+    for cut in cuts {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(cut);
         let block = rng.gen_range(1..=60);
         let mut blocks: Vec<&[String]> = in_order.chunks(block).collect();
