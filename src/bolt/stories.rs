@@ -214,21 +214,21 @@ impl StoriesPart {
     /// The part as worker `worker` restores it in one piece; an error names
     /// a typed id the table does not hold (a corrupt part).
     pub fn into_restored(mut self, worker: usize) -> crate::error::Result<Restored> {
-        let typed_ids = self.typed_ids.clone();
         let activities = self.take_activities()?;
         Ok(Restored {
             worker,
             newest: self.newest,
-            typed_ids,
+            typed_ids: self.typed_ids,
             activities,
             deleted: self.deleted,
         })
     }
 
-    /// Takes out the retained activities, oldest first; an error names a
-    /// typed id the table does not hold (a corrupt part).
+    /// Takes out the retained activities, oldest first (the typed-id table
+    /// stays); an error names a typed id the table does not hold (a
+    /// corrupt part).
     pub fn take_activities(&mut self) -> crate::error::Result<Vec<Activity>> {
-        let table = std::mem::take(&mut self.typed_ids);
+        let table = &self.typed_ids;
         let typed = |at: u32| {
             table.get(at as usize).cloned().ok_or_else(|| {
                 crate::error::Error::Checkpoint(format!(
