@@ -316,12 +316,19 @@ pub fn rss() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// Resident memory after returning freed heap memory to the OS.
-pub fn held_rss() -> u64 {
+/// Returns freed heap memory to the OS. Before a timed start it also
+/// spares the start glibc's consolidation of what a run before freed (a
+/// tenth of a second after a large run), which a new process never pays.
+pub fn settle_heap() {
     // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Resident memory after returning freed heap memory to the OS.
+pub fn held_rss() -> u64 {
+    settle_heap();
     rss().0
 }
 

@@ -7,14 +7,15 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use dashmap::{DashMap, DashSet};
+use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::GroupChange;
 use crate::digest::{Group, GroupOrder, Marks};
 use crate::error::{Error, Result};
 use crate::event::{Activity, TypedId};
-use crate::feed::{ById, FeedKey};
+use crate::feed::FeedKey;
+use crate::store::activity_set::ActivitySet;
 use crate::store::{DigestPage, FeedPage, PageStart, Store, StoreStats, WriteBatch};
 
 /// A sharded map with foldhash, seeded per map: fast on ids and typed
@@ -46,7 +47,7 @@ type Inner<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// ```
 pub struct EmbeddedStore {
     feeds: Map<TypedId, BTreeSet<FeedKey>>,
-    activities: DashSet<ById, foldhash::fast::RandomState>,
+    activities: ActivitySet,
     /// Per user, each digest's head by name.
     digests: Map<TypedId, Inner<Arc<str>, Digest>>,
     marks: Map<TypedId, BTreeMap<String, Marks>>,
@@ -81,7 +82,7 @@ impl EmbeddedStore {
     pub fn new() -> EmbeddedStore {
         EmbeddedStore {
             feeds: Map::default(),
-            activities: DashSet::default(),
+            activities: ActivitySet::default(),
             digests: Map::default(),
             marks: Map::default(),
             marks_file: None,
@@ -153,19 +154,13 @@ impl EmbeddedStore {
     }
 
     fn get_activity(&self, id: &str) -> Option<Arc<Activity>> {
-        self.activities.get(id).map(|a| a.key().0.clone())
+        self.activities.get(id)
     }
 }
 
 impl Store for EmbeddedStore {
     fn apply(&self, batch: &WriteBatch) -> Result<()> {
-        for activity in &batch.puts {
-            // A put replaces (a set's `insert` keeps the old copy).
-            if !self.activities.insert(ById(activity.clone())) {
-                self.activities.remove(&*activity.id);
-                self.activities.insert(ById(activity.clone()));
-            }
-        }
+        self.activities.put_all(&batch.puts);
         // A user's changes come in a run: one lock per run.
         for run in batch.feed.chunk_by(|(a, _, _), (b, _, _)| a == b) {
             let user = &run[0].0;
@@ -192,7 +187,7 @@ impl Store for EmbeddedStore {
             self.apply_digest(&change.user, &change.digest, &change.change);
         }
         for id in &batch.removes {
-            self.activities.remove(&**id);
+            self.activities.remove(id);
         }
         Ok(())
     }

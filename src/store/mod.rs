@@ -2,6 +2,7 @@
 //! HTTP API reads them. A feed entry is a reference (its [`FeedKey`]) to an
 //! activity stored once.
 
+pub mod activity_set;
 pub mod embedded;
 pub mod redis;
 
