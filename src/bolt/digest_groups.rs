@@ -484,6 +484,8 @@ struct Scratch {
     starts: Vec<usize>,
     /// The changes (indexes into the epoch's stories), grouped by user.
     by_user: Vec<u32>,
+    /// One user's run, as handed to the caller.
+    run: Vec<(Entry, bool)>,
 }
 
 impl DigestGroups {
@@ -543,8 +545,15 @@ impl DigestGroups {
     /// reach. The changes are grouped by user (a stable counting sort), so
     /// each user's groups are looked up while they are in cache, which is
     /// most of a delivery's cost; a user's leaves come before their joins,
-    /// and the joins newest first (see `DigestGroups::deliver_run`).
-    pub fn deliver_all(&mut self, changed: &[(Entry, isize)], fanout: &Fanout) {
+    /// and the joins newest first (see `DigestGroups::deliver_run`). Each
+    /// user's run is then handed to `each_run`, so the flat heads are fed
+    /// from the same grouping.
+    pub fn deliver_all(
+        &mut self,
+        changed: &[(Entry, isize)],
+        fanout: &Fanout,
+        mut each_run: impl FnMut(Tid, &[(Entry, bool)]),
+    ) {
         if self.specs.is_empty() {
             return;
         }
@@ -559,6 +568,7 @@ impl DigestGroups {
             reach,
             starts,
             by_user,
+            ..
         } = &mut self.scratch;
         let users = fanout.typed_ids.len();
         starts.clear();
@@ -580,15 +590,23 @@ impl DigestGroups {
             });
         }
         let (starts, by_user) = (std::mem::take(starts), std::mem::take(by_user));
-        for (user, run) in starts.windows(2).enumerate() {
-            if run[0] < run[1] {
-                let run = by_user[run[0]..run[1]].iter().map(|at| order[*at as usize]);
-                self.deliver_run(user as Tid, run, &fanout.slots);
+        let mut run = std::mem::take(&mut self.scratch.run);
+        for (user, span) in starts.windows(2).enumerate() {
+            if span[0] < span[1] {
+                run.clear();
+                run.extend(
+                    by_user[span[0]..span[1]]
+                        .iter()
+                        .map(|at| order[*at as usize]),
+                );
+                self.deliver_run(user as Tid, run.iter().copied(), &fanout.slots);
+                each_run(user as Tid, &run);
             }
         }
         // Kept for the next epoch: a catch-up's are large, and fresh
         // pages each epoch cost more than the changes themselves.
         (self.scratch.starts, self.scratch.by_user) = (starts, by_user);
+        self.scratch.run = run;
     }
 
     /// Changes `run`, all to `user`'s feed: its leaves, then its joins

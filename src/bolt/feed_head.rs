@@ -168,6 +168,32 @@ impl UserHead {
         Inserted::Added
     }
 
+    /// One user's share of an epoch's stories: leaves, then joins newest
+    /// first (as the digests group them), so a full head stops at the
+    /// first join below its candidates: a catch-up brings a user thousands
+    /// of joins and only the newest can enter. Whether the head changed.
+    fn deliver_run(
+        &mut self,
+        run: &[(Entry, bool)],
+        size: usize,
+        cap: usize,
+        slots: &Slots,
+    ) -> bool {
+        let mut changed = false;
+        for &(entry, joins) in run {
+            if !joins {
+                changed |= self.remove(entry, size, slots);
+                continue;
+            }
+            match self.insert(entry, size, cap, slots) {
+                Inserted::Added => changed = true,
+                Inserted::Present => {}
+                Inserted::Below => break,
+            }
+        }
+        changed
+    }
+
     /// Drops the candidates beyond `cap` (all outside the head), oldest first.
     fn trim(&mut self, cap: usize, slots: &Slots) {
         if self.len() > cap {
@@ -481,8 +507,8 @@ impl Heads {
 
     /// Keeps or forgets the epoch's stories, removals before additions,
     /// each oldest first (a story newer than all about its ids is appended
-    /// to their index), and delivers them to the digests. Returns the
-    /// entries kept or forgotten, with their diffs.
+    /// to their index). Returns the entries kept or forgotten, with their
+    /// diffs.
     /// `stories` come consolidated, oldest first ([`consolidate_stories`]).
     fn apply_stories(&mut self, stories: Vec<(Story, isize)>) -> Vec<(Entry, isize)> {
         let (removals, additions): (Vec<_>, Vec<_>) =
@@ -506,7 +532,6 @@ impl Heads {
             }
             changed.push((entry, diff));
         }
-        self.digests.deliver_all(&changed, &self.fanout);
         changed
     }
 
@@ -533,8 +558,36 @@ impl Heads {
         }
     }
 
-    /// Stories removed and added reach the followers of what they are about.
+    /// Stories removed and added reach the followers of what they are
+    /// about: with digests, through their grouping by user (each user's
+    /// run then feeds the flat head); without, story by story.
     fn deliver(&mut self, changed: &[(Entry, isize)], touched: &mut Vec<Tid>) -> u64 {
+        if self.digests.is_empty() {
+            return self.deliver_each(changed, touched);
+        }
+        let (size, cap) = (self.settings.feed_size, self.cap());
+        let create = self.settings.materialize == Materialize::All;
+        let heads = &mut self.heads;
+        let slots = &self.fanout.slots;
+        let mut considered = 0;
+        self.digests.deliver_all(changed, &self.fanout, |u, run| {
+            considered += run.len() as u64;
+            let joins = run.iter().any(|(_, joins)| *joins);
+            let head = match heads.get_mut(&u) {
+                Some(head) => head,
+                None if create && joins => heads.entry(u).or_default(),
+                None => return,
+            };
+            if head.deliver_run(run, size, cap, slots) && !head.touched {
+                head.touched = true;
+                touched.push(u);
+            }
+        });
+        considered
+    }
+
+    /// [`Heads::deliver`] without digests: each story to each follower.
+    fn deliver_each(&mut self, changed: &[(Entry, isize)], touched: &mut Vec<Tid>) -> u64 {
         let (size, cap) = (self.settings.feed_size, self.cap());
         let mut considered = 0;
         let slots = &self.fanout.slots;
