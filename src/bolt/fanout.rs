@@ -572,11 +572,16 @@ impl Fanout {
             .iter()
             .filter_map(|tid| self.about.get(tid))
             .map(|sorted| {
-                let end = below.map_or(sorted.len(), |below| {
-                    sorted
+                let end = match (below, sorted.back()) {
+                    // All below it (a head filled whole): no search.
+                    (Some(below), Some(newest)) if slots.cmp_key(newest, below).is_lt() => {
+                        sorted.len()
+                    }
+                    (Some(below), _) => sorted
                         .binary_search_by(|probe| slots.cmp_key(probe, below))
-                        .unwrap_or_else(|at| at)
-                });
+                        .unwrap_or_else(|at| at),
+                    (None, _) => sorted.len(),
+                };
                 sorted.range(..end).rev().copied()
             })
             .collect();
