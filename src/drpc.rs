@@ -53,6 +53,8 @@ pub struct Drpc {
     /// The worker threads, woken by a request so that it need not wait
     /// for an idle worker's next poll.
     workers: Mutex<Vec<std::thread::Thread>>,
+    /// The latest epoch a worker of this process put requests into.
+    requested_epoch: AtomicU64,
 }
 
 enum Release {
@@ -91,6 +93,19 @@ impl Drpc {
             worker.unpark();
         }
         (id, receiver)
+    }
+
+    /// Notes that requests went into `epoch`: the process's other workers
+    /// close it at once ([`Drpc::requested_epoch`]) instead of when their
+    /// clock passes it, which a worker that sent epochs faster than one a
+    /// millisecond is ahead of (by up to several).
+    pub fn note_requests_in(&self, epoch: u64) {
+        self.requested_epoch.fetch_max(epoch, Ordering::SeqCst);
+    }
+
+    /// The latest epoch a worker of this process put requests into.
+    pub fn requested_epoch(&self) -> u64 {
+        self.requested_epoch.load(Ordering::SeqCst)
     }
 
     /// Whether an answer waits for its epoch to be written (the workers

@@ -310,7 +310,10 @@ impl<'a> Driver<'a> {
         self.records.clear();
         let requests = self.shared.drpc.take_requests();
         let ready = self.poll()?;
-        let now = self.clock.elapsed().as_millis() as u64;
+        let clock = self.clock.elapsed().as_millis() as u64;
+        // Past the epoch of any rebuild asked here, so its answer need not
+        // wait for this worker's clock.
+        let now = clock.max(self.shared.drpc.requested_epoch() + 1);
         let open = self.inputs.as_mut().expect("inputs open while polling");
         let mut sent_epoch = None;
         let busy = if self.records.is_empty() && requests.is_empty() {
@@ -319,6 +322,9 @@ impl<'a> Driver<'a> {
             }
             false
         } else {
+            if !requests.is_empty() {
+                self.shared.drpc.note_requests_in(open.epoch());
+            }
             if !self.records.is_empty() {
                 sent_epoch = Some(open.epoch());
                 self.send_records()?;
