@@ -316,9 +316,10 @@ pub fn rss() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// Returns freed heap memory to the OS. Before a timed start it also
-/// spares the start glibc's consolidation of what a run before freed (a
-/// tenth of a second after a large run), which a new process never pays.
+/// Returns freed heap memory to the OS. Before a timed start, the start
+/// then meets the heap a new process has: no pages a run before freed to
+/// reuse (which made a restart look faster than a new process is), nor
+/// small free chunks to consolidate.
 pub fn settle_heap() {
     // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
     unsafe {

@@ -572,10 +572,11 @@ impl Heads {
         let mut considered = 0;
         self.digests.deliver_all(changed, &self.fanout, |u, run| {
             considered += run.len() as u64;
-            let joins = run.iter().any(|(_, joins)| *joins);
             let head = match heads.get_mut(&u) {
                 Some(head) => head,
-                None if create && joins => heads.entry(u).or_default(),
+                None if create && run.iter().any(|(_, joins)| *joins) => {
+                    heads.entry(u).or_default()
+                }
                 None => return,
             };
             if head.deliver_run(run, size, cap, slots) && !head.touched {
