@@ -31,7 +31,7 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 
 use crate::bolt::digest::{DigestChange, GroupChange};
-use crate::bolt::fanout::{Entry, Fanout, FastMap, FastSet, Reach, Slots, Tid};
+use crate::bolt::fanout::{Entry, Fanout, FastMap, FastSet, Slots, Tid};
 use crate::bolt::recovery::{each_recovered_user, Only};
 use crate::bolt::top_k::TopK;
 use crate::digest::{DigestSpec, Group, GroupOrder};
@@ -472,20 +472,6 @@ pub struct DigestGroups {
     touched: Vec<Tid>,
     /// Per spec, scratch for [`DigestGroups::deliver_run`].
     joined: Vec<JoinedGroups>,
-    /// Scratch for [`DigestGroups::deliver_all`].
-    scratch: Scratch,
-}
-
-/// [`DigestGroups::deliver_all`]'s buffers, kept between epochs.
-#[derive(Default)]
-struct Scratch {
-    reach: Reach,
-    /// Per user, where their changes start in `by_user`.
-    starts: Vec<usize>,
-    /// The changes (indexes into the epoch's stories), grouped by user.
-    by_user: Vec<u32>,
-    /// One user's run, as handed to the caller.
-    run: Vec<(Entry, bool)>,
 }
 
 impl DigestGroups {
@@ -499,7 +485,6 @@ impl DigestGroups {
             users: FastMap::default(),
             touched: Vec::new(),
             joined: Vec::new(),
-            scratch: Scratch::default(),
         }
     }
 
@@ -540,75 +525,6 @@ impl DigestGroups {
         self.deliver_run(user, [(entry, joins)], slots);
     }
 
-    /// Delivers this epoch's kept stories (`changed`: each entry with its
-    /// diff, removals first, each sign oldest first) to the users they
-    /// reach. The changes are grouped by user (a stable counting sort), so
-    /// each user's groups are looked up while they are in cache, which is
-    /// most of a delivery's cost; a user's leaves come before their joins,
-    /// and the joins newest first (see `DigestGroups::deliver_run`). Each
-    /// user's run is then handed to `each_run`, so the flat heads are fed
-    /// from the same grouping.
-    pub fn deliver_all(
-        &mut self,
-        changed: &[(Entry, isize)],
-        fanout: &Fanout,
-        mut each_run: impl FnMut(Tid, &[(Entry, bool)]),
-    ) {
-        if self.specs.is_empty() {
-            return;
-        }
-        let leaves = changed.iter().filter(|(_, diff)| *diff < 0);
-        let joins = changed.iter().rev().filter(|(_, diff)| *diff > 0);
-        let order: Vec<(Entry, bool)> = leaves
-            .chain(joins)
-            .map(|(entry, diff)| (*entry, *diff > 0))
-            .collect();
-        // Two passes over the users reached: count per user, then place.
-        let Scratch {
-            reach,
-            starts,
-            by_user,
-            ..
-        } = &mut self.scratch;
-        let users = fanout.typed_ids.len();
-        starts.clear();
-        starts.resize(users + 1, 0);
-        for (entry, _) in &order {
-            reach.each(fanout, *entry, |user| starts[user as usize + 1] += 1);
-        }
-        for user in 0..users {
-            starts[user + 1] += starts[user];
-        }
-        by_user.clear();
-        by_user.resize(starts[users], 0);
-        let mut next = starts.clone();
-        for (at, (entry, _)) in order.iter().enumerate() {
-            let at = u32::try_from(at).expect("fewer than 2^32 stories an epoch");
-            reach.each(fanout, *entry, |user| {
-                by_user[next[user as usize]] = at;
-                next[user as usize] += 1;
-            });
-        }
-        let (starts, by_user) = (std::mem::take(starts), std::mem::take(by_user));
-        let mut run = std::mem::take(&mut self.scratch.run);
-        for (user, span) in starts.windows(2).enumerate() {
-            if span[0] < span[1] {
-                run.clear();
-                run.extend(
-                    by_user[span[0]..span[1]]
-                        .iter()
-                        .map(|at| order[*at as usize]),
-                );
-                self.deliver_run(user as Tid, run.iter().copied(), &fanout.slots);
-                each_run(user as Tid, &run);
-            }
-        }
-        // Kept for the next epoch: a catch-up's are large, and fresh
-        // pages each epoch cost more than the changes themselves.
-        (self.scratch.starts, self.scratch.by_user) = (starts, by_user);
-        self.scratch.run = run;
-    }
-
     /// Changes `run`, all to `user`'s feed: its leaves, then its joins
     /// newest first. Once the joins so far reach `digest_size + slack`
     /// distinct groups, every group with an entry at or after the last
@@ -616,7 +532,7 @@ impl DigestGroups {
     /// and the older joins to groups not held are dropped at once: a
     /// catch-up epoch brings each user thousands of groups, and only the
     /// newest ones can reach the head.
-    fn deliver_run(
+    pub fn deliver_run(
         &mut self,
         user: Tid,
         run: impl IntoIterator<Item = (Entry, bool)>,

@@ -10,6 +10,7 @@
 //! | [`digest`] | [`Digest`] | notifications (stories by target) → exact changes to each notification feed |
 //! | [`digest_groups`] | — | the digests a feed-head bolt keeps of its users' feeds, bounded by time buckets |
 //! | [`top_k`] | — | the bounded top-K that heads and digests share |
+//! | [`user_runs`] | — | an epoch's deliveries grouped by user, newest joins first, for heads and digests |
 //! | [`recovery`] | — | the gate that holds output while a restart recovers on a persistent store |
 //! | [`write_to`] | [`WriteTo`] | heads, digests and activity writes → the store, one batch per epoch; its frontier is the ack |
 //!
@@ -25,6 +26,7 @@ pub mod interests;
 pub mod recovery;
 pub mod stories;
 pub mod top_k;
+pub mod user_runs;
 pub mod write_to;
 
 use std::collections::{BTreeMap, HashSet};
