@@ -152,10 +152,6 @@ impl EmbeddedStore {
         drop(digests);
         self.digests.remove_if(user, |_, d| d.is_empty());
     }
-
-    fn get_activity(&self, id: &str) -> Option<Arc<Activity>> {
-        self.activities.get(id)
-    }
 }
 
 impl Store for EmbeddedStore {
@@ -207,7 +203,7 @@ impl Store for EmbeddedStore {
             // An entry whose activity is being removed in the same epoch is skipped.
             entries: keys
                 .iter()
-                .filter_map(|k| self.get_activity(&k.id))
+                .filter_map(|k| self.activities.get(&k.id))
                 .collect(),
             next_cursor: if more {
                 keys.last().map(FeedKey::cursor)
@@ -218,7 +214,7 @@ impl Store for EmbeddedStore {
     }
 
     fn activity(&self, id: &str) -> Result<Option<Arc<Activity>>> {
-        Ok(self.get_activity(id))
+        Ok(self.activities.get(id))
     }
 
     fn feed_keys(&self, user: &TypedId) -> Result<Vec<FeedKey>> {
