@@ -31,7 +31,7 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 
 use crate::bolt::digest::{DigestChange, GroupChange};
-use crate::bolt::fanout::{Entry, Fanout, FastMap, FastSet, Slots, Tid};
+use crate::bolt::fanout::{Entry, Fanout, FastMap, FastSet, Parties, Slots, Tid};
 use crate::bolt::recovery::{each_recovered_user, Only};
 use crate::bolt::top_k::TopK;
 use crate::digest::{DigestSpec, Group, GroupOrder};
@@ -59,20 +59,29 @@ struct Keys {
 struct KeyInfo {
     name: Arc<str>,
     bucket: Millis,
-    stories: Vec<Entry>,
+    stories: Vec<Member>,
+}
+
+/// A story with a group key, listed with its typed ids: a group is loaded
+/// by scanning its key's stories for the user's, and a scan that read
+/// each story's slot missed the cache on every one once history grew.
+#[derive(Clone, Copy)]
+struct Member {
+    entry: Entry,
+    parties: Parties,
 }
 
 impl Keys {
-    fn acquire(&mut self, key: String, bucket: Millis, entry: Entry) -> GroupId {
+    fn acquire(&mut self, key: String, bucket: Millis, member: Member) -> GroupId {
         if let Some(&id) = self.ids.get(key.as_str()) {
-            self.groups[id as usize].stories.push(entry);
+            self.groups[id as usize].stories.push(member);
             return id;
         }
         let name: Arc<str> = Arc::from(key);
         let info = KeyInfo {
             name: name.clone(),
             bucket,
-            stories: vec![entry],
+            stories: vec![member],
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -90,7 +99,7 @@ impl Keys {
 
     fn release(&mut self, id: GroupId, entry: Entry) {
         let stories = &mut self.groups[id as usize].stories;
-        if let Some(at) = stories.iter().position(|e| e.slot == entry.slot) {
+        if let Some(at) = stories.iter().position(|m| m.entry.slot == entry.slot) {
             stories.swap_remove(at);
         }
         if stories.is_empty() {
@@ -118,14 +127,17 @@ impl Keys {
 
     /// `user`'s group `id`, from the stories with its key.
     fn load(&self, id: GroupId, user: Tid, fanout: &Fanout, shown: usize) -> GroupState {
-        let members = self.members(id, user, fanout);
+        let members = self.members_of(id, user, fanout);
         let mut actors: Vec<(Tid, u32)> = Vec::new();
-        for entry in &members {
-            count_actor(&mut actors, fanout.slots.about(*entry)[0]);
+        for member in &members {
+            count_actor(&mut actors, member.parties.actor);
         }
         let count = members.len() as u32;
-        let oldest = members.first().copied();
-        let newest = members[members.len().saturating_sub(2 * shown)..].to_vec();
+        let oldest = members.first().map(|m| m.entry);
+        let newest = members[members.len().saturating_sub(2 * shown)..]
+            .iter()
+            .map(|m| m.entry)
+            .collect();
         GroupState {
             count,
             actors,
@@ -137,13 +149,19 @@ impl Keys {
 
     /// The entries of group `id` in `user`'s feed, oldest first.
     fn members(&self, id: GroupId, user: Tid, fanout: &Fanout) -> Vec<Entry> {
-        let mut members: Vec<Entry> = self.groups[id as usize]
+        let members = self.members_of(id, user, fanout);
+        members.into_iter().map(|m| m.entry).collect()
+    }
+
+    /// The stories of group `id` in `user`'s feed, oldest first.
+    fn members_of(&self, id: GroupId, user: Tid, fanout: &Fanout) -> Vec<Member> {
+        let mut members: Vec<Member> = self.groups[id as usize]
             .stories
             .iter()
+            .filter(|m| fanout.reaches(user, &m.parties))
             .copied()
-            .filter(|entry| fanout.in_feed_of(user, *entry))
             .collect();
-        members.sort_unstable_by(|a, b| fanout.slots.cmp(a, b));
+        members.sort_unstable_by(|a, b| fanout.slots.cmp(&a.entry, &b.entry));
         members
     }
 }
@@ -504,10 +522,11 @@ impl DigestGroups {
         if self.story_groups.len() < at + n {
             self.story_groups.resize(at + n, 0);
         }
-        let story = slots.story(entry);
+        let (story, parties) = (slots.story(entry), slots.parties(entry));
         for (spec_index, spec) in self.specs.iter().enumerate() {
             let (key, bucket) = (spec.key(&story.0), spec.bucket(story.0.time));
-            self.story_groups[at + spec_index] = self.keys[spec_index].acquire(key, bucket, entry);
+            let member = Member { entry, parties };
+            self.story_groups[at + spec_index] = self.keys[spec_index].acquire(key, bucket, member);
         }
     }
 

@@ -154,6 +154,19 @@ impl Kept {
     }
 }
 
+/// The typed ids a story is about, by role: what decides whether it is in
+/// a user's feed, kept where a story is listed many times over (a group
+/// key's members) so that the test reads no slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parties {
+    /// The actor.
+    pub actor: Tid,
+    /// The object (may equal the actor).
+    pub object: Tid,
+    /// The target, when it is neither the actor nor the object.
+    pub target: Option<Tid>,
+}
+
 /// The retained stories of one worker, each in a slot. A removed story's
 /// slot is reused only after the epoch ends ([`Slots::end_epoch`]), so
 /// entries of it that heads still hold during the epoch keep their id.
@@ -209,6 +222,18 @@ impl Slots {
     /// The typed ids the story in `entry` is about.
     pub fn about(&self, entry: Entry) -> &[Tid] {
         self.kept(entry.slot).about()
+    }
+
+    /// The typed ids of the story in `entry`, as a group key lists them.
+    pub fn parties(&self, entry: Entry) -> Parties {
+        let kept = self.kept(entry.slot);
+        let about = kept.about();
+        Parties {
+            actor: about[0],
+            object: about[kept.object_at as usize],
+            // Listed after the object, when distinct from both.
+            target: about.get(kept.object_at as usize + 1).copied(),
+        }
     }
 
     /// Whether the story in `entry` has `tid` as its actor or object (so
@@ -558,6 +583,25 @@ impl Fanout {
             marked.mark(user, self.interests(user), self.typed_ids.len());
         }
         kept.about().iter().any(|tid| marked.has(*tid))
+    }
+
+    /// [`Fanout::in_feed_of`] for a kept story (not removed) given by its
+    /// [`Parties`]: reads no slot, for scans over many stories.
+    pub fn reaches(&self, user: Tid, parties: &Parties) -> bool {
+        if let Some(blocked) = self.blocks.get(&user) {
+            if blocked.binary_search(&parties.actor).is_ok()
+                || blocked.binary_search(&parties.object).is_ok()
+            {
+                return false;
+            }
+        }
+        let mut marked = self.marked.borrow_mut();
+        if marked.user != Some(user) {
+            marked.mark(user, self.interests(user), self.typed_ids.len());
+        }
+        marked.has(parties.actor)
+            || marked.has(parties.object)
+            || parties.target.is_some_and(|t| marked.has(t))
     }
 
     /// The newest `limit` entries of `user`'s feed strictly older than
