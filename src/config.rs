@@ -381,7 +381,9 @@ pub struct InputConfig {
     pub max_future: Duration,
     /// Most events one worker puts into one epoch. Live, an epoch holds what
     /// arrived since the last; catching up, bigger epochs amortize each
-    /// epoch's head and digest output (the bench is fastest near 40,000).
+    /// epoch's head and digest output: every user's head and digest turn
+    /// over in each epoch (replaying a million events with digests took
+    /// half the time at 160,000 as at 40,000).
     #[serde(default = "default_epoch_events")]
     pub epoch_events: usize,
     /// Epochs a worker may have in flight (read, not yet written) before its
@@ -403,7 +405,7 @@ fn default_max_future() -> Duration {
     Duration::from_secs(24 * 3600)
 }
 fn default_epoch_events() -> usize {
-    40_000
+    160_000
 }
 fn default_max_inflight_bytes() -> u64 {
     256 << 20

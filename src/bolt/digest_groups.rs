@@ -603,7 +603,18 @@ impl DigestGroups {
     /// before the fan-out applies it, so that each story's paths before
     /// and after are known.
     pub fn follow(&mut self, user: Tid, interest: Tid, diff: isize, fanout: &Fanout) {
-        if self.specs.is_empty() || self.start_user(user) {
+        if self.specs.is_empty() {
+            return;
+        }
+        let new_user = !self.users.contains_key(&user);
+        if new_user && fanout.stories_about(interest).next().is_none() {
+            // No digest: the user's feed is empty, and this interest brings
+            // no story into it. The epoch's deliveries start the digest if
+            // any reach it: an epoch that holds a first start's graph and
+            // its first stories needs no walk of every user's feed.
+            return;
+        }
+        if self.start_user(user) {
             return;
         }
         let oldest = self.oldest_held(user);

@@ -51,6 +51,25 @@ pub(crate) fn release_burst<T>(buffer: &mut Vec<T>) {
     }
 }
 
+/// After a use of a reused scratch buffer that took `used` elements (its
+/// contents are not needed any more): lets most of it go once a use took a
+/// quarter of it or less, so that catching up, epochs of like size reuse
+/// it, and live, small epochs do not hold a catch-up's buffers for good.
+/// Above 32 MiB it goes after every use: glibc maps a buffer that large on
+/// its own, so allocating it again costs only page faults, small beside the
+/// epoch that fills it, and a topology that has just caught up does not
+/// hold its last epoch's buffers.
+pub(crate) fn release_unused<T>(buffer: &mut Vec<T>, used: usize) {
+    const MAPPED: usize = 32 << 20;
+    let used = used.max(1024);
+    if buffer.capacity() * std::mem::size_of::<T>() > MAPPED {
+        *buffer = Vec::new();
+    } else if buffer.capacity() > 4 * used {
+        buffer.clear();
+        buffer.shrink_to(2 * used);
+    }
+}
+
 /// Sums the diffs of equal records and drops those that cancel, leaving
 /// them sorted. As differential's `consolidate`, but with an unstable sort:
 /// an epoch of a catch-up holds hundreds of thousands of updates, and its

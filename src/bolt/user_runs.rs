@@ -81,17 +81,8 @@ impl UserRuns {
                 each_run(user as Tid, run);
             }
         }
-        release_unused(order);
-        release_unused(by_user);
-        release_unused(run);
-    }
-}
-
-/// Lets most of `buffer` go once an epoch used a quarter of it or less:
-/// catching up, epochs of like size reuse it; live, small epochs do not
-/// hold a catch-up's buffers for good.
-fn release_unused<T>(buffer: &mut Vec<T>) {
-    if buffer.capacity() > 4 * buffer.len().max(1024) {
-        buffer.shrink_to(2 * buffer.len().max(1024));
+        crate::bolt::release_unused(order, order.len());
+        crate::bolt::release_unused(by_user, by_user.len());
+        crate::bolt::release_unused(run, run.len());
     }
 }

@@ -378,6 +378,7 @@ impl<'a> Driver<'a> {
         let open = self.inputs.as_mut().expect("inputs open while sending");
         self.progress.begin_epoch();
         let (mut good, mut bad, mut bytes) = (0, 0, 0);
+        let polled = self.records.len();
         for record in self.records.drain(..) {
             match record {
                 Ok(event) => {
@@ -391,6 +392,7 @@ impl<'a> Driver<'a> {
                 }
             }
         }
+        crate::bolt::release_unused(&mut self.records, polled);
         status.add_events(good, bad);
         let epoch = open.epoch();
         for spout in self.spouts.iter_mut() {
