@@ -15,6 +15,7 @@
 //! assert_eq!(spec.key(&loved), "love/listing:bear/2026-11-21T00:00:00.000Z");
 //! ```
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::sync::Arc;
 
@@ -85,7 +86,20 @@ impl DigestSpec {
             key.extend(utf8_percent_encode(value, COMPONENT));
             key.push('/');
         }
-        key.push_str(&format_time(self.bucket(activity.time)));
+        let bucket = self.bucket(activity.time);
+        // Stories come a bucket at a time: each bucket start is formatted
+        // once, not once per story (it was most of a key's cost).
+        thread_local! {
+            static LAST: RefCell<Option<(Millis, String)>> = const { RefCell::new(None) };
+        }
+        LAST.with_borrow_mut(|last| match last {
+            Some((at, text)) if *at == bucket => key.push_str(text),
+            _ => {
+                let text = format_time(bucket);
+                key.push_str(&text);
+                *last = Some((bucket, text));
+            }
+        });
         key
     }
 }
