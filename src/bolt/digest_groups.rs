@@ -606,15 +606,14 @@ impl DigestGroups {
         if self.specs.is_empty() {
             return;
         }
-        let new_user = !self.users.contains_key(&user);
-        if new_user && fanout.stories_about(interest).next().is_none() {
-            // No digest: the user's feed is empty, and this interest brings
-            // no story into it. The epoch's deliveries start the digest if
-            // any reach it: an epoch that holds a first start's graph and
-            // its first stories needs no walk of every user's feed.
-            return;
-        }
-        if self.start_user(user) {
+        if !self.users.contains_key(&user) {
+            // No digest: the user's feed is empty. An interest without
+            // stories brings none into it, and the epoch's deliveries start
+            // the digest if any reach it: an epoch that holds a first
+            // start's graph and its first stories walks no user's feed.
+            if fanout.stories_about(interest).next().is_some() {
+                self.start_user(user);
+            }
             return;
         }
         let oldest = self.oldest_held(user);

@@ -569,24 +569,15 @@ impl Fanout {
     /// interests and not hidden by a block of theirs. Fastest when asked
     /// for one user many times in a row.
     pub fn in_feed_of(&self, user: Tid, entry: Entry) -> bool {
-        if self.hides(user, entry) {
-            return false;
+        match self.slots.kept[entry.slot as usize].as_ref() {
+            Some(kept) if !kept.removed => self.reaches(user, &self.slots.parties(entry)),
+            _ => false,
         }
-        let Some(kept) = self.slots.kept[entry.slot as usize].as_ref() else {
-            return false;
-        };
-        if kept.removed {
-            return false;
-        }
-        let mut marked = self.marked.borrow_mut();
-        if marked.user != Some(user) {
-            marked.mark(user, self.interests(user), self.typed_ids.len());
-        }
-        kept.about().iter().any(|tid| marked.has(*tid))
     }
 
-    /// [`Fanout::in_feed_of`] for a kept story (not removed) given by its
-    /// [`Parties`]: reads no slot, for scans over many stories.
+    /// Whether a kept story (not removed) with these [`Parties`] is in
+    /// `user`'s feed: about one of the user's interests and not hidden by
+    /// a block of theirs. Reads no slot, for scans over many stories.
     pub fn reaches(&self, user: Tid, parties: &Parties) -> bool {
         if let Some(blocked) = self.blocks.get(&user) {
             if blocked.binary_search(&parties.actor).is_ok()
