@@ -383,7 +383,9 @@ pub struct InputConfig {
     /// arrived since the last; catching up, bigger epochs amortize each
     /// epoch's head and digest output: every user's head and digest turn
     /// over in each epoch (replaying a million events with digests took
-    /// half the time at 160,000 as at 40,000).
+    /// half the time at 160,000 as at 40,000). An epoch's events are read
+    /// whole, whatever `max_inflight_bytes` says: with events of several
+    /// kilobytes, lower this so that one epoch stays well inside memory.
     #[serde(default = "default_epoch_events")]
     pub epoch_events: usize,
     /// Epochs a worker may have in flight (read, not yet written) before its
