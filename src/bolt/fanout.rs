@@ -149,9 +149,14 @@ impl Kept {
 
     /// Whether its actor or object is in `blocked` (sorted).
     fn names_any(&self, blocked: &[Tid]) -> bool {
-        let (actor, object) = (self.about[0], self.about[self.object_at as usize]);
-        blocked.binary_search(&actor).is_ok() || blocked.binary_search(&object).is_ok()
+        names_any(self.about[0], self.about[self.object_at as usize], blocked)
     }
+}
+
+/// Whether `actor` or `object` is in `blocked` (sorted): a block of either
+/// hides a story.
+fn names_any(actor: Tid, object: Tid, blocked: &[Tid]) -> bool {
+    blocked.binary_search(&actor).is_ok() || blocked.binary_search(&object).is_ok()
 }
 
 /// The typed ids a story is about, by role: what decides whether it is in
@@ -579,10 +584,10 @@ impl Fanout {
     /// `user`'s feed: about one of the user's interests and not hidden by
     /// a block of theirs. Reads no slot, for scans over many stories.
     pub fn reaches(&self, user: Tid, parties: &Parties) -> bool {
-        if let Some(blocked) = self.blocks.get(&user) {
-            if blocked.binary_search(&parties.actor).is_ok()
-                || blocked.binary_search(&parties.object).is_ok()
-            {
+        // As `hides`: most topologies have no blocks, and need no lookup.
+        if !self.blocks.is_empty() {
+            let blocked = self.blocks.get(&user).map_or(&[][..], Vec::as_slice);
+            if names_any(parties.actor, parties.object, blocked) {
                 return false;
             }
         }
