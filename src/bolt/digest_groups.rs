@@ -45,6 +45,11 @@ type GroupId = u32;
 /// A group's place in its digest.
 type Place = GroupOrder;
 
+/// The epoch's views of whole groups, by digest and key: every user who
+/// sees all of a group's stories (who follows its object, say) sees the
+/// same view, so it is rendered once and its `Arc` shared.
+type WholeViews = FastMap<(usize, GroupId), Arc<Group>>;
+
 /// One spec's group keys on this worker, each with the retained stories
 /// that have it (so a group is loaded without reading other stories).
 #[derive(Default)]
@@ -123,6 +128,11 @@ impl Keys {
 
     fn bucket(&self, id: GroupId) -> Millis {
         self.groups[id as usize].bucket
+    }
+
+    /// Whether `count` entries are all of group `id`'s stories.
+    fn is_whole(&self, id: GroupId, count: u32) -> bool {
+        self.groups[id as usize].stories.len() == count as usize
     }
 
     /// `user`'s group `id`, from the stories with its key.
@@ -694,6 +704,7 @@ impl DigestGroups {
         let mut touched = std::mem::take(&mut self.touched);
         touched.sort_unstable();
         touched.dedup();
+        let mut whole = WholeViews::default();
         for u in touched {
             let Some(mut digests) = self.users.remove(&u) else {
                 continue;
@@ -704,7 +715,7 @@ impl DigestGroups {
                 }
                 self.load_candidates(u, spec_index, digest, fanout);
                 self.refill(u, spec_index, digest, fanout);
-                self.emit(u, spec_index, digest, fanout, out);
+                self.emit(u, spec_index, digest, fanout, &mut whole, out);
             }
             let empty = digests
                 .iter()
@@ -841,6 +852,7 @@ impl DigestGroups {
         spec_index: usize,
         digest: &mut UserDigest,
         fanout: &Fanout,
+        whole: &mut WholeViews,
         out: &mut Vec<DigestChange>,
     ) {
         let (spec, keys) = (&self.specs[spec_index], &self.keys[spec_index]);
@@ -880,10 +892,18 @@ impl DigestGroups {
             })
         };
         let mut changes: Vec<(Arc<str>, GroupChange)> = Vec::new();
-        let put = |key: &Arc<str>, group: GroupId| {
+        let mut put = |key: &Arc<str>, group: GroupId| {
             let state = &digest.groups[&group];
             let members = || keys.members(group, u, fanout);
-            GroupChange::Put(Arc::new(state.view(key, spec, &fanout.slots, members)))
+            let view = || Arc::new(state.view(key, spec, &fanout.slots, members));
+            GroupChange::Put(if keys.is_whole(group, state.count) {
+                whole
+                    .entry((spec_index, group))
+                    .or_insert_with(view)
+                    .clone()
+            } else {
+                view()
+            })
         };
         for group in changed {
             let key = keys.name(group);
