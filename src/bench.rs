@@ -572,7 +572,7 @@ fn wait_sampled(running: &Running, started: Instant, rss_before: u64) -> (f64, V
 
 /// Redis's `used_memory` when the run writes to Redis (`flush`: empty the
 /// database first).
-fn redis_memory(options: &BenchOptions, flush: bool) -> Result<Option<u64>> {
+pub(crate) fn redis_memory(options: &BenchOptions, flush: bool) -> Result<Option<u64>> {
     options
         .redis
         .as_deref()

@@ -8,6 +8,12 @@
 //! interval). Both times run from the start of the process to `caught_up`,
 //! each on a settled heap (as a new process has it: nothing a run before
 //! freed is left for the allocator to sort out on the clock).
+//!
+//! With `--redis URL` both runs write to Redis (its database emptied before
+//! each), as deployed: the heads outlive the process, so the restart
+//! rewrites only what the new events change. Into the embedded store (the
+//! default) the restart writes every head again, since the store died
+//! with the process.
 
 use std::fmt;
 use std::io::Write;
@@ -16,10 +22,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::bench::redis_memory;
 use crate::bench::{settle_heap, BenchOptions};
 use crate::config::{
-    CheckpointConfig, DigestConfig, FileSpoutConfig, NotificationsConfig, SpoutConfig,
-    TopologyConfig,
+    CheckpointConfig, DigestConfig, FileSpoutConfig, NotificationsConfig, RedisSinkConfig,
+    SinkConfig, SpoutConfig, TopologyConfig,
 };
 use crate::error::{Error, Result};
 use crate::event::encode;
@@ -29,6 +36,8 @@ use crate::spout::Generator;
 /// The restart benchmark's figures.
 #[derive(Clone, Debug, Serialize)]
 pub struct RestartReport {
+    /// Where heads were written: `embedded` or `redis`.
+    pub sink: &'static str,
     /// Events of history.
     pub history: u64,
     /// Events after the checkpoint.
@@ -49,6 +58,7 @@ pub struct RestartReport {
 
 impl fmt::Display for RestartReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "sink                        {}", self.sink)?;
         writeln!(
             f,
             "history / new events        {} / {}",
@@ -115,6 +125,9 @@ fn topology(
         enabled: options.digests,
         ..NotificationsConfig::default()
     };
+    if let Some(url) = &options.redis {
+        topology.sink = SinkConfig::Redis(RedisSinkConfig::new(url, "restart"));
+    }
     topology.dead_letter.path = dir.join("dead-letters.jsonl");
     topology.checkpoint = checkpoint;
     topology
@@ -152,6 +165,7 @@ pub fn run(options: &BenchOptions, new: u64) -> Result<RestartReport> {
     // The full replay: history and new events from scratch.
     let full = dir.join("full.jsonl");
     let total = write_events(&full, Generator::sequence(&longer))?;
+    redis_memory(options, true)?;
     settle_heap();
     let started = Instant::now();
     let running = Running::start(
@@ -165,6 +179,7 @@ pub fn run(options: &BenchOptions, new: u64) -> Result<RestartReport> {
     // The history, checkpointed, then dropped without a clean stop.
     let events = dir.join("events.jsonl");
     write_events(&events, Generator::sequence(workload))?;
+    redis_memory(options, true)?;
     let checkpoint = CheckpointConfig {
         dir: dir.join("checkpoints"),
         interval: Duration::from_secs(1),
@@ -206,6 +221,11 @@ pub fn run(options: &BenchOptions, new: u64) -> Result<RestartReport> {
     drop(running);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(RestartReport {
+        sink: if options.redis.is_some() {
+            "redis"
+        } else {
+            "embedded"
+        },
         history,
         new,
         full_replay_secs,

@@ -471,7 +471,8 @@ impl<'scope> Digest<'scope> for VecCollection<'scope, u64, (TypedId, Story), isi
             OutputBuilder::<_, CapacityContainerBuilder<Vec<DigestChange>>>::from(output);
         builder.build(move |mut caps| {
             let mut stash = EpochStash::new(1);
-            let mut recovery = RecoveryGate::new(caps.pop(), recover_into);
+            let whole = specs.iter().map(|spec| spec.sizes.digest_size).sum();
+            let mut recovery = RecoveryGate::new(caps.pop(), recover_into, &status, whole);
             let mut digests = Digests {
                 keys: specs.iter().map(|_| Keys::default()).collect(),
                 specs,
@@ -503,8 +504,9 @@ impl<'scope> Digest<'scope> for VecCollection<'scope, u64, (TypedId, Story), isi
                         output.session(&caps[0]).give_iterator(changes)
                     });
                 }
-                recovery.step(&status, frontiers, |cap, store, only| {
+                recovery.step(&status, frontiers, |cap, store, only, kept| {
                     digests.recovered(store, index, peers, only, &mut out);
+                    out.extend(kept);
                     output.session(cap).give_iterator(out.drain(..));
                 });
                 crate::bolt::release_burst(&mut out);

@@ -3,15 +3,17 @@
 //! state keeps serving), then writes the state of every user whose stored
 //! state may be stale. After a full replay that is every user. After a
 //! resume from a checkpoint the store already holds the checkpoint's
-//! state, except for two kinds of users, and only they are rewritten:
-//! those the store records as written since the checkpoint
-//! ([`Store::written_since`]: the run before wrote epochs after it), and
-//! those whose state changed in an epoch replayed since (a user whose
-//! state ended where the checkpoint left it, and who was not written
-//! since, holds the right state already). The feed-head and digest bolts
+//! state, except for the users the store records as written since the
+//! checkpoint ([`Store::written_since`]: the run before wrote epochs
+//! after it): only they are rewritten whole. Every other user's stored
+//! state is the checkpoint's, so the changes the replay since made to it
+//! are kept while held and written as they are (a few entries, not the
+//! user's whole head), up to [`HELD_CHANGES`]. A user with more changes
+//! than a whole rewrite writes (a head's size), or whose changes came past
+//! that bound, is rewritten whole instead. The feed-head and digest bolts
 //! share this gate.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use timely::dataflow::operators::Capability;
@@ -24,13 +26,22 @@ use crate::grouping::route;
 use crate::status::Status;
 use crate::store::Store;
 
+/// Changes a resume keeps while held, to write as they are once recovered.
+pub const HELD_CHANGES: usize = 1 << 20;
+
 /// Holds an operator's output back while the topology recovers.
-pub struct RecoveryGate {
+pub struct RecoveryGate<T> {
     /// The capability held at the input frontier, to write the recovered
     /// state with when recovery ends, and the store to recover into.
     held: Option<(Capability<u64>, Arc<dyn Store>)>,
-    /// Users with a change in an epoch after the restore epochs, while held.
-    changed: HashSet<TypedId>,
+    /// A resume from a checkpoint the store holds: changes are kept.
+    keeps_changes: bool,
+    /// The changes in epochs after the restore epochs, while held, in order.
+    kept: Vec<T>,
+    /// Per user with a change while held, the changes kept; past
+    /// `whole_after` (or [`HELD_CHANGES`] in all) the user is rewritten whole.
+    changed: HashMap<TypedId, usize>,
+    whole_after: usize,
 }
 
 /// An output change of a recovering bolt: it changes one user's state.
@@ -54,13 +65,23 @@ impl UserChange for crate::digest::DigestChange {
 /// Which users a recovery writes whole: all, or only these.
 pub type Only<'a> = Option<&'a HashSet<TypedId>>;
 
-impl RecoveryGate {
+impl<T: UserChange> RecoveryGate<T> {
     /// A gate that holds `cap` when there is a store to recover into, and
-    /// is open at once otherwise.
-    pub fn new(cap: Option<Capability<u64>>, recover_into: Option<Arc<dyn Store>>) -> RecoveryGate {
+    /// is open at once otherwise. A user whose held changes number more
+    /// than `whole_after` (about what writing the user whole takes) is
+    /// written whole.
+    pub fn new(
+        cap: Option<Capability<u64>>,
+        recover_into: Option<Arc<dyn Store>>,
+        status: &Status,
+        whole_after: usize,
+    ) -> RecoveryGate<T> {
         RecoveryGate {
             held: cap.zip(recover_into),
-            changed: HashSet::new(),
+            keeps_changes: status.resumed_store_since().is_some(),
+            kept: Vec::new(),
+            changed: HashMap::new(),
+            whole_after,
         }
     }
 
@@ -71,7 +92,7 @@ impl RecoveryGate {
 
     /// Hands epoch `time`'s `items` to `give`, or, while holding, notes the
     /// users they change and drops them; `items` is left empty.
-    pub fn pass<T: UserChange>(
+    pub fn pass(
         &mut self,
         time: u64,
         items: &mut Vec<T>,
@@ -83,10 +104,17 @@ impl RecoveryGate {
         }
         // The restore epochs rebuild the checkpoint's state: no change.
         if time >= RESTORE_EPOCHS {
-            for item in items.iter() {
-                let user = item.user();
-                if !self.changed.contains(user) {
-                    self.changed.insert(user.clone());
+            for item in items.drain(..) {
+                let kept = match self.changed.get_mut(item.user()) {
+                    Some(kept) => kept,
+                    None => self.changed.entry(item.user().clone()).or_default(),
+                };
+                if *kept <= self.whole_after && self.keeps_changes && self.kept.len() < HELD_CHANGES
+                {
+                    *kept += 1;
+                    self.kept.push(item);
+                } else {
+                    *kept = usize::MAX;
                 }
             }
         }
@@ -94,23 +122,32 @@ impl RecoveryGate {
     }
 
     /// Call after each activation. Once the topology has recovered, `write`
-    /// gets the held capability, the store and the users to write whole,
-    /// and the gate opens; until then the capability follows the inputs.
+    /// gets the held capability, the store, the users to write whole and
+    /// the kept changes of the others (to write after them), and the gate
+    /// opens; until then the capability follows the inputs.
     pub fn step(
         &mut self,
         status: &Status,
         frontiers: &[MutableAntichain<u64>],
-        write: impl FnOnce(&Capability<u64>, &dyn Store, Only<'_>),
+        write: impl FnOnce(&Capability<u64>, &dyn Store, Only<'_>, Vec<T>),
     ) {
         let Some((cap, store)) = self.held.as_mut() else {
             return;
         };
         if status.recovered() {
-            let only = stale_since_checkpoint(status, store.as_ref(), &self.changed);
-            write(cap, store.as_ref(), only.as_ref());
+            let whole_after = self.whole_after;
+            let changed = std::mem::take(&mut self.changed)
+                .into_iter()
+                .filter_map(|(user, kept)| (kept > whole_after).then_some(user));
+            let mut kept = std::mem::take(&mut self.kept);
+            let only = stale_since_checkpoint(status, store.as_ref(), changed, kept.len());
+            match &only {
+                Some(whole) => kept.retain(|change| !whole.contains(change.user())),
+                None => kept.clear(),
+            }
+            write(cap, store.as_ref(), only.as_ref(), kept);
             status.recovery_emitted(*cap.time());
             self.held = None;
-            self.changed = HashSet::new();
         } else {
             let least = frontiers
                 .iter()
@@ -125,23 +162,25 @@ impl RecoveryGate {
 }
 
 /// After a resume from a checkpoint whose state the store holds: the users
-/// written since it and those `changed` since; `None` (every user) after a
-/// full replay, or when the store cannot say whom it wrote.
+/// written since it and those `changed` too often to keep; `None`
+/// (every user) after a full replay, or when the store cannot say whom it
+/// wrote.
 fn stale_since_checkpoint(
     status: &Status,
     store: &dyn Store,
-    changed: &HashSet<TypedId>,
+    changed: impl Iterator<Item = TypedId>,
+    kept: usize,
 ) -> Option<HashSet<TypedId>> {
     let since = status.resumed_store_since()?;
     match store.written_since(since) {
         Ok(Some(mut written)) => {
             let stale_before = written.len();
-            written.extend(changed.iter().cloned());
+            written.extend(changed);
             tracing::info!(
                 written_since_checkpoint = stale_before,
-                changed_since = changed.len(),
-                users = written.len(),
-                "recovery rewrites only the users written or changed since the checkpoint"
+                written_whole = written.len(),
+                changes_kept = kept,
+                "recovery rewrites only the users written since the checkpoint, and writes the changes since"
             );
             Some(written)
         }

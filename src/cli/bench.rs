@@ -28,7 +28,8 @@ pub(super) struct BenchArgs {
     json: bool,
     /// Write feeds to this Redis database (it is emptied with FLUSHDB:
     /// give a spare one, e.g. redis://127.0.0.1:6390/15) and compare with
-    /// redis-benchmark on the same server.
+    /// redis-benchmark on the same server. With --restart: both runs
+    /// write to it, and the restart finds the heads already there.
     #[arg(long)]
     redis: Option<String>,
     /// Skip checking feeds against the reference model.
@@ -84,7 +85,6 @@ pub(super) fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let options = feedstorm::bench::BenchOptions {
             verify: false,
             latency_samples: 0,
-            redis: None,
             ..options
         };
         let report = feedstorm::bench::restart::run(&options, new)?;
