@@ -128,29 +128,39 @@ impl EmbeddedStore {
         Ok(store)
     }
 
-    fn apply_digest(&self, user: &TypedId, name: &Arc<str>, change: &GroupChange) {
+    /// Applies one user's run of digest changes under one lock.
+    fn apply_digests(&self, user: &TypedId, run: &[crate::digest::DigestChange]) {
         let mut digests = self.digests.entry(user.clone()).or_default();
-        let digest = digests.entry(name.clone()).or_default();
-        match change {
-            GroupChange::Reset => *digest = Digest::default(),
-            GroupChange::Put(group) => {
-                let order = group.order();
-                if let Some(old) = digest.by_key.insert(group.key.clone(), order.clone()) {
-                    digest.ordered.remove(&old);
-                }
-                digest.ordered.insert(order, group.clone());
+        for same in run.chunk_by(|a, b| a.digest == b.digest) {
+            let name = &same[0].digest;
+            let digest = digests.entry(name.clone()).or_default();
+            for change in same {
+                apply_group_change(digest, &change.change);
             }
-            GroupChange::Remove(key) => {
-                if let Some(old) = digest.by_key.remove(key.as_str()) {
-                    digest.ordered.remove(&old);
-                }
+            if digest.ordered.is_empty() {
+                digests.remove(name);
             }
-        }
-        if digest.ordered.is_empty() {
-            digests.remove(name);
         }
         drop(digests);
         self.digests.remove_if(user, |_, d| d.is_empty());
+    }
+}
+
+fn apply_group_change(digest: &mut Digest, change: &GroupChange) {
+    match change {
+        GroupChange::Reset => *digest = Digest::default(),
+        GroupChange::Put(group) => {
+            let order = group.order();
+            if let Some(old) = digest.by_key.insert(group.key.clone(), order.clone()) {
+                digest.ordered.remove(&old);
+            }
+            digest.ordered.insert(order, group.clone());
+        }
+        GroupChange::Remove(key) => {
+            if let Some(old) = digest.by_key.remove(key.as_str()) {
+                digest.ordered.remove(&old);
+            }
+        }
     }
 }
 
@@ -179,8 +189,9 @@ impl Store for EmbeddedStore {
             drop(head);
             self.feeds.remove_if(user, |_, head| head.is_empty());
         }
-        for change in &batch.digests {
-            self.apply_digest(&change.user, &change.digest, &change.change);
+        // A user's changes come in a run too.
+        for run in batch.digests.chunk_by(|a, b| a.user == b.user) {
+            self.apply_digests(&run[0].user, run);
         }
         for id in &batch.removes {
             self.activities.remove(id);
