@@ -148,6 +148,21 @@ fn wait_caught_up(running: &Running, events: u64) -> Result<()> {
     Ok(())
 }
 
+/// Waits for the first checkpoint taken after `running` caught up.
+fn checkpoint_after_catching_up(running: &Running) -> Result<crate::checkpoint::Summary> {
+    let caught_up_at = running.status.uptime().as_millis() as u64;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        match running.status.last_checkpoint() {
+            Some(last) if last.epoch > caught_up_at => return Ok(last),
+            _ if Instant::now() > deadline => {
+                return Err(Error::Checkpoint("no checkpoint after catching up".into()))
+            }
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
 /// Runs the restart benchmark: `new` events after the workload's history.
 pub fn run(options: &BenchOptions, new: u64) -> Result<RestartReport> {
     let dir = std::env::temp_dir().join(format!("feedstorm-restart-{}", std::process::id()));
@@ -188,17 +203,7 @@ pub fn run(options: &BenchOptions, new: u64) -> Result<RestartReport> {
     let topology = topology(options, &events, &dir, checkpoint);
     let running = Running::start(&topology, &run)?;
     wait_caught_up(&running, history)?;
-    let caught_up_at = running.status.uptime().as_millis() as u64;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let last = loop {
-        match running.status.last_checkpoint() {
-            Some(last) if last.epoch > caught_up_at => break last,
-            _ if Instant::now() > deadline => {
-                return Err(Error::Checkpoint("no checkpoint after catching up".into()))
-            }
-            _ => std::thread::sleep(Duration::from_millis(5)),
-        }
-    };
+    let last = checkpoint_after_catching_up(&running)?;
     let head_entries = running.store.stats().entries;
     drop(running);
 
@@ -221,11 +226,7 @@ pub fn run(options: &BenchOptions, new: u64) -> Result<RestartReport> {
     drop(running);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(RestartReport {
-        sink: if options.redis.is_some() {
-            "redis"
-        } else {
-            "embedded"
-        },
+        sink: options.redis.as_ref().map_or("embedded", |_| "redis"),
         history,
         new,
         full_replay_secs,

@@ -504,9 +504,8 @@ impl<'scope> Digest<'scope> for VecCollection<'scope, u64, (TypedId, Story), isi
                         output.session(&caps[0]).give_iterator(changes)
                     });
                 }
-                recovery.step(&status, frontiers, |cap, store, only, kept| {
-                    digests.recovered(store, index, peers, only, &mut out);
-                    out.extend(kept);
+                recovery.step(&status, frontiers, &mut out, |cap, store, only, out| {
+                    digests.recovered(store, index, peers, only, out);
                     output.session(cap).give_iterator(out.drain(..));
                 });
                 crate::bolt::release_burst(&mut out);

@@ -130,6 +130,26 @@ impl Keys {
         self.groups[id as usize].bucket
     }
 
+    /// `user`'s view of its held group `id` (`state`), shared with every
+    /// user who sees the group whole in this epoch.
+    fn view_of(
+        &self,
+        (spec_index, spec): (usize, &DigestSpec),
+        id: GroupId,
+        state: &GroupState,
+        user: Tid,
+        fanout: &Fanout,
+        whole: &mut WholeViews,
+    ) -> Arc<Group> {
+        let members = || self.members(id, user, fanout);
+        let view = || Arc::new(state.view(self.name(id), spec, &fanout.slots, members));
+        if self.is_whole(id, state.count) {
+            whole.entry((spec_index, id)).or_insert_with(view).clone()
+        } else {
+            view()
+        }
+    }
+
     /// Whether `count` entries are all of group `id`'s stories.
     fn is_whole(&self, id: GroupId, count: u32) -> bool {
         self.groups[id as usize].stories.len() == count as usize
@@ -892,18 +912,9 @@ impl DigestGroups {
             })
         };
         let mut changes: Vec<(Arc<str>, GroupChange)> = Vec::new();
-        let mut put = |key: &Arc<str>, group: GroupId| {
+        let mut put = |_: &Arc<str>, group: GroupId| {
             let state = &digest.groups[&group];
-            let members = || keys.members(group, u, fanout);
-            let view = || Arc::new(state.view(key, spec, &fanout.slots, members));
-            GroupChange::Put(if keys.is_whole(group, state.count) {
-                whole
-                    .entry((spec_index, group))
-                    .or_insert_with(view)
-                    .clone()
-            } else {
-                view()
-            })
+            GroupChange::Put(keys.view_of((spec_index, spec), group, state, u, fanout, whole))
         };
         for group in changed {
             let key = keys.name(group);

@@ -874,7 +874,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, Edge, isize> {
             OutputBuilder::<_, CapacityContainerBuilder<Vec<Answer>>>::from(answers_out);
         builder.build(move |mut caps: Vec<Capability<u64>>| {
             let mut stash = EpochStash::new(3);
-            let (mut recovery, mut digest_recovery) = gates(&mut caps, &settings, &status);
+            let (mut heads_gate, mut digests_gate) = gates(&mut caps, &settings, &status);
             let mut heads = Heads::new(settings);
             let (mut out, mut digested) = (Vec::new(), Vec::new());
             move |frontiers| {
@@ -904,22 +904,20 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, Edge, isize> {
                         .session(&caps[2])
                         .give_iterator(answered.into_iter());
                     status.add_digest_updates(digested.len() as u64);
-                    digest_recovery.pass(time, &mut digested, |changes| {
+                    digests_gate.pass(time, &mut digested, |changes| {
                         digests_out.session(&caps[1]).give_iterator(changes)
                     });
-                    recovery.pass(time, &mut out, |changes| {
+                    heads_gate.pass(time, &mut out, |changes| {
                         heads_out.session(&caps[0]).give_iterator(changes)
                     });
                 }
-                recovery.step(&status, frontiers, |cap, store, only, kept| {
-                    heads.recovered_heads(store, index, peers, only, &mut out);
-                    out.extend(kept);
+                heads_gate.step(&status, frontiers, &mut out, |cap, store, only, out| {
+                    heads.recovered_heads(store, index, peers, only, out);
                     heads_out.session(cap).give_iterator(out.drain(..));
                 });
-                digest_recovery.step(&status, frontiers, |cap, store, only, kept| {
-                    heads.recovered_digests(store, index, peers, only, &mut digested);
-                    digested.extend(kept);
-                    digests_out.session(cap).give_iterator(digested.drain(..));
+                digests_gate.step(&status, frontiers, &mut digested, |cap, store, only, d| {
+                    heads.recovered_digests(store, index, peers, only, d);
+                    digests_out.session(cap).give_iterator(d.drain(..));
                 });
                 crate::bolt::release_burst(&mut out);
                 crate::bolt::release_burst(&mut digested);

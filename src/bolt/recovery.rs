@@ -123,13 +123,14 @@ impl<T: UserChange> RecoveryGate<T> {
 
     /// Call after each activation. Once the topology has recovered, `write`
     /// gets the held capability, the store, the users to write whole and
-    /// the kept changes of the others (to write after them), and the gate
-    /// opens; until then the capability follows the inputs.
+    /// `out` holding the kept changes of the others (to send with them),
+    /// and the gate opens; until then the capability follows the inputs.
     pub fn step(
         &mut self,
         status: &Status,
         frontiers: &[MutableAntichain<u64>],
-        write: impl FnOnce(&Capability<u64>, &dyn Store, Only<'_>, Vec<T>),
+        out: &mut Vec<T>,
+        write: impl FnOnce(&Capability<u64>, &dyn Store, Only<'_>, &mut Vec<T>),
     ) {
         let Some((cap, store)) = self.held.as_mut() else {
             return;
@@ -145,7 +146,8 @@ impl<T: UserChange> RecoveryGate<T> {
                 Some(whole) => kept.retain(|change| !whole.contains(change.user())),
                 None => kept.clear(),
             }
-            write(cap, store.as_ref(), only.as_ref(), kept);
+            out.append(&mut kept);
+            write(cap, store.as_ref(), only.as_ref(), out);
             status.recovery_emitted(*cap.time());
             self.held = None;
         } else {
