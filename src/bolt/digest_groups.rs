@@ -912,20 +912,20 @@ impl DigestGroups {
             })
         };
         let mut changes: Vec<(Arc<str>, GroupChange)> = Vec::new();
-        let mut put = |_: &Arc<str>, group: GroupId| {
+        let mut put = |group: GroupId| {
             let state = &digest.groups[&group];
             GroupChange::Put(keys.view_of((spec_index, spec), group, state, u, fanout, whole))
         };
         for group in changed {
             let key = keys.name(group);
             if in_head(group) && !membership.contains_key(key) {
-                changes.push((key.clone(), put(key, group)));
+                changes.push((key.clone(), put(group)));
             }
         }
         for (key, diff) in membership {
             let group = keys.ids[&key];
             if in_head(group) {
-                changes.push((key.clone(), put(&key, group)));
+                changes.push((key.clone(), put(group)));
             } else if diff < 0 {
                 changes.push((key.clone(), GroupChange::Remove(key.to_string())));
             }
