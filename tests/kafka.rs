@@ -522,7 +522,7 @@ fn feeds_are_exact_after_five_sigkills_and_restarts_mid_stream() {
 
     let log = std::fs::read_to_string(&run.log).unwrap();
     assert!(
-        log.contains("recovery rewrites only the users written since the checkpoint"),
+        log.contains("recovery rewrites only the users written or changed since the checkpoint"),
         "the last run resumed from a checkpoint the store holds: no full rewrite"
     );
     let topology: TopologyConfig = toml::from_str(&toml).unwrap();

@@ -471,8 +471,7 @@ impl<'scope> Digest<'scope> for VecCollection<'scope, u64, (TypedId, Story), isi
             OutputBuilder::<_, CapacityContainerBuilder<Vec<DigestChange>>>::from(output);
         builder.build(move |mut caps| {
             let mut stash = EpochStash::new(1);
-            let whole = specs.iter().map(|spec| spec.sizes.digest_size).sum();
-            let mut recovery = RecoveryGate::new(caps.pop(), recover_into, &status, whole);
+            let mut recovery = RecoveryGate::new(caps.pop(), recover_into);
             let mut digests = Digests {
                 keys: specs.iter().map(|_| Keys::default()).collect(),
                 specs,
@@ -504,8 +503,8 @@ impl<'scope> Digest<'scope> for VecCollection<'scope, u64, (TypedId, Story), isi
                         output.session(&caps[0]).give_iterator(changes)
                     });
                 }
-                recovery.step(&status, frontiers, &mut out, |cap, store, only, out| {
-                    digests.recovered(store, index, peers, only, out);
+                recovery.step(&status, frontiers, |cap, store, only| {
+                    digests.recovered(store, index, peers, only, &mut out);
                     output.session(cap).give_iterator(out.drain(..));
                 });
                 crate::bolt::release_burst(&mut out);

@@ -824,18 +824,11 @@ impl Heads {
 /// initial capabilities: each output recovers on its own (the digests'
 /// only with digests). The answers' capability is dropped: answers go out
 /// under their epoch's capability only.
-fn gates(
-    caps: &mut Vec<Capability<u64>>,
-    settings: &HeadSettings,
-    status: &Status,
-) -> (RecoveryGate<HeadChange>, RecoveryGate<DigestChange>) {
+fn gates(caps: &mut Vec<Capability<u64>>, settings: &HeadSettings) -> (RecoveryGate, RecoveryGate) {
     caps.pop();
     let digests_cap = caps.pop().filter(|_| !settings.digests.is_empty());
-    // About what writing a user whole takes: a head, each digest's groups.
-    let digest_groups = settings.digests.iter().map(|s| s.sizes.digest_size).sum();
-    let into = &settings.recover_into;
-    let digests = RecoveryGate::new(digests_cap, into.clone(), status, digest_groups);
-    let heads = RecoveryGate::new(caps.pop(), into.clone(), status, settings.feed_size);
+    let digests = RecoveryGate::new(digests_cap, settings.recover_into.clone());
+    let heads = RecoveryGate::new(caps.pop(), settings.recover_into.clone());
     (heads, digests)
 }
 
@@ -874,7 +867,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, Edge, isize> {
             OutputBuilder::<_, CapacityContainerBuilder<Vec<Answer>>>::from(answers_out);
         builder.build(move |mut caps: Vec<Capability<u64>>| {
             let mut stash = EpochStash::new(3);
-            let (mut heads_gate, mut digests_gate) = gates(&mut caps, &settings, &status);
+            let (mut heads_gate, mut digests_gate) = gates(&mut caps, &settings);
             let mut heads = Heads::new(settings);
             let (mut out, mut digested) = (Vec::new(), Vec::new());
             move |frontiers| {
@@ -911,13 +904,13 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, Edge, isize> {
                         heads_out.session(&caps[0]).give_iterator(changes)
                     });
                 }
-                heads_gate.step(&status, frontiers, &mut out, |cap, store, only, out| {
-                    heads.recovered_heads(store, index, peers, only, out);
+                heads_gate.step(&status, frontiers, |cap, store, only| {
+                    heads.recovered_heads(store, index, peers, only, &mut out);
                     heads_out.session(cap).give_iterator(out.drain(..));
                 });
-                digests_gate.step(&status, frontiers, &mut digested, |cap, store, only, d| {
-                    heads.recovered_digests(store, index, peers, only, d);
-                    digests_out.session(cap).give_iterator(d.drain(..));
+                digests_gate.step(&status, frontiers, |cap, store, only| {
+                    heads.recovered_digests(store, index, peers, only, &mut digested);
+                    digests_out.session(cap).give_iterator(digested.drain(..));
                 });
                 crate::bolt::release_burst(&mut out);
                 crate::bolt::release_burst(&mut digested);

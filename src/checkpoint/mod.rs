@@ -30,8 +30,8 @@
 //! - **The store.** With a store that outlives the process, a checkpoint
 //!   taken once the store holds the topology's state names the time from
 //!   which the store records the users it writes (`store_since`): a resume
-//!   from it rewrites only those, and writes the changes the replay makes
-//!   (see [`crate::bolt::recovery`]), not every head.
+//!   from it rewrites only those and the users the replay changes (see
+//!   [`crate::bolt::recovery`]), not every head.
 //! - **Other worker counts.** Every part is a set of keyed events: a start
 //!   on another number of workers reads them all and routes each by its
 //!   key, and spout positions are per partition (Kafka) or per record
