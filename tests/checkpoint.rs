@@ -28,6 +28,10 @@ fn wait_caught_up_reading(running: &Running, events: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !(running.status.caught_up() && running.status.events_in() >= events) {
         assert!(
+            running.status.healthy(),
+            "a worker failed (its error is logged)"
+        );
+        assert!(
             Instant::now() < deadline,
             "not caught up: {} of {events} events in",
             running.status.events_in()

@@ -104,6 +104,10 @@ pub struct Checkpoints {
     resumed: OnceLock<Option<Resumed>>,
     /// The boundary every process stops at, once agreed.
     stop_at: Mutex<Option<u64>>,
+    /// Part writers still running: a stopped topology waits for them, so
+    /// that none completes or prunes a checkpoint after it (a restart in
+    /// the same process could be reading the checkpoint they would prune).
+    writers: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Checkpoints {
@@ -245,6 +249,7 @@ impl Checkpoints {
             run: OnceLock::new(),
             resumed: OnceLock::new(),
             stop_at: Mutex::new(None),
+            writers: Mutex::default(),
         }))
     }
 
@@ -296,6 +301,22 @@ impl Checkpoints {
     /// The checkpoint this run resumed from.
     pub fn resumed(&self) -> Option<&Resumed> {
         self.resumed.get().and_then(Option::as_ref)
+    }
+
+    /// Keeps `writer` to wait for in [`wait_for_writers`](Self::wait_for_writers).
+    fn track(&self, writer: std::thread::JoinHandle<()>) {
+        let mut writers = self.writers.lock().expect("checkpoint writers");
+        writers.retain(|w| !w.is_finished());
+        writers.push(writer);
+    }
+
+    /// Waits for every part writer started so far (after the workers
+    /// stopped, no new one starts).
+    pub fn wait_for_writers(&self) {
+        let writers = std::mem::take(&mut *self.writers.lock().expect("checkpoint writers"));
+        for writer in writers {
+            let _ = writer.join();
+        }
     }
 
     /// Says that the store holds the topology's state for every epoch from
@@ -601,11 +622,10 @@ impl Snapshots {
                 tracing::error!(%error, ?boundaries, part = component, "checkpoint part not written");
             }
         };
-        if let Err(error) = std::thread::Builder::new()
-            .name(format!("checkpoint-{component}-{worker}"))
-            .spawn(write)
-        {
-            tracing::error!(%error, "cannot start a checkpoint writer");
+        let name = format!("checkpoint-{component}-{worker}");
+        match std::thread::Builder::new().name(name).spawn(write) {
+            Ok(writer) => self.checkpoints.as_ref().expect("checked").track(writer),
+            Err(error) => tracing::error!(%error, "cannot start a checkpoint writer"),
         }
     }
 }

@@ -46,6 +46,7 @@ pub struct Running {
     /// Workers whose driver returned (the cluster stopped, or they failed).
     returned: Arc<AtomicUsize>,
     guards: Option<timely::communication::WorkerGuards<()>>,
+    checkpoints: Option<Arc<Checkpoints>>,
 }
 
 /// How to run.
@@ -145,6 +146,7 @@ impl Running {
             stop,
             returned,
             guards: Some(guards),
+            checkpoints,
         })
     }
 
@@ -182,7 +184,11 @@ impl Running {
 
     fn join_workers(&mut self) -> Result<()> {
         if let Some(guards) = self.guards.take() {
-            for result in guards.join() {
+            let results = guards.join();
+            if let Some(checkpoints) = &self.checkpoints {
+                checkpoints.wait_for_writers();
+            }
+            for result in results {
                 result.map_err(Error::Timely)?;
             }
         }

@@ -114,3 +114,23 @@ pub fn kafka_topology(
     )];
     topology
 }
+
+/// How many messages `topic`'s partitions `0..partitions` hold, from the
+/// broker's watermarks (a plain rdkafka consumer). A producer's retry after
+/// a lost acknowledgement can write a batch twice, so after a broker outage
+/// this, not the lines produced, is what a consumer reads exactly once.
+pub fn messages_in(topic: &str, partitions: i32) -> u64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap();
+            (high - low) as u64
+        })
+        .sum()
+}
