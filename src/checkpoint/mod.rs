@@ -20,8 +20,9 @@
 //!   written everything before it.
 //! - **Atomic.** Parts are written to temporary files, synced and renamed;
 //!   the manifest, written the same way once every part and position is
-//!   in, names a complete set. A checkpoint without a manifest, or whose
-//!   parts do not match it, is ignored in favour of the one before.
+//!   in, names a complete set with each part's size and xxh3-64 checksum.
+//!   A checkpoint without a manifest, or whose parts do not match it (cut
+//!   short, or bytes changed), is ignored in favour of the one before.
 //! - **Acking.** A Kafka offset is committed once the checkpoint holding
 //!   it is durable and the sink wrote every epoch before its boundary.
 //!   While a restart on a persistent store withholds its output, the
@@ -60,6 +61,7 @@ use crate::error::{Error, Result};
 use crate::event::unix_ms;
 use crate::spout::SourcePosition;
 
+use manifest::Summed;
 pub use manifest::{inspect, Manifest, PartInfo, SourceEntry};
 
 /// The bolts that write a part of each checkpoint, on every worker.
@@ -182,17 +184,21 @@ fn io_error(path: &Path, error: impl std::fmt::Display) -> Error {
 /// Returns the bytes written.
 fn write_atomic(
     path: &Path,
-    write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
-) -> Result<u64> {
+    write: impl FnOnce(&mut BufWriter<Summed<File>>) -> Result<()>,
+) -> Result<(u64, u64)> {
     let tmp = path.with_extension("tmp");
     let file = File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    // Hashed below the buffer: the hasher sees large pieces.
+    let mut out = BufWriter::with_capacity(1 << 20, Summed::new(file));
     write(&mut out)?;
-    let file = out.into_inner().map_err(|e| io_error(&tmp, e.error()))?;
+    let (file, xxh3) = out
+        .into_inner()
+        .map_err(|e| io_error(&tmp, e.error()))?
+        .finish();
     file.sync_all().map_err(|e| io_error(&tmp, e))?;
     let bytes = file.metadata().map_err(|e| io_error(&tmp, e))?.len();
     std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
-    Ok(bytes)
+    Ok((bytes, xxh3))
 }
 
 /// Makes renames in `dir` durable.
@@ -225,13 +231,20 @@ impl Checkpoints {
         }
         let root = config.dir.join(&topology.name);
         std::fs::create_dir_all(&root).map_err(|e| io_error(&root, e))?;
-        let usable =
+        let mut usable =
             manifest::usable_dirs(&root, cluster.process, cluster.processes, cluster.workers);
+        // A run named after the last one's, even if the clock went back.
+        let newest_run = usable.iter().map(|(_, m)| m.run + 1).max().unwrap_or(0);
+        usable.retain(|(dir, manifest)| {
+            let corrupt = manifest.corrupt_parts(dir);
+            if !corrupt.is_empty() {
+                tracing::warn!(dir = %dir.display(), ?corrupt, "checkpoint with parts that fail their checksum: skipped");
+            }
+            corrupt.is_empty()
+        });
         if let Some((dir, manifest)) = usable.last() {
             manifest.check_fits(&topology.name, &spouts, dir)?;
         }
-        // A run named after the last one's, even if the clock went back.
-        let newest_run = usable.iter().map(|(_, m)| m.run + 1).max().unwrap_or(0);
         let candidates = usable
             .iter()
             .filter_map(|(dir, _)| Some(dir.file_name()?.to_str()?.to_owned()))
@@ -410,7 +423,7 @@ impl Checkpoints {
         let dir = self.dir_of(newest);
         std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
         let path = dir.join(&file);
-        let bytes = write_atomic(&path, |out| {
+        let (bytes, xxh3) = write_atomic(&path, |out| {
             bincode::serialize_into(out, value).map_err(|e| io_error(&path, e))
         })?;
         tracing::debug!(
@@ -443,6 +456,7 @@ impl Checkpoints {
                 file: file.clone(),
                 bytes,
                 records,
+                xxh3: Some(xxh3),
             });
             self.complete_if_ready(&mut state, boundary)?;
         }
