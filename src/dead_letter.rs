@@ -20,7 +20,7 @@ pub struct DeadLetters {
 }
 
 enum Destination {
-    File(Mutex<BufWriter<File>>),
+    File(Mutex<BufWriter<File>>, std::path::PathBuf),
     #[cfg(feature = "kafka")]
     Kafka {
         producer: crate::kafka::Producer,
@@ -63,7 +63,7 @@ impl DeadLetters {
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(DeadLetters {
-            destination: Destination::File(Mutex::new(BufWriter::new(file))),
+            destination: Destination::File(Mutex::new(BufWriter::new(file)), path.clone()),
         })
     }
 
@@ -97,11 +97,15 @@ impl DeadLetters {
     pub fn write(&self, bad: &BadEvent) -> Result<()> {
         tracing::warn!(position = ?bad.position, error = %bad.error, "bad event sent to dead letters");
         match &self.destination {
-            Destination::File(file) => {
+            Destination::File(file, path) => {
                 let line = json!({"position": bad.position, "error": bad.error.to_string(), "raw": bad.raw});
                 let mut file = file.lock().expect("dead-letter lock");
-                writeln!(file, "{line}")?;
-                file.flush()?;
+                writeln!(file, "{line}")
+                    .and_then(|()| file.flush())
+                    .map_err(|source| crate::Error::DeadLetter {
+                        path: path.clone(),
+                        source,
+                    })?;
             }
             #[cfg(feature = "kafka")]
             Destination::Kafka { producer, topic } => {

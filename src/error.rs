@@ -81,6 +81,15 @@ pub enum Error {
     /// A Redis command failed (server down, slot moved, wrong password).
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The dead-letter file cannot take a bad event (a full disk, say): the
+    /// topology stops rather than lose it or ack past it.
+    #[error("dead letters: cannot write {path}: {source}")]
+    DeadLetter {
+        /// The dead-letter file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// I/O failure (dead-letter file, listener).
     #[error(transparent)]
     Io(#[from] std::io::Error),

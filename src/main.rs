@@ -425,12 +425,16 @@ fn run(
             );
         }
         Ended::ByPeer => tracing::info!("stopping: another process of the cluster asked"),
+        Ended::Failed => exit_failed(),
     }
     running.ask_to_stop();
     // The workers drain; the API keeps answering meanwhile.
     while !running.workers_returned() {
         if let Some(lost) = feedstorm::cluster::lost_peer() {
             exit_lost_peer(lost);
+        }
+        if running.status.failed() {
+            exit_failed();
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -492,6 +496,9 @@ fn wait_for_end(running: &Running) -> anyhow::Result<Ended> {
                     if let Some(lost) = feedstorm::cluster::lost_peer() {
                         return Ended::LostPeer(lost);
                     }
+                    if running.status.failed() {
+                        return Ended::Failed;
+                    }
                     if running.workers_returned() {
                         return Ended::ByPeer;
                     }
@@ -512,12 +519,27 @@ fn exit_lost_peer(lost: &str) -> ! {
     std::process::exit(2);
 }
 
+/// A worker failed (its error is logged): the others cannot finish an
+/// epoch without it, so exit now (status 1), as for a lost peer. Nothing
+/// was acked past the last durable checkpoint and sink write, so a restart
+/// resumes from there.
+fn exit_failed() -> ! {
+    // Workers fail on the channels of a lost peer: say that, the cause.
+    if let Some(lost) = feedstorm::cluster::lost_peer() {
+        exit_lost_peer(lost);
+    }
+    eprintln!("feedstorm: a worker failed (see the log above); exiting");
+    std::process::exit(1);
+}
+
 /// Why `run` ends.
 enum Ended {
     /// A signal asked this process to stop the cluster.
     Asked(&'static str),
     /// Another process stopped the cluster.
     ByPeer,
+    /// A worker of this process failed.
+    Failed,
     /// A peer process was lost.
     LostPeer(&'static str),
 }

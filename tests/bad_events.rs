@@ -204,3 +204,70 @@ fn a_line_far_over_the_limit_is_bad_and_dead_lettered_bounded() {
         "the dead letter of a 30 MB line holds {letters} bytes"
     );
 }
+
+/// A dead-letter file that cannot take a bad line (a full disk: Linux's
+/// `/dev/full`) loses nothing and hides nothing: `feedstorm run` exits
+/// non-zero at once with the error. Before, the worker that met the line
+/// stopped and the other ran on without it, for ever (SIGTERM could not
+/// stop it either: a stop waits for an epoch every worker finishes).
+#[test]
+fn an_unwritable_dead_letter_file_stops_run_with_the_error() {
+    assert!(
+        std::path::Path::new("/dev/full").exists(),
+        "this test needs /dev/full"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    // The bad line is the file's first: only worker 0 of 2 reads it.
+    let mut lines = vec!["not json at all".to_owned()];
+    lines.extend(random_lines(
+        9,
+        Shape {
+            events: 300,
+            users: 6,
+            things: 5,
+            ids: 100,
+            times: 30,
+            spacing: 60_000,
+        },
+    ));
+    write_lines(&events, &lines);
+    let topology = dir.path().join("full.toml");
+    std::fs::write(
+        &topology,
+        format!(
+            "name = \"full\"\n[[spout]]\ntype = \"file\"\npath = {events:?}\n[sink]\n\
+             type = \"embedded\"\n[dead_letter]\npath = \"/dev/full\"\n[checkpoint]\ninterval = \"0s\"\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("run.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_feedstorm"))
+        .arg("run")
+        .arg(&topology)
+        .args(["--listen", "127.0.0.1:0", "--workers", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "still running 60 s after its dead-letter write failed:\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "exits non-zero: {status}\n{log}");
+    assert!(
+        log.contains("dead letters: cannot write /dev/full"),
+        "the error names the dead-letter file:\n{log}"
+    );
+}

@@ -965,11 +965,8 @@ impl DigestGroups {
         let dropped: Vec<GroupId> = digest
             .groups
             .iter()
-            .filter(|(group, state)| {
-                state
-                    .place(keys.name(**group))
-                    .is_some_and(|place| place.last_time < from)
-            })
+            // By time alone: a place would clone the key's `Arc` per group.
+            .filter(|(_, state)| state.newest.last().is_some_and(|e| e.time < from))
             .map(|(group, _)| *group)
             .collect();
         let changes_before = head_changes.len();

@@ -123,14 +123,27 @@ impl Running {
                     checkpoints: checkpoints.as_ref(),
                     cluster: &cluster,
                 };
-                let met = meet(worker, &cluster, http.clone(), checkpoints.as_deref());
-                let result = met.and_then(|agreed| {
-                    agreement.get_or_init(|| agreed);
-                    drive(worker, &topology, shared)
-                });
-                if let Err(error) = result {
-                    tracing::error!(%error, worker = worker.index(), "worker stopped");
-                    status.set_failed();
+                let index = worker.index();
+                // A panic fails the worker as an error does (its message is
+                // already printed): the status says so and `run` exits,
+                // instead of the other workers waiting on it for ever.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let met = meet(worker, &cluster, http.clone(), checkpoints.as_deref());
+                    met.and_then(|agreed| {
+                        agreement.get_or_init(|| agreed);
+                        drive(worker, &topology, shared)
+                    })
+                }));
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::error!(%error, worker = index, "worker stopped");
+                        status.set_failed();
+                    }
+                    Err(_) => {
+                        tracing::error!(worker = index, "worker panicked");
+                        status.set_failed();
+                    }
                 }
                 returned.fetch_add(1, Ordering::SeqCst);
             })
