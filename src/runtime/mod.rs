@@ -124,9 +124,6 @@ impl Running {
                     cluster: &cluster,
                 };
                 let index = worker.index();
-                // A panic fails the worker as an error does (its message is
-                // already printed): the status says so and `run` exits,
-                // instead of the other workers waiting on it for ever.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     let met = meet(worker, &cluster, http.clone(), checkpoints.as_deref());
                     met.and_then(|agreed| {
@@ -134,17 +131,7 @@ impl Running {
                         drive(worker, &topology, shared)
                     })
                 }));
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => {
-                        tracing::error!(%error, worker = index, "worker stopped");
-                        status.set_failed();
-                    }
-                    Err(_) => {
-                        tracing::error!(worker = index, "worker panicked");
-                        status.set_failed();
-                    }
-                }
+                record_outcome(result, index, &status);
                 returned.fetch_add(1, Ordering::SeqCst);
             })
             .map_err(Error::Timely)?
@@ -216,6 +203,24 @@ impl Drop for Running {
         self.status.abandon();
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.join_workers();
+    }
+}
+
+/// Marks the topology failed when worker `index` returned an error or
+/// panicked: a panic fails the worker as an error does (its message is
+/// already printed), so that `run` exits instead of the other workers
+/// waiting on it for ever.
+fn record_outcome(outcome: std::thread::Result<Result<()>>, index: usize, status: &Status) {
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::error!(%error, worker = index, "worker stopped");
+            status.set_failed();
+        }
+        Err(_) => {
+            tracing::error!(worker = index, "worker panicked");
+            status.set_failed();
+        }
     }
 }
 
