@@ -286,7 +286,7 @@ pub trait Store: Send + Sync + 'static {
     /// The users whose heads, digests or notification feeds were written at
     /// or after `since_ms` (Unix milliseconds), for a resume from a
     /// checkpoint to rewrite only those; `None` when the store does not
-    /// record it (then a resume rewrites every user).
+    /// record it, or forgot part of it (then a resume rewrites every user).
     fn written_since(&self, since_ms: u64) -> Result<Option<HashSet<TypedId>>> {
         let _ = since_ms;
         Ok(None)

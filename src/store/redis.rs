@@ -30,6 +30,10 @@ use crate::feed::EntryOut;
 use crate::feed::FeedKey;
 use crate::store::{DigestPage, FeedPage, PageStart, Store, StoreStats, WriteBatch};
 
+/// The member of `PREFIX:written` whose score is the time before which
+/// the set was trimmed (not a user: it has no `kind:`).
+const FORGOTTEN_BEFORE: &str = "forgotten-before";
+
 /// Feed heads and activities in Redis.
 pub struct RedisStore {
     nodes: nodes::Nodes,
@@ -431,6 +435,17 @@ impl Store for RedisStore {
         }
         let key = self.written_key();
         let users: Vec<String> = self.with(&key, |c| c.zrangebyscore(&key, since_ms, "+inf"))?;
+        // Read after the range: a trim marks before it removes, so a
+        // range that a trim cut short is always seen here.
+        let forgotten: Option<f64> = self.with(&key, |c| c.zscore(&key, FORGOTTEN_BEFORE))?;
+        if let Some(forgotten) = forgotten.map(|at| at as u64).filter(|&at| at > since_ms) {
+            tracing::info!(
+                since_ms,
+                forgotten_before_ms = forgotten,
+                "the store no longer knows whom it wrote since the checkpoint"
+            );
+            return Ok(None);
+        }
         Ok(Some(
             users.iter().filter_map(|u| TypedId::parse(u)).collect(),
         ))
@@ -438,6 +453,14 @@ impl Store for RedisStore {
 
     fn forget_written_before(&self, before_ms: u64) -> Result<()> {
         let key = self.written_key();
+        self.with(&key, |c| {
+            c.zadd_options::<_, _, _, ()>(
+                &key,
+                FORGOTTEN_BEFORE,
+                before_ms,
+                &redis::SortedSetAddOptions::add_or_update(Some(redis::UpdateCheck::GT)),
+            )
+        })?;
         self.with(&key, |c| {
             c.zrembyscore::<_, _, _, ()>(&key, "-inf", format!("({before_ms}"))
         })
