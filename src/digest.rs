@@ -112,7 +112,7 @@ pub struct Group {
     /// The aggregation key.
     pub key: Arc<str>,
     /// Verb of the newest activity.
-    pub verb: Arc<str>,
+    pub verb: arcstr::ArcStr,
     /// Object of the newest activity.
     pub object: TypedId,
     /// Distinct actors, ordered by their newest activity in the group, newest

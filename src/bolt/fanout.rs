@@ -59,13 +59,20 @@ pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::FixedState>;
 /// A feed entry as the fan-out keeps it: the story's time and slot. Entries
 /// order as their [`FeedKey`]s do (time, then activity id), which needs the
 /// ids: compare them with [`Slots::cmp`].
+///
+/// Packed to 12 bytes (no padding after the slot): the fan-out's indexes
+/// and the heads hold one per story they list, so this is most of their
+/// memory. Read its fields by value (`{entry.time}`), never by reference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C, packed(4))]
 pub struct Entry {
     /// The activity's time.
     pub time: Millis,
     /// Where the story is kept.
     pub slot: Slot,
 }
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 12);
 
 /// Typed ids interned to small integers on one worker, so that the indexes
 /// below hold and compare integers, not strings.
@@ -196,7 +203,7 @@ impl Slots {
     /// The feed order of two entries: time, then activity id.
     #[inline]
     pub fn cmp(&self, a: &Entry, b: &Entry) -> Ordering {
-        a.time.cmp(&b.time).then_with(|| {
+        { a.time }.cmp(&{ b.time }).then_with(|| {
             if a.slot == b.slot {
                 Ordering::Equal
             } else {
@@ -208,8 +215,7 @@ impl Slots {
     /// The order of `entry` against a feed key (which need not be retained).
     #[inline]
     pub fn cmp_key(&self, entry: &Entry, key: &FeedKey) -> Ordering {
-        entry
-            .time
+        { entry.time }
             .cmp(&key.time)
             .then_with(|| self.id(entry.slot).cmp(&key.id))
     }
@@ -252,8 +258,7 @@ impl Slots {
         let (time, id) = (story.0.time, &*story.0.id);
         // Most lookups are of the newest or the oldest: no search for them.
         let probe = |entry: &Entry| {
-            entry
-                .time
+            { entry.time }
                 .cmp(&time)
                 .then_with(|| self.id(entry.slot).cmp(id))
         };
@@ -374,7 +379,12 @@ impl Fanout {
                 slot
             }
             None => {
-                self.slots.kept.push(Some(kept));
+                // Grown by an eighth, not doubled (as the indexes below).
+                let kept_all = &mut self.slots.kept;
+                if kept_all.len() == kept_all.capacity() {
+                    kept_all.reserve_exact(kept_all.len() / 8 + 1024);
+                }
+                kept_all.push(Some(kept));
                 Slot::try_from(self.slots.kept.len() - 1)
                     .expect("fewer than 2^32 stories per worker")
             }
@@ -385,6 +395,11 @@ impl Fanout {
         };
         for &tid in self.slots.about(entry) {
             let sorted = self.about.entry(tid).or_default();
+            // Grown by a quarter, not doubled: these hold every story (twice
+            // or more), and doubling would leave up to half of them empty.
+            if sorted.len() == sorted.capacity() {
+                sorted.reserve_exact((sorted.len() / 4).max(4));
+            }
             // Most stories are the newest about their ids: no search for them.
             match sorted.back() {
                 Some(newest) if self.slots.cmp(newest, &entry).is_ge() => {

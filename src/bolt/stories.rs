@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+
+use arcstr::ArcStr;
 use std::time::Duration;
 
 use differential_dataflow::{AsCollection, VecCollection};
@@ -153,14 +155,14 @@ impl<T: std::hash::Hash + Eq + Clone> Pool<T> {
 /// The pools of the handles activities hold.
 struct Pools {
     typed_ids: Pool<TypedId>,
-    verbs: Pool<Arc<str>>,
+    verbs: Pool<ArcStr>,
 }
 
 impl Default for Pools {
     fn default() -> Self {
         Pools {
             typed_ids: Pool::new(TypedId::is_shared),
-            verbs: Pool::new(|verb| Arc::strong_count(verb) > 1),
+            verbs: Pool::new(|verb| ArcStr::strong_count(verb).is_none_or(|count| count > 1)),
         }
     }
 }
@@ -199,10 +201,10 @@ pub struct SavedActivity {
     id: Arc<str>,
     time: Millis,
     actor: u32,
-    verb: Arc<str>,
+    verb: ArcStr,
     object: u32,
     target: Option<u32>,
-    extra: Option<String>,
+    extra: Option<Box<str>>,
 }
 
 impl StoriesPart {

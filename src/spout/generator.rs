@@ -262,7 +262,7 @@ fn on_time_event(config: &GeneratorConfig, i: u64) -> Event {
             target,
             extra: rng
                 .gen_bool(0.3)
-                .then(|| format!(r#"{{"price":{}}}"#, rng.gen_range(1..500))),
+                .then(|| format!(r#"{{"price":{}}}"#, rng.gen_range(1..500)).into()),
         })
     } else if roll < activities + config.follow_share {
         let (user, interest) = follow_edge(config, rng.gen_range(0..u64::MAX) | (1 << 63));

@@ -231,7 +231,7 @@ impl RedisStore {
             verb: stored.verb.into(),
             object: stored.object,
             target: stored.target,
-            extra: stored.extra.map(|e| e.get().to_owned()),
+            extra: stored.extra.map(|e| e.get().into()),
         }))
     }
 
