@@ -19,6 +19,7 @@ use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::sync::Arc;
 
+use arcstr::ArcStr;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::{Deserialize, Serialize};
 
@@ -112,7 +113,7 @@ pub struct Group {
     /// The aggregation key.
     pub key: Arc<str>,
     /// Verb of the newest activity.
-    pub verb: arcstr::ArcStr,
+    pub verb: ArcStr,
     /// Object of the newest activity.
     pub object: TypedId,
     /// Distinct actors, ordered by their newest activity in the group, newest

@@ -3,10 +3,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-
-use arcstr::ArcStr;
 use std::time::Duration;
 
+use arcstr::ArcStr;
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
