@@ -118,6 +118,8 @@ fn gauge(value: u64) -> Gauge {
 pub struct Status {
     name: String,
     started: Instant,
+    /// When the first worker began sending epochs (see [`Status::epoch_clock`]).
+    epoch_clock: std::sync::OnceLock<Instant>,
     events_in: AtomicU64,
     events_bad: AtomicU64,
     deliveries: AtomicU64,
@@ -144,6 +146,7 @@ impl Status {
         Status {
             name: name.to_owned(),
             started: Instant::now(),
+            epoch_clock: std::sync::OnceLock::new(),
             events_in: AtomicU64::new(0),
             events_bad: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
@@ -168,10 +171,17 @@ impl Status {
         &self.operators
     }
 
-    /// Time since the topology started (epochs count milliseconds from
-    /// about then: a worker's clock starts a little later).
+    /// Time since the topology started.
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
+    }
+
+    /// The clock this process's workers count epochs on: set by the first
+    /// to ask, once the processes have met, so that the workers' epochs
+    /// line up with each other's and, within milliseconds, with those of
+    /// the other processes (which met at the same moment).
+    pub fn epoch_clock(&self) -> Instant {
+        *self.epoch_clock.get_or_init(Instant::now)
     }
 
     /// Shows `checkpoints` in `/status` and `/metrics`.

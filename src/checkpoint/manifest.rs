@@ -60,6 +60,25 @@ pub struct Manifest {
     pub store_since: Option<u64>,
 }
 
+impl Manifest {
+    /// Adds `other`, another process's manifest of the same checkpoint:
+    /// its parts and positions, and the store is trusted only as far as
+    /// both trust it. A process whose recovery still withheld its writes at
+    /// the boundary (no `store_since`) makes the whole checkpoint rewrite
+    /// every user: its users' state may be missing from the store.
+    pub fn merge(&mut self, other: &Manifest) -> Result<()> {
+        self.parts.extend(other.parts.iter().cloned());
+        for (mine, theirs) in self.sources.iter_mut().zip(&other.sources) {
+            mine.position.merge(&theirs.position)?;
+        }
+        self.store_since = self
+            .store_since
+            .zip(other.store_since)
+            .map(|(a, b)| a.min(b));
+        Ok(())
+    }
+}
+
 /// One part of a checkpoint: one bolt's state on one worker.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -246,10 +265,7 @@ pub fn usable(dir: &Path, process: usize, processes: usize, workers: usize) -> O
     if all_there {
         let mut merged = manifests[0].clone();
         for more in &manifests[1..] {
-            merged.parts.extend(more.parts.iter().cloned());
-            for (mine, theirs) in merged.sources.iter_mut().zip(&more.sources) {
-                mine.position.merge(&theirs.position).ok()?;
-            }
+            merged.merge(more).ok()?;
         }
         return Some(merged);
     }
@@ -272,15 +288,24 @@ pub fn usable_dirs(
 }
 
 /// Deletes all but the newest `keep` checkpoints in `usable` (oldest
-/// first), and others older than `newest` (a newer one may be in progress).
+/// first), and the incomplete ones older than every checkpoint kept. An
+/// incomplete one newer than that may be in progress: on another process
+/// of the cluster (its manifest not yet there), or a stop's boundary that
+/// a worker of this process is still saving.
 pub fn prune(root: &Path, keep: usize, newest: &Path, usable: &[PathBuf]) {
+    let oldest_kept = usable
+        .iter()
+        .rev()
+        .take(keep)
+        .last()
+        .map_or(newest, |dir| dir.as_path().min(newest));
     let mut complete = 0;
     for dir in checkpoint_dirs(root).into_iter().rev() {
         let remove = if usable.contains(&dir) {
             complete += 1;
             complete > keep
         } else {
-            dir.as_path() < newest
+            dir.as_path() < oldest_kept
         };
         if remove {
             if let Err(error) = std::fs::remove_dir_all(&dir) {
@@ -347,4 +372,53 @@ pub fn inspect(dir: &Path) -> Result<String> {
         )));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Manifest;
+
+    fn manifest(process: usize, store_since: Option<u64>) -> Manifest {
+        Manifest {
+            format: super::FORMAT,
+            topology: "t".into(),
+            run: 1,
+            epoch: 10,
+            created_ms: 0,
+            workers: 1,
+            processes: 2,
+            process,
+            parts: vec![],
+            sources: vec![],
+            store_since,
+        }
+    }
+
+    #[test]
+    fn a_merged_checkpoint_trusts_the_store_only_as_far_as_every_process_does() {
+        let mut merged = manifest(0, Some(20));
+        merged.merge(&manifest(1, Some(15))).unwrap();
+        assert_eq!(merged.store_since, Some(15));
+        let mut merged = manifest(0, Some(20));
+        merged.merge(&manifest(1, None)).unwrap();
+        assert_eq!(merged.store_since, None);
+    }
+
+    #[test]
+    fn a_prune_keeps_the_newest_complete_and_the_incomplete_after_the_oldest_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = |name: &str| root.path().join(name);
+        for name in ["1", "2", "3", "4", "5", "6"] {
+            std::fs::create_dir(dir(name)).unwrap();
+        }
+        // 1, 3 and 5 complete; 2, 4 and 6 in progress (4 perhaps on
+        // another process).
+        let usable = [dir("1"), dir("3"), dir("5")];
+        super::prune(root.path(), 2, &dir("5"), &usable);
+        let left: Vec<bool> = ["1", "2", "3", "4", "5", "6"]
+            .iter()
+            .map(|name| dir(name).exists())
+            .collect();
+        assert_eq!(left, [false, false, true, true, true, true]);
+    }
 }

@@ -217,8 +217,13 @@ fn record_outcome(outcome: std::thread::Result<Result<()>>, index: usize, status
             tracing::error!(%error, worker = index, "worker stopped");
             status.set_failed();
         }
-        Err(_) => {
-            tracing::error!(worker = index, "worker panicked");
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(no message)");
+            tracing::error!(worker = index, message, "worker panicked");
             status.set_failed();
         }
     }
