@@ -294,10 +294,7 @@ pub fn usable_dirs(
 /// a worker of this process is still saving.
 pub fn prune(root: &Path, keep: usize, newest: &Path, usable: &[PathBuf]) {
     let oldest_kept = usable
-        .iter()
-        .rev()
-        .take(keep)
-        .last()
+        .get(usable.len().saturating_sub(keep))
         .map_or(newest, |dir| dir.as_path().min(newest));
     let mut complete = 0;
     for dir in checkpoint_dirs(root).into_iter().rev() {
