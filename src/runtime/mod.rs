@@ -1,9 +1,10 @@
 //! The runtime: timely workers, each driving its spouts into the topology in
 //! epochs, with back-pressure and progress tracking.
 //!
-//! Epochs are wall-clock milliseconds since start (at least one more than the
-//! previous epoch), so the workers' inputs advance together even when some
-//! have nothing to read, and an epoch completes soon after it is sent.
+//! Epochs are milliseconds on a clock the process's workers share (at least
+//! one more than the previous epoch, in 10 ms windows: see `driver`), so
+//! the workers' inputs advance together even when some have nothing to
+//! read, and an epoch completes soon after it is sent.
 //! A worker keeps at most `max_inflight_epochs` epochs unwritten; beyond that
 //! its spouts are not polled (back-pressure), and when the probe passes an
 //! epoch the worker knows it is written (the hook for Kafka acking).
