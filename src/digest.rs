@@ -140,7 +140,41 @@ impl Group {
     pub fn from_newest<'a>(
         key: &Arc<str>,
         spec: &DigestSpec,
-        mut newest_first: impl Iterator<Item = &'a Activity> + Clone,
+        newest_first: impl Iterator<Item = &'a Activity> + Clone,
+        oldest: &Activity,
+        actor_count: usize,
+        activity_count: usize,
+    ) -> Group {
+        // Distinct actors by their newest activity, as many as are shown.
+        let wanted = spec.sizes.max_actors.min(actor_count);
+        let mut actors: Vec<TypedId> = Vec::with_capacity(wanted);
+        let mut activities = newest_first.clone();
+        while actors.len() < wanted {
+            let Some(activity) = activities.next() else {
+                break;
+            };
+            if !actors.contains(&activity.actor) {
+                actors.push(activity.actor.clone());
+            }
+        }
+        Group::with_actors(
+            key,
+            spec,
+            newest_first,
+            actors,
+            oldest,
+            actor_count,
+            activity_count,
+        )
+    }
+
+    /// [`from_newest`](Self::from_newest) with the shown `actors` already
+    /// picked (distinct, newest first, at most `max_actors`).
+    pub fn with_actors<'a>(
+        key: &Arc<str>,
+        spec: &DigestSpec,
+        newest_first: impl Iterator<Item = &'a Activity> + Clone,
+        actors: Vec<TypedId>,
         oldest: &Activity,
         actor_count: usize,
         activity_count: usize,
@@ -150,18 +184,8 @@ impl Group {
             .take(spec.sizes.max_activities)
             .map(|a| a.id.clone())
             .collect();
-        let newest = newest_first.clone().next().expect("non-empty group");
-        // Distinct actors by their newest activity, as many as are shown.
-        let wanted = spec.sizes.max_actors.min(actor_count);
-        let mut actors: Vec<TypedId> = Vec::with_capacity(wanted);
-        while actors.len() < wanted {
-            let Some(activity) = newest_first.next() else {
-                break;
-            };
-            if !actors.contains(&activity.actor) {
-                actors.push(activity.actor.clone());
-            }
-        }
+        let mut newest_first = newest_first;
+        let newest = newest_first.next().expect("non-empty group");
         Group {
             key: key.clone(),
             verb: newest.verb.clone(),

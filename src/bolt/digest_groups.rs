@@ -30,6 +30,8 @@
 use std::cmp::Reverse;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::bolt::digest::{DigestChange, GroupChange};
 use crate::bolt::fanout::{Entry, Fanout, FastMap, FastSet, Parties, Slots, Tid};
 use crate::bolt::recovery::{each_recovered_user, Only};
@@ -158,7 +160,7 @@ impl Keys {
     /// `user`'s group `id`, from the stories with its key.
     fn load(&self, id: GroupId, user: Tid, fanout: &Fanout, shown: usize) -> GroupState {
         let members = self.members_of(id, user, fanout);
-        let mut actors: Vec<(Tid, u32)> = Vec::new();
+        let mut actors = Actors::new();
         for member in &members {
             count_actor(&mut actors, member.parties.actor);
         }
@@ -196,8 +198,12 @@ impl Keys {
     }
 }
 
+/// A group's distinct actors, sorted, each with their number of entries:
+/// most groups have one or two, held inline (no allocation per group).
+type Actors = SmallVec<[(Tid, u32); 2]>;
+
 /// Counts one more entry by `actor` in `actors` (sorted by actor).
-fn count_actor(actors: &mut Vec<(Tid, u32)>, actor: Tid) {
+fn count_actor(actors: &mut Actors, actor: Tid) {
     match actors.binary_search_by_key(&actor, |(a, _)| *a) {
         Ok(at) => actors[at].1 += 1,
         Err(at) => actors.insert(at, (actor, 1)),
@@ -211,10 +217,10 @@ struct GroupState {
     /// Entries in the user's feed.
     count: u32,
     /// Distinct actors, sorted, each with their number of entries here.
-    actors: Vec<(Tid, u32)>,
+    actors: Actors,
     /// The newest entries, oldest first: every entry at or above the first
     /// is here, and at most twice the view's `shown` of them.
-    newest: Vec<Entry>,
+    newest: SmallVec<[Entry; 2]>,
     /// The oldest entry (`None` once it left, until the group is loaded again).
     oldest: Option<Entry>,
     /// Changed in this epoch (listed in the user's `touched`).
@@ -234,8 +240,8 @@ impl GroupState {
     fn empty() -> GroupState {
         GroupState {
             count: 0,
-            actors: Vec::new(),
-            newest: Vec::new(),
+            actors: Actors::new(),
+            newest: SmallVec::new(),
             oldest: None,
             touched: true,
         }
@@ -328,34 +334,45 @@ impl GroupState {
             .story(self.oldest.expect("a loaded group knows its oldest"))
             .0;
         let wanted = spec.sizes.max_actors.min(self.actors.len());
-        let mut seen: Vec<Tid> = Vec::with_capacity(wanted);
-        for entry in self.newest.iter().rev() {
-            let actor = slots.about(*entry)[0];
-            if !seen.contains(&actor) {
-                seen.push(actor);
-                if seen.len() == wanted {
-                    break;
-                }
-            }
-        }
+        let mut shown = shown_actors(&self.newest, wanted, slots);
         // Rarely, the shown actors lie below the newest entries kept.
         let all;
-        let newest = if seen.len() < wanted && !self.is_complete() {
+        let newest: &[Entry] = if shown.len() < wanted && !self.is_complete() {
             all = members();
+            shown = shown_actors(&all, wanted, slots);
             &all
         } else {
             &self.newest
         };
         let newest_first = newest.iter().rev().map(|e| &*slots.story(*e).0);
-        Group::from_newest(
+        Group::with_actors(
             key,
             spec,
             newest_first,
+            shown,
             oldest,
             self.actors.len(),
             self.count as usize,
         )
     }
+}
+
+/// The first `wanted` distinct actors of `entries` (oldest first), newest
+/// first: compared by interned id, each named by its story's actor.
+fn shown_actors(entries: &[Entry], wanted: usize, slots: &Slots) -> Vec<TypedId> {
+    let mut seen: SmallVec<[Tid; 8]> = SmallVec::new();
+    let mut shown = Vec::with_capacity(wanted);
+    for entry in entries.iter().rev() {
+        if shown.len() == wanted {
+            break;
+        }
+        let actor = slots.about(*entry)[0];
+        if !seen.contains(&actor) {
+            seen.push(actor);
+            shown.push(slots.story(*entry).0.actor.clone());
+        }
+    }
+    shown
 }
 
 /// One user's groups of one digest.
