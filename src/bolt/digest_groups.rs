@@ -21,6 +21,10 @@
 //! - When retractions leave fewer than `digest_size`, the user's feed is
 //!   walked down from `held_from` (the rebuild path's merge) and the groups
 //!   met are loaded, in the same epoch.
+//! - A user without digests yet (a first catch-up, a resume, a new user)
+//!   takes no deliveries: the same walk builds the digests at the end of
+//!   the epoch, from the top, reading only the newest groups. Delivering a
+//!   first catch-up's every story instead cost a fifth more time.
 //!
 //! A delivery is a membership change: an entry's paths into the user's feed
 //! (one per interest that brings it) went from none to some, or back. So an
@@ -607,12 +611,14 @@ impl DigestGroups {
         if self.specs.is_empty() {
             return;
         }
+        // A user without digests yet (a first catch-up): built whole at the
+        // end of the epoch by walking the feed from the top, which reads
+        // only the newest groups, instead of taking every delivery.
+        if self.start_user(user) {
+            return;
+        }
         let n = self.specs.len();
-        let mut created = false;
-        let digests = self.users.entry(user).or_insert_with(|| {
-            created = true;
-            (0..n).map(|_| UserDigest::default()).collect()
-        });
+        let digests = self.users.get_mut(&user).expect("started");
         let untouched = !digests.iter().any(UserDigest::changed);
         self.joined.resize_with(n, JoinedGroups::default);
         self.joined.iter_mut().for_each(JoinedGroups::clear);
@@ -638,9 +644,8 @@ impl DigestGroups {
             }
         }
         // Most leaves (retention's above all) miss every held group: such
-        // a user has nothing to do at the end of the epoch (but a new one
-        // that stays empty is dropped there).
-        if untouched && (created || digests.iter().any(UserDigest::changed)) {
+        // a user has nothing to do at the end of the epoch.
+        if untouched && digests.iter().any(UserDigest::changed) {
             self.touched.push(user);
         }
     }
