@@ -173,7 +173,7 @@ impl Group {
     pub fn with_actors<'a>(
         key: &Arc<str>,
         spec: &DigestSpec,
-        newest_first: impl Iterator<Item = &'a Activity> + Clone,
+        mut newest_first: impl Iterator<Item = &'a Activity> + Clone,
         actors: Vec<TypedId>,
         oldest: &Activity,
         actor_count: usize,
@@ -184,7 +184,6 @@ impl Group {
             .take(spec.sizes.max_activities)
             .map(|a| a.id.clone())
             .collect();
-        let mut newest_first = newest_first;
         let newest = newest_first.next().expect("non-empty group");
         Group {
             key: key.clone(),

@@ -197,13 +197,13 @@ impl Status {
     }
 
     /// The run's start (Unix milliseconds) that epochs count from in
-    /// checkpoints: the agreed run with checkpoints, else this start.
+    /// checkpoints: the agreed run with checkpoints, else the start of the
+    /// workers' [`epoch_clock`](Self::epoch_clock).
     pub fn run_ms(&self) -> u64 {
         match self.checkpoints.get() {
             Some(checkpoints) => checkpoints.run(),
-            None => {
-                crate::event::unix_ms().saturating_sub(self.started.elapsed().as_millis() as u64)
-            }
+            None => crate::event::unix_ms()
+                .saturating_sub(self.epoch_clock().elapsed().as_millis() as u64),
         }
     }
 
