@@ -627,11 +627,11 @@ impl DigestGroups {
         // A user without digests yet (a first catch-up): built whole at the
         // end of the epoch by walking the feed from the top, which reads
         // only the newest groups, instead of taking every delivery.
-        if self.start_user(user) {
-            return;
-        }
         let n = self.specs.len();
-        let digests = self.users.get_mut(&user).expect("started");
+        let Some(digests) = self.users.get_mut(&user) else {
+            self.start_user(user);
+            return;
+        };
         let untouched = !digests.iter().any(UserDigest::changed);
         self.joined.resize_with(n, JoinedGroups::default);
         self.joined.iter_mut().for_each(JoinedGroups::clear);
