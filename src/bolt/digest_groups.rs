@@ -31,6 +31,7 @@
 //! entry leaves a group with its last path, and an unfollow or delete
 //! removes exactly what it brought.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::sync::Arc;
 
@@ -65,6 +66,17 @@ struct Keys {
     free: Vec<GroupId>,
     /// Keys that lost their last story this epoch: freed at its end, if still unused.
     emptied: Vec<GroupId>,
+    /// Reused by every [`Keys::load`]: a first catch-up loads each user's
+    /// hundred-odd groups, and growing fresh lists for each was a fifth
+    /// of the load.
+    scratch: RefCell<LoadScratch>,
+}
+
+/// The lists one group load fills: the user's members, and their actors.
+#[derive(Default)]
+struct LoadScratch {
+    members: Vec<Member>,
+    actors: Vec<Tid>,
 }
 
 struct KeyInfo {
@@ -163,39 +175,41 @@ impl Keys {
 
     /// `user`'s group `id`, from the stories with its key.
     fn load(&self, id: GroupId, user: Tid, fanout: &Fanout, shown: usize) -> GroupState {
-        let members = self.members_of(id, user, fanout);
-        let actors = actor_counts(members.iter().map(|m| m.parties.actor));
-        let count = members.len() as u32;
-        let oldest = members.first().map(|m| m.entry);
+        let mut scratch = self.scratch.borrow_mut();
+        let LoadScratch { members, actors } = &mut *scratch;
+        self.fill_members(id, user, fanout, members);
+        actors.clear();
+        actors.extend(members.iter().map(|m| m.parties.actor));
         let newest = members[members.len().saturating_sub(2 * shown)..]
             .iter()
             .map(|m| m.entry)
             .collect();
         GroupState {
-            count,
-            actors,
+            count: members.len() as u32,
+            actors: actor_counts(actors),
             newest,
-            oldest,
+            oldest: members.first().map(|m| m.entry),
             touched: false,
         }
     }
 
     /// The entries of group `id` in `user`'s feed, oldest first.
     fn members(&self, id: GroupId, user: Tid, fanout: &Fanout) -> Vec<Entry> {
-        let members = self.members_of(id, user, fanout);
+        let mut members = Vec::new();
+        self.fill_members(id, user, fanout, &mut members);
         members.into_iter().map(|m| m.entry).collect()
     }
 
-    /// The stories of group `id` in `user`'s feed, oldest first.
-    fn members_of(&self, id: GroupId, user: Tid, fanout: &Fanout) -> Vec<Member> {
-        let mut members: Vec<Member> = self.groups[id as usize]
-            .stories
-            .iter()
-            .filter(|m| fanout.reaches(user, &m.parties))
-            .copied()
-            .collect();
+    /// Fills `members` with the stories of group `id` in `user`'s feed, oldest first.
+    fn fill_members(&self, id: GroupId, user: Tid, fanout: &Fanout, members: &mut Vec<Member>) {
+        members.clear();
+        members.extend(
+            self.groups[id as usize]
+                .stories
+                .iter()
+                .filter(|m| fanout.reaches(user, &m.parties)),
+        );
         members.sort_unstable_by(|a, b| fanout.slots.cmp(&a.entry, &b.entry));
-        members
     }
 }
 
@@ -205,12 +219,14 @@ type Actors = SmallVec<[(Tid, u32); 2]>;
 
 /// The distinct `actors`, sorted, each with its number of entries: sorted
 /// once rather than inserted one by one (a popular group has hundreds of
-/// actors, and each insert moved half of them).
-fn actor_counts(actors: impl Iterator<Item = Tid>) -> Actors {
-    let mut sorted: SmallVec<[Tid; 8]> = actors.collect();
-    sorted.sort_unstable();
-    let mut counts = Actors::new();
-    for actor in sorted {
+/// actors, and each insert moved half of them). Sorts `actors` in place.
+fn actor_counts(actors: &mut [Tid]) -> Actors {
+    actors.sort_unstable();
+    // Sized once: a popular group's list outgrew its inline room and then
+    // doubled, a reallocation each time.
+    let distinct = 1 + actors.windows(2).filter(|w| w[0] != w[1]).count();
+    let mut counts = Actors::with_capacity(distinct.min(actors.len()));
+    for &actor in actors.iter() {
         match counts.last_mut() {
             Some((last, n)) if *last == actor => *n += 1,
             _ => counts.push((actor, 1)),
@@ -727,9 +743,14 @@ impl DigestGroups {
         let digests = self
             .specs
             .iter()
-            .map(|_| UserDigest {
+            .map(|spec| UserDigest {
                 held_from: Some(Millis::MAX),
                 shrank: true,
+                // The walk holds about this many at once: no rehash on the way.
+                groups: FastMap::with_capacity_and_hasher(
+                    spec.sizes.digest_size + 2 * self.slack,
+                    Default::default(),
+                ),
                 ..UserDigest::default()
             })
             .collect();
@@ -1082,7 +1103,7 @@ mod tests {
         for actor in actors {
             count_actor(&mut one_by_one, actor);
         }
-        let at_once = actor_counts(actors.into_iter());
+        let at_once = actor_counts(&mut actors.clone());
         assert_eq!(at_once.as_slice(), one_by_one.as_slice());
         assert_eq!(at_once.as_slice(), [(1, 1), (2, 1), (3, 2), (5, 3), (9, 4)]);
     }

@@ -44,6 +44,13 @@ pub(super) struct BenchArgs {
     /// of the `all` run).
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<std::path::PathBuf>,
+    /// With --digests: run the workload this many times with digests and
+    /// as many without (flat feeds only), alternating, each in a child
+    /// process, and print the digest run's time against the flat run's
+    /// (the ratio of the medians, and of the fastest of each): on a noisy
+    /// machine one pair alone says little.
+    #[arg(long, value_name = "N", requires = "digests")]
+    against_flat: Option<usize>,
     /// Instead: time a restart from a checkpoint after the workload,
     /// with this many new events, against a full replay of the same
     /// events (both from process start to caught up).
@@ -90,6 +97,9 @@ pub(super) fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let report = feedstorm::bench::restart::run(&options, new)?;
         return print_report(&report, args.json);
     }
+    if let Some(pairs) = args.against_flat {
+        return against_flat(&args, pairs);
+    }
     if args.materialize.is_none() {
         return compare_modes(&args);
     }
@@ -128,33 +138,84 @@ fn compare_modes(args: &BenchArgs) -> anyhow::Result<()> {
     ];
     let mut reports = Vec::new();
     for (mode, fraction) in runs {
-        let mut child = std::process::Command::new(std::env::current_exe()?);
-        child.args(["bench", "--json", "--materialize", mode]);
-        child.args(["--workers", &args.workers.to_string()]);
-        child.args(["--active-fraction", &fraction.to_string()]);
-        child.args(["--latency-samples", &args.latency_samples.to_string()]);
-        child.args(args.workload.args());
-        if args.no_verify {
-            child.arg("--no-verify");
-        }
-        if args.digests {
-            child.arg("--digests");
-        }
-        if let Some(url) = &args.redis {
-            child.args(["--redis", url]);
-        }
-        if let (Some(path), "all") = (&args.plot, mode) {
-            child.arg("--plot").arg(path);
-        }
-        let output = child.stderr(std::process::Stdio::inherit()).output()?;
-        if !output.status.success() {
-            bail!("bench --materialize {mode} --active-fraction {fraction} failed");
-        }
-        let report: feedstorm::bench::BenchReport = serde_json::from_slice(&output.stdout)?;
+        let plot = args.plot.as_deref().filter(|_| mode == "all");
+        let report = child_run(args, mode, fraction, args.digests, plot)?;
         println!("{report}");
         reports.push(report);
     }
     print_comparison(&reports[0], &reports[1], &reports[2], args.active_fraction);
+    Ok(())
+}
+
+/// Runs `bench --json` in a child process (so that its memory is its own)
+/// with `args`' workload in `mode`, and reads its report.
+fn child_run(
+    args: &BenchArgs,
+    mode: &str,
+    active_fraction: f64,
+    digests: bool,
+    plot: Option<&std::path::Path>,
+) -> anyhow::Result<feedstorm::bench::BenchReport> {
+    let mut child = std::process::Command::new(std::env::current_exe()?);
+    child.args(["bench", "--json", "--materialize", mode]);
+    child.args(["--workers", &args.workers.to_string()]);
+    child.args(["--active-fraction", &active_fraction.to_string()]);
+    child.args(["--latency-samples", &args.latency_samples.to_string()]);
+    child.args(args.workload.args());
+    if args.no_verify {
+        child.arg("--no-verify");
+    }
+    if digests {
+        child.arg("--digests");
+    }
+    if let Some(url) = &args.redis {
+        child.args(["--redis", url]);
+    }
+    if let Some(path) = plot {
+        child.arg("--plot").arg(path);
+    }
+    let output = child.stderr(std::process::Stdio::inherit()).output()?;
+    if !output.status.success() {
+        bail!("bench --materialize {mode} --active-fraction {active_fraction} failed");
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// `--digests --against-flat N`: N flat runs and N digest runs, alternating.
+fn against_flat(args: &BenchArgs, pairs: usize) -> anyhow::Result<()> {
+    let mode = match args.materialize {
+        Some(Mode::Active) => "active",
+        _ => "all",
+    };
+    let (mut flat, mut digests) = (Vec::new(), Vec::new());
+    for pair in 1..=pairs.max(1) {
+        let f = child_run(args, mode, args.active_fraction, false, None)?;
+        let d = child_run(args, mode, args.active_fraction, true, None)?;
+        if d.verified == Some(false) || f.verified == Some(false) {
+            bail!("feeds differ from the reference model");
+        }
+        println!(
+            "pair {pair}: flat {:.2} s, digests {:.2} s = {:.2}x",
+            f.topology_secs,
+            d.topology_secs,
+            d.topology_secs / f.topology_secs.max(1e-9)
+        );
+        flat.push(f.topology_secs);
+        digests.push(d.topology_secs);
+    }
+    let sorted = |times: &mut Vec<f64>| times.sort_by(f64::total_cmp);
+    sorted(&mut flat);
+    sorted(&mut digests);
+    let median = |times: &[f64]| times[times.len() / 2];
+    println!(
+        "digests / flat: {:.2}x of the medians ({:.2} / {:.2} s), {:.2}x of the fastest ({:.2} / {:.2} s)",
+        median(&digests) / median(&flat),
+        median(&digests),
+        median(&flat),
+        digests[0] / flat[0],
+        digests[0],
+        flat[0]
+    );
     Ok(())
 }
 
