@@ -41,8 +41,9 @@ use crate::bolt::digest::{DigestChange, GroupChange};
 use crate::bolt::fanout::{Entry, Fanout, FastMap, FastSet, Parties, Slots, Tid};
 use crate::bolt::recovery::{each_recovered_user, Only};
 use crate::bolt::top_k::TopK;
+use crate::config::KeyField;
 use crate::digest::{DigestSpec, Group, GroupOrder};
-use crate::event::{Millis, TypedId};
+use crate::event::{Activity, Millis, TypedId};
 use crate::feed::FeedKey;
 use crate::store::Store;
 
@@ -62,6 +63,12 @@ type WholeViews = FastMap<(usize, GroupId), Arc<Group>>;
 #[derive(Default)]
 struct Keys {
     ids: FastMap<Arc<str>, GroupId>,
+    /// The same keys found by their parts: a new story's group is looked
+    /// up without building its key text (which cost as much as the rest
+    /// of keeping the story).
+    by_parts: FastMap<KeyParts, GroupId>,
+    /// The verbs seen, numbered for [`KeyParts`].
+    verbs: FastMap<arcstr::ArcStr, u32>,
     groups: Vec<KeyInfo>,
     free: Vec<GroupId>,
     /// Keys that lost their last story this epoch: freed at its end, if still unused.
@@ -79,8 +86,17 @@ struct LoadScratch {
     actors: Vec<Tid>,
 }
 
+/// A group key as numbers: each key field's value (a verb's number, a
+/// typed id's [`Tid`], [`NO_TARGET`]), then the bucket start. Two stories
+/// have equal parts exactly when they have equal keys.
+type KeyParts = ([u32; 4], Millis);
+
+/// The target part of a story without one.
+const NO_TARGET: u32 = u32::MAX;
+
 struct KeyInfo {
     name: Arc<str>,
+    parts: KeyParts,
     bucket: Millis,
     stories: Vec<Member>,
 }
@@ -95,15 +111,45 @@ struct Member {
 }
 
 impl Keys {
-    fn acquire(&mut self, key: String, bucket: Millis, member: Member) -> GroupId {
-        if let Some(&id) = self.ids.get(key.as_str()) {
+    /// The parts of the key of `story` (with `parties`) under `spec`.
+    fn parts(&mut self, spec: &DigestSpec, story: &Activity, parties: Parties) -> KeyParts {
+        let mut values = [0; 4];
+        for (value, field) in values.iter_mut().zip(&spec.fields) {
+            *value = match field {
+                KeyField::Verb => {
+                    let next = u32::try_from(self.verbs.len()).expect("fewer than 2^32 verbs");
+                    *self.verbs.entry(story.verb.clone()).or_insert(next)
+                }
+                KeyField::Actor => parties.actor,
+                KeyField::Object => parties.object,
+                // `parties` leaves out a target that is the actor or object.
+                KeyField::Target => match (&story.target, parties.target) {
+                    (None, _) => NO_TARGET,
+                    (Some(_), Some(target)) => target,
+                    (Some(target), None) if *target == story.actor => parties.actor,
+                    (Some(_), None) => parties.object,
+                },
+            };
+        }
+        (values, spec.bucket(story.time))
+    }
+
+    /// The group with key `parts` (whose text `key` makes), with `member` added.
+    fn acquire(
+        &mut self,
+        parts: KeyParts,
+        key: impl FnOnce() -> String,
+        member: Member,
+    ) -> GroupId {
+        if let Some(&id) = self.by_parts.get(&parts) {
             self.groups[id as usize].stories.push(member);
             return id;
         }
-        let name: Arc<str> = Arc::from(key);
+        let name: Arc<str> = Arc::from(key());
         let info = KeyInfo {
             name: name.clone(),
-            bucket,
+            parts,
+            bucket: parts.1,
             stories: vec![member],
         };
         let id = match self.free.pop() {
@@ -117,6 +163,7 @@ impl Keys {
             }
         };
         self.ids.insert(name, id);
+        self.by_parts.insert(parts, id);
         id
     }
 
@@ -135,6 +182,7 @@ impl Keys {
             let info = &self.groups[id as usize];
             if info.stories.is_empty() && self.ids.get(&info.name) == Some(&id) {
                 self.ids.remove(&info.name);
+                self.by_parts.remove(&info.parts);
                 self.free.push(id);
             }
         }
@@ -202,13 +250,15 @@ impl Keys {
 
     /// Fills `members` with the stories of group `id` in `user`'s feed, oldest first.
     fn fill_members(&self, id: GroupId, user: Tid, fanout: &Fanout, members: &mut Vec<Member>) {
+        let reaches = fanout.reaching(user);
         members.clear();
         members.extend(
             self.groups[id as usize]
                 .stories
                 .iter()
-                .filter(|m| fanout.reaches(user, &m.parties)),
+                .filter(|m| reaches(&m.parties)),
         );
+        drop(reaches);
         members.sort_unstable_by(|a, b| fanout.slots.cmp(&a.entry, &b.entry));
     }
 }
@@ -604,9 +654,10 @@ impl DigestGroups {
         }
         let (story, parties) = (slots.story(entry), slots.parties(entry));
         for (spec_index, spec) in self.specs.iter().enumerate() {
-            let (key, bucket) = (spec.key(&story.0), spec.bucket(story.0.time));
+            let keys = &mut self.keys[spec_index];
+            let parts = keys.parts(spec, &story.0, parties);
             let member = Member { entry, parties };
-            self.story_groups[at + spec_index] = self.keys[spec_index].acquire(key, bucket, member);
+            self.story_groups[at + spec_index] = keys.acquire(parts, || spec.key(&story.0), member);
         }
     }
 

@@ -599,20 +599,29 @@ impl Fanout {
     /// `user`'s feed: about one of the user's interests and not hidden by
     /// a block of theirs. Reads no slot, for scans over many stories.
     pub fn reaches(&self, user: Tid, parties: &Parties) -> bool {
+        self.reaching(user)(parties)
+    }
+
+    /// [`Fanout::reaches`] for one `user` and many stories in a row (a
+    /// digest group's load tests every story of its key): the user's
+    /// blocks are looked up and their interests marked once. Panics if
+    /// another test of it is alive (the marks are borrowed).
+    pub fn reaching(&self, user: Tid) -> impl Fn(&Parties) -> bool + '_ {
         // As `hides`: most topologies have no blocks, and need no lookup.
-        if !self.blocks.is_empty() {
-            let blocked = self.blocks.get(&user).map_or(&[][..], Vec::as_slice);
-            if names_any(parties.actor, parties.object, blocked) {
-                return false;
-            }
-        }
+        let blocked = match self.blocks.is_empty() {
+            true => &[][..],
+            false => self.blocks.get(&user).map_or(&[][..], Vec::as_slice),
+        };
         let mut marked = self.marked.borrow_mut();
         if marked.user != Some(user) {
             marked.mark(user, self.interests(user), self.typed_ids.len());
         }
-        marked.has(parties.actor)
-            || marked.has(parties.object)
-            || parties.target.is_some_and(|t| marked.has(t))
+        move |parties: &Parties| {
+            (blocked.is_empty() || !names_any(parties.actor, parties.object, blocked))
+                && (marked.has(parties.actor)
+                    || marked.has(parties.object)
+                    || parties.target.is_some_and(|t| marked.has(t)))
+        }
     }
 
     /// The newest `limit` entries of `user`'s feed strictly older than
