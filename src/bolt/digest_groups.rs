@@ -1145,7 +1145,81 @@ impl DigestGroups {
 
 #[cfg(test)]
 mod tests {
-    use super::{actor_counts, count_actor, Actors};
+    use super::{actor_counts, count_actor, Actors, Keys};
+    use crate::bolt::fanout::Fanout;
+    use crate::config::{DigestConfig, KeyField};
+    use crate::digest::DigestSpec;
+    use crate::event::{Activity, TypedId};
+    use crate::feed::Story;
+    use rand::{Rng, SeedableRng};
+    use std::sync::Arc;
+
+    /// Stories have equal key parts exactly when they have equal key
+    /// texts, for every choice of key fields: targets absent, equal to
+    /// the actor or the object, or distinct; several verbs and buckets.
+    #[test]
+    fn key_parts_are_equal_exactly_when_keys_are() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let id = |s: String| TypedId::parse(&s).unwrap();
+        let mut fanout = Fanout::default();
+        let mut stories = Vec::new();
+        for n in 0..300 {
+            let actor = id(format!("user:u{}", rng.gen_range(0..3)));
+            let object = match rng.gen_bool(0.5) {
+                true => id(format!("user:u{}", rng.gen_range(0..3))),
+                false => id(format!("listing:l{}", rng.gen_range(0..3))),
+            };
+            let target = match rng.gen_range(0..4) {
+                0 => None,
+                1 => Some(actor.clone()),
+                2 => Some(object.clone()),
+                _ => Some(id(format!("user:u{}", rng.gen_range(0..4)))),
+            };
+            let story = Story(Arc::new(Activity {
+                id: format!("a{n}").into(),
+                time: rng.gen_range(0..3 * 3_600_000),
+                actor,
+                verb: ["love", "post"][rng.gen_range(0..2)].into(),
+                object,
+                target,
+                extra: None,
+            }));
+            let entry = fanout.add_story(&story).expect("new id");
+            stories.push((story, fanout.slots.parties(entry)));
+        }
+        let all = [
+            KeyField::Verb,
+            KeyField::Actor,
+            KeyField::Object,
+            KeyField::Target,
+        ];
+        for subset in 0..16 {
+            let config = DigestConfig {
+                key: (0..4)
+                    .filter(|b| subset & (1 << b) != 0)
+                    .map(|b| all[b])
+                    .collect(),
+                window: std::time::Duration::from_secs(3_600),
+                ..DigestConfig::default()
+            };
+            let spec = DigestSpec::new(&config);
+            let mut keys = Keys::default();
+            let keyed: Vec<_> = stories
+                .iter()
+                .map(|(story, parties)| (spec.key(&story.0), keys.parts(&spec, &story.0, *parties)))
+                .collect();
+            for (a, a_parts) in &keyed {
+                for (b, b_parts) in &keyed {
+                    assert_eq!(
+                        a == b,
+                        a_parts == b_parts,
+                        "{a} / {b}, fields {:?}",
+                        spec.fields
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn actors_counted_at_once_equal_actors_counted_one_by_one() {
