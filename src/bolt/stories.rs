@@ -186,10 +186,13 @@ pub struct StoriesPart {
     /// The newest event time seen (the retention horizon's base).
     pub newest: Option<Millis>,
     /// The typed ids the activities name, each saved once.
+    #[serde(deserialize_with = "crate::checkpoint::presized")]
     pub typed_ids: Vec<TypedId>,
     /// The retained activities, oldest first.
+    #[serde(deserialize_with = "crate::checkpoint::presized")]
     pub activities: Vec<SavedActivity>,
     /// Deleted ids, so that a late or replayed copy never shows.
+    #[serde(deserialize_with = "crate::checkpoint::presized")]
     pub deleted: Vec<Arc<str>>,
 }
 
