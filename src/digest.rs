@@ -428,6 +428,17 @@ pub struct DigestChange {
     pub change: GroupChange,
 }
 
+impl DigestChange {
+    /// `change` to `user`'s digest of `spec`.
+    pub fn of(user: &TypedId, spec: &DigestSpec, change: GroupChange) -> DigestChange {
+        DigestChange {
+            user: user.clone(),
+            digest: spec.name.clone(),
+            change,
+        }
+    }
+}
+
 /// What changes in a digest head.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupChange {

@@ -329,11 +329,7 @@ impl Digests {
                     digest
                         .changes(spec, touched)
                         .into_iter()
-                        .map(|change| DigestChange {
-                            user: user.clone(),
-                            digest: spec.name.clone(),
-                            change,
-                        }),
+                        .map(|change| DigestChange::of(&user, spec, change)),
                 );
             }
             if digests.iter().all(|d| d.groups.is_empty()) {
@@ -422,11 +418,7 @@ impl Digests {
         out: &mut Vec<DigestChange>,
     ) {
         for (spec_index, spec) in self.specs.iter().enumerate() {
-            let change = |user: &TypedId, change| DigestChange {
-                user: user.clone(),
-                digest: spec.name.clone(),
-                change,
-            };
+            let change = |user: &TypedId, change| DigestChange::of(user, spec, change);
             let whole = |user: &TypedId| {
                 out.push(change(user, GroupChange::Reset));
                 if let Some(digests) = self.users.get(user) {

@@ -541,11 +541,11 @@ impl DigestGroups {
         let user = fanout.typed_ids.name(u);
         // A stable order makes the output independent of hashing.
         changes.sort_by(|a, b| a.0.cmp(&b.0));
-        out.extend(changes.into_iter().map(|(_, change)| DigestChange {
-            user: user.clone(),
-            digest: spec.name.clone(),
-            change,
-        }));
+        out.extend(
+            changes
+                .into_iter()
+                .map(|(_, change)| DigestChange::of(user, spec, change)),
+        );
     }
 
     /// Beyond `digest_size + 2 * slack` held groups, drops those older than
@@ -614,11 +614,7 @@ impl DigestGroups {
         let state_of = |user: &TypedId| self.users.get(&fanout.typed_ids.get(user)?);
         for (spec_index, spec) in self.specs.iter().enumerate() {
             let keys = &self.keys[spec_index];
-            let change = |user: &TypedId, change| DigestChange {
-                user: user.clone(),
-                digest: spec.name.clone(),
-                change,
-            };
+            let change = |user: &TypedId, change| DigestChange::of(user, spec, change);
             let whole = |user: &TypedId| {
                 out.push(change(user, GroupChange::Reset));
                 let Some(digest) = state_of(user).map(|d| &d[spec_index]) else {
