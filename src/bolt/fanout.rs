@@ -608,9 +608,10 @@ impl Fanout {
     /// another test of it is alive (the marks are borrowed).
     pub fn reaching(&self, user: Tid) -> impl Fn(&Parties) -> bool + '_ {
         // As `hides`: most topologies have no blocks, and need no lookup.
-        let blocked = match self.blocks.is_empty() {
-            true => &[][..],
-            false => self.blocks.get(&user).map_or(&[][..], Vec::as_slice),
+        let blocked = if self.blocks.is_empty() {
+            &[][..]
+        } else {
+            self.blocks.get(&user).map_or(&[][..], Vec::as_slice)
         };
         let mut marked = self.marked.borrow_mut();
         if marked.user != Some(user) {

@@ -47,11 +47,10 @@ type KeyParts = ([u32; 4], Millis);
 /// The target part of a story without one.
 const NO_TARGET: u32 = u32::MAX;
 
-/// A group key: its text and parts, its bucket, and the retained stories with it.
+/// A group key: its text and parts (the bucket start last), and the retained stories with it.
 struct KeyInfo {
     name: Arc<str>,
     parts: KeyParts,
-    bucket: Millis,
     stories: Vec<Member>,
 }
 
@@ -75,10 +74,14 @@ impl Keys {
         let mut values = [0; 4];
         for (value, field) in values.iter_mut().zip(&spec.fields) {
             *value = match field {
-                KeyField::Verb => {
-                    let next = u32::try_from(self.verbs.len()).expect("fewer than 2^32 verbs");
-                    *self.verbs.entry(story.verb.clone()).or_insert(next)
-                }
+                KeyField::Verb => match self.verbs.get(&story.verb) {
+                    Some(&number) => number,
+                    None => {
+                        let next = u32::try_from(self.verbs.len()).expect("fewer than 2^32 verbs");
+                        self.verbs.insert(story.verb.clone(), next);
+                        next
+                    }
+                },
                 KeyField::Actor => parties.actor,
                 KeyField::Object => parties.object,
                 // `parties` leaves out a target that is the actor or object.
@@ -108,7 +111,6 @@ impl Keys {
         let info = KeyInfo {
             name: name.clone(),
             parts,
-            bucket: parts.1,
             stories: vec![member],
         };
         let id = match self.free.pop() {
@@ -152,7 +154,7 @@ impl Keys {
     }
 
     pub(super) fn bucket(&self, id: GroupId) -> Millis {
-        self.groups[id as usize].bucket
+        self.groups[id as usize].parts.1
     }
 
     /// `user`'s view of its held group `id` (`state`), shared with every
