@@ -203,9 +203,8 @@ fn against_flat(args: &BenchArgs, pairs: usize) -> anyhow::Result<()> {
         flat.push(f.topology_secs);
         digests.push(d.topology_secs);
     }
-    let sorted = |times: &mut Vec<f64>| times.sort_by(f64::total_cmp);
-    sorted(&mut flat);
-    sorted(&mut digests);
+    flat.sort_by(f64::total_cmp);
+    digests.sort_by(f64::total_cmp);
     let median = |times: &[f64]| times[times.len() / 2];
     println!(
         "digests / flat: {:.2}x of the medians ({:.2} / {:.2} s), {:.2}x of the fastest ({:.2} / {:.2} s)",
