@@ -117,6 +117,10 @@ enum Inserted {
     Below,
 }
 
+/// Stories added in one epoch from which the fan-out makes room for them
+/// all first (a resume's first epoch, a catch-up's big ones).
+const RESERVE_FOR_ADDITIONS: usize = 4096;
+
 /// Candidates held beyond the cap before the oldest are dropped in one go
 /// (which moves the bound once, not per delivery).
 const TRIM_BATCH: usize = 32;
@@ -517,6 +521,10 @@ impl Heads {
     fn apply_stories(&mut self, stories: Vec<(Story, isize)>) -> Vec<(Entry, isize)> {
         let (removals, additions): (Vec<_>, Vec<_>) =
             stories.into_iter().partition(|(_, diff)| *diff < 0);
+        if additions.len() >= RESERVE_FOR_ADDITIONS {
+            self.fanout
+                .reserve_for(additions.iter().map(|(story, _)| story));
+        }
         let mut changed = Vec::new();
         for (story, diff) in removals.into_iter().chain(additions) {
             let kept = if diff < 0 {
