@@ -416,16 +416,11 @@ impl Fanout {
     /// adds every retained story at once): the slots and each typed id's
     /// index grow once, to their size, instead of by an eighth or a
     /// quarter at a time, each growth a copy onto new pages.
-    pub fn reserve_for<'a>(&mut self, stories: impl ExactSizeIterator<Item = &'a Story>) {
-        let kept = &mut self.slots.kept;
-        let more = stories.len().saturating_sub(self.slots.free.len());
-        if kept.capacity() - kept.len() < more {
-            // At least an eighth, as one at a time: epochs of a catch-up
-            // would otherwise copy the slots once each.
-            kept.reserve_exact(more.max(kept.len() / 8));
-        }
+    pub fn reserve_for<'a>(&mut self, stories: impl Iterator<Item = &'a Story>) {
         let mut counts: Vec<u32> = Vec::new();
+        let mut added: usize = 0;
         for story in stories {
+            added += 1;
             let activity = &story.0;
             let actor = self.typed_ids.intern(&activity.actor);
             let object = self.typed_ids.intern(&activity.object);
@@ -438,6 +433,13 @@ impl Fanout {
             if let Some(target) = target.filter(|t| *t != actor && *t != object) {
                 counts[target as usize] += 1;
             }
+        }
+        let kept = &mut self.slots.kept;
+        let more = added.saturating_sub(self.slots.free.len());
+        if kept.capacity() - kept.len() < more {
+            // At least an eighth, as one at a time: epochs of a catch-up
+            // would otherwise copy the slots once each.
+            kept.reserve_exact(more.max(kept.len() / 8));
         }
         for (tid, &count) in counts.iter().enumerate() {
             if count > 0 {

@@ -300,19 +300,15 @@ impl UserHead {
 /// The log's net changes, in feed order, without zeros; empties the log.
 /// Sums the diffs of equal stories, drops those that cancel, and leaves
 /// them oldest first (time, then id). A catch-up or resume epoch holds
-/// hundreds of thousands of stories: with its time beside each, the sort
-/// reads a story through its pointer only on equal times. Each stories
+/// hundreds of thousands of stories: with its time beside each (put there
+/// as the story is stashed), the sort reads a story through its pointer
+/// only on equal times. Each stories
 /// bolt sends its stories mostly oldest first (a resume's exactly), so the
 /// log is long runs already in order, which a stable sort merges instead
 /// of sorting afresh.
-fn consolidate_stories(stories: &mut Vec<(Story, isize)>) {
-    let mut keyed: Vec<((Millis, Story), isize)> = stories
-        .drain(..)
-        .map(|(story, diff)| ((story.0.time, story), diff))
-        .collect();
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
-    crate::bolt::consolidate_sorted(&mut keyed);
-    stories.extend(keyed.into_iter().map(|((_, story), diff)| (story, diff)));
+fn consolidate_stories(stories: &mut Vec<((Millis, Story), isize)>) {
+    stories.sort_by(|a, b| a.0.cmp(&b.0));
+    crate::bolt::consolidate_sorted(stories);
 }
 
 fn consolidated(log: &mut Vec<(Entry, isize)>, slots: &Slots) -> Vec<(Entry, isize)> {
@@ -375,21 +371,18 @@ struct Heads {
 #[derive(Default)]
 struct EpochInput {
     edges: Vec<(Edge, isize)>,
-    stories: Vec<(Story, isize)>,
+    /// Each with its time beside it, for [`consolidate_stories`].
+    stories: Vec<((Millis, Story), isize)>,
     requests: Vec<Request>,
 }
 
-impl FromIterator<Input> for EpochInput {
-    fn from_iter<I: IntoIterator<Item = Input>>(inputs: I) -> Self {
-        let mut input = EpochInput::default();
-        for item in inputs {
-            match item {
-                Input::Edge(edge, diff) => input.edges.push((edge, diff)),
-                Input::Story(story, diff) => input.stories.push((story, diff)),
-                Input::Request(request) => input.requests.push(request),
-            }
+impl crate::bolt::Stashed<Input> for EpochInput {
+    fn push(&mut self, item: Input) {
+        match item {
+            Input::Edge(edge, diff) => self.edges.push((edge, diff)),
+            Input::Story(story, diff) => self.stories.push(((story.0.time, story), diff)),
+            Input::Request(request) => self.requests.push(request),
         }
-        input
     }
 }
 
@@ -453,7 +446,7 @@ impl Heads {
         // interest's stories before this epoch's (this epoch's stories then
         // reach the followers as they are after the edges).
         let (backfills, narrowed) = self.apply_edges(edges);
-        let changed = self.apply_stories(stories);
+        let changed = self.apply_stories(&stories);
         let mut touched: Vec<Tid> = Vec::new();
         self.drop_unshown(narrowed, &mut touched);
         let mut considered = self.deliver(&changed, &mut touched);
@@ -518,31 +511,32 @@ impl Heads {
     /// to their index). Returns the entries kept or forgotten, with their
     /// diffs.
     /// `stories` come consolidated, oldest first ([`consolidate_stories`]).
-    fn apply_stories(&mut self, stories: Vec<(Story, isize)>) -> Vec<(Entry, isize)> {
-        let (removals, additions): (Vec<_>, Vec<_>) =
-            stories.into_iter().partition(|(_, diff)| *diff < 0);
-        if additions.len() >= RESERVE_FOR_ADDITIONS {
+    fn apply_stories(&mut self, stories: &[((Millis, Story), isize)]) -> Vec<(Entry, isize)> {
+        let additions = stories.iter().filter(|(_, diff)| *diff > 0);
+        if additions.clone().count() >= RESERVE_FOR_ADDITIONS {
             self.fanout
-                .reserve_for(additions.iter().map(|(story, _)| story));
+                .reserve_for(additions.map(|((_, story), _)| story));
         }
+        let removals = stories.iter().filter(|(_, diff)| *diff < 0);
+        let additions = stories.iter().filter(|(_, diff)| *diff > 0);
         let mut changed = Vec::new();
-        for (story, diff) in removals.into_iter().chain(additions) {
-            let kept = if diff < 0 {
-                self.fanout.remove_story(&story)
+        for ((_, story), diff) in removals.chain(additions) {
+            let kept = if *diff < 0 {
+                self.fanout.remove_story(story)
             } else {
-                self.fanout.add_story(&story)
+                self.fanout.add_story(story)
             };
             let Some(entry) = kept else {
                 continue;
             };
             if !self.digests.is_empty() {
-                if diff > 0 {
+                if *diff > 0 {
                     self.digests.add_story(entry, &self.fanout.slots);
                 } else {
                     self.digests.remove_story(entry);
                 }
             }
-            changed.push((entry, diff));
+            changed.push((entry, *diff));
         }
         changed
     }
@@ -874,7 +868,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, Edge, isize> {
         let mut answers_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<Answer>>>::from(answers_out);
         builder.build(move |mut caps: Vec<Capability<u64>>| {
-            let mut stash = EpochStash::new(3);
+            let mut stash = EpochStash::<Input, EpochInput>::split(3);
             let (mut heads_gate, mut digests_gate) = gates(&mut caps, &settings);
             let mut heads = Heads::new(settings);
             let (mut out, mut digested) = (Vec::new(), Vec::new());
@@ -896,10 +890,9 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, Edge, isize> {
                 for (caps, inputs) in
                     stash.take_ready(&[&frontiers[0], &frontiers[1], &frontiers[2]])
                 {
-                    let input = inputs.into_iter().collect();
                     let time = *caps[0].time();
                     let answered =
-                        heads.epoch(time, input, &drpc, &status, &mut out, &mut digested);
+                        heads.epoch(time, inputs, &drpc, &status, &mut out, &mut digested);
                     // Each answer goes back to the process that asked.
                     answers_out
                         .session(&caps[2])

@@ -106,19 +106,42 @@ pub(crate) fn passed(frontiers: &[MutableAntichain<u64>]) -> Option<u64> {
         .min()
 }
 
+/// What an [`EpochStash`] keeps of one epoch: a list of its items, or (for
+/// an operator that handles each kind of item on its own) the items split
+/// by kind as they arrive, so that a big epoch is not copied once more.
+pub trait Stashed<D>: Default {
+    /// Adds one item of the epoch.
+    fn push(&mut self, item: D);
+}
+
+impl<D> Stashed<D> for Vec<D> {
+    fn push(&mut self, item: D) {
+        Vec::push(self, item);
+    }
+}
+
 /// Data stashed by epoch until no input can add to the epoch any more; then
 /// handed back oldest first, with a capability per output port to answer it.
-pub struct EpochStash<D> {
+pub struct EpochStash<D, C = Vec<D>> {
     ports: usize,
-    epochs: BTreeMap<u64, (Vec<Capability<u64>>, Vec<D>)>,
+    epochs: BTreeMap<u64, (Vec<Capability<u64>>, C)>,
+    item: std::marker::PhantomData<D>,
 }
 
 impl<D> EpochStash<D> {
-    /// A stash for an operator with `ports` outputs.
+    /// A stash for an operator with `ports` outputs, each epoch a list.
     pub fn new(ports: usize) -> Self {
+        Self::split(ports)
+    }
+}
+
+impl<D, C: Stashed<D>> EpochStash<D, C> {
+    /// A stash for an operator with `ports` outputs, each epoch kept as a `C`.
+    pub fn split(ports: usize) -> Self {
         EpochStash {
             ports,
             epochs: BTreeMap::new(),
+            item: std::marker::PhantomData,
         }
     }
 
@@ -150,7 +173,7 @@ impl<D> EpochStash<D> {
             let entry = self.epochs.entry(time).or_insert_with(|| {
                 (
                     (0..ports).map(|port| cap.delayed(&time, port)).collect(),
-                    Vec::new(),
+                    C::default(),
                 )
             });
             entry.1.push(item);
@@ -162,7 +185,7 @@ impl<D> EpochStash<D> {
     pub fn take_ready(
         &mut self,
         frontiers: &[&MutableAntichain<u64>],
-    ) -> Vec<(Vec<Capability<u64>>, Vec<D>)> {
+    ) -> Vec<(Vec<Capability<u64>>, C)> {
         let mut ready = Vec::new();
         while let Some(entry) = self.epochs.first_entry() {
             let time = *entry.key();
