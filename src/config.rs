@@ -688,9 +688,11 @@ pub struct RedisSinkConfig {
     /// Prefix of every key this topology writes.
     #[serde(default = "default_redis_prefix")]
     pub prefix: String,
-    /// Commands per MULTI/EXEC pipeline (one round trip). An epoch's writes
-    /// are cut into pipelines of about this many commands, never inside one
-    /// user's changes.
+    /// Writes per MULTI/EXEC pipeline (one round trip). An epoch's writes
+    /// are cut into pipelines of about this many, never inside one user's
+    /// changes; a user's run of one command on one key goes as one variadic
+    /// command (a head written whole is a DEL and one ZADD), counted here
+    /// by the members or fields it holds.
     #[serde(default = "default_pipeline")]
     pub pipeline: usize,
     /// `url` is one node of a Redis Cluster: the topology asks it for the

@@ -11,6 +11,8 @@
 //! `{USER}` is a Redis Cluster hash tag, so every key of one user shares a slot.
 //! Writes are pipelined, one pipeline per epoch, worker and node, and
 //! idempotent (ZADD/ZREM/SET/DEL), so a replayed epoch changes nothing.
+//! Each user's changes are one transaction, its runs of one command on one
+//! key merged into one variadic command ([`Unit`]).
 
 mod nodes;
 
@@ -64,6 +66,53 @@ macro_rules! command {
     }};
 }
 
+/// Members or fields one merged command takes at most.
+const MERGED_MAX: usize = 512;
+
+/// One user's commands, written as one transaction. Each key's run of one
+/// command (ZADD, ZREM, HSET, HDEL) is merged into one variadic command: a
+/// head written whole is a DEL and one ZADD, not a DEL and 100 ZADDs.
+/// Each key's commands keep their order; other keys' may come between,
+/// which inside one transaction changes nothing.
+struct Unit {
+    /// The user's feed key, made once.
+    feed: String,
+    commands: Vec<Cmd>,
+    /// Each key's last command: its key, its place, its name and how many
+    /// members or fields it holds. A user has few keys: a list.
+    last: Vec<(String, usize, &'static str, usize)>,
+}
+
+impl Unit {
+    fn new(feed: String) -> Unit {
+        Unit {
+            feed,
+            commands: Vec::new(),
+            last: Vec::new(),
+        }
+    }
+
+    /// `name key ARGS`, where `args` adds one member's or field's arguments.
+    fn push(&mut self, name: &'static str, key: &str, args: impl FnOnce(&mut Cmd)) {
+        let place = self.commands.len();
+        match self.last.iter_mut().find(|last| last.0 == key) {
+            Some((_, at, last_name, held)) => {
+                if *last_name == name && name != "DEL" && *held < MERGED_MAX {
+                    args(&mut self.commands[*at]);
+                    *held += 1;
+                    return;
+                }
+                (*at, *last_name, *held) = (place, name, 1);
+            }
+            None => self.last.push((key.to_owned(), place, name, 1)),
+        }
+        let mut cmd = redis::cmd(name);
+        cmd.arg(key);
+        args(&mut cmd);
+        self.commands.push(cmd);
+    }
+}
+
 impl RedisStore {
     /// A store as configured (`url`: `redis://[:password@]host:port[/db]`,
     /// or `rediss://` for TLS; every key under `prefix`). Says hello to the
@@ -112,25 +161,30 @@ impl RedisStore {
     /// transaction) per user, with the slot of the user's keys; and the
     /// users, in the units' order.
     fn user_units<'b>(&self, batch: &'b WriteBatch) -> (Vec<(u16, Vec<Cmd>)>, Vec<&'b TypedId>) {
-        let mut users: Vec<(u16, Vec<Cmd>)> = Vec::new();
+        let mut users: Vec<(u16, Unit)> = Vec::new();
         let mut by_user: HashMap<&TypedId, usize> = HashMap::new();
         let mut names: Vec<&TypedId> = Vec::new();
-        let mut unit_of = |user, users: &mut Vec<(u16, Vec<Cmd>)>| {
+        let mut unit_of = |user, users: &mut Vec<(u16, Unit)>| {
             *by_user.entry(user).or_insert_with(|| {
-                users.push((self.nodes.slot(&self.feed_key(user)), Vec::new()));
+                let feed = self.feed_key(user);
+                users.push((self.nodes.slot(&feed), Unit::new(feed)));
                 names.push(user);
                 users.len() - 1
             })
         };
         for (user, key, diff) in &batch.feed {
-            let feed = self.feed_key(user);
-            let cmd = match diff {
-                0 => command!("DEL", &feed),
-                d if *d > 0 => command!("ZADD", &feed, &key.time, &*key.id),
-                _ => command!("ZREM", &feed, &*key.id),
-            };
-            let unit = unit_of(user, &mut users);
-            users[unit].1.push(cmd);
+            let at = unit_of(user, &mut users);
+            let unit = &mut users[at].1;
+            let feed = unit.feed.clone();
+            match diff {
+                0 => unit.push("DEL", &feed, |_| ()),
+                d if *d > 0 => unit.push("ZADD", &feed, |cmd| {
+                    cmd.arg(key.time).arg(&*key.id);
+                }),
+                _ => unit.push("ZREM", &feed, |cmd| {
+                    cmd.arg(&*key.id);
+                }),
+            }
         }
         for change in &batch.digests {
             let (digest, groups) = (
@@ -142,21 +196,33 @@ impl RedisStore {
             match &change.change {
                 GroupChange::Put(group) => {
                     let json = serde_json::to_string(group.as_ref()).expect("serializable");
-                    unit.push(command!("ZADD", &digest, &-group.last_time, &*group.key));
-                    unit.push(command!("HSET", &groups, &*group.key, &json));
+                    unit.push("ZADD", &digest, |cmd| {
+                        cmd.arg(-group.last_time).arg(&*group.key);
+                    });
+                    unit.push("HSET", &groups, |cmd| {
+                        cmd.arg(&*group.key).arg(&json);
+                    });
                 }
                 GroupChange::Remove(key) => {
-                    unit.push(command!("ZREM", &digest, key));
-                    unit.push(command!("HDEL", &groups, key));
+                    unit.push("ZREM", &digest, |cmd| {
+                        cmd.arg(key);
+                    });
+                    unit.push("HDEL", &groups, |cmd| {
+                        cmd.arg(key);
+                    });
                 }
                 // Two single-key commands: a slot being migrated refuses
                 // multi-key ones (TRYAGAIN) even inside a transaction.
                 GroupChange::Reset => {
-                    unit.push(command!("DEL", &digest));
-                    unit.push(command!("DEL", &groups));
+                    unit.push("DEL", &digest, |_| ());
+                    unit.push("DEL", &groups, |_| ());
                 }
             }
         }
+        let users = users
+            .into_iter()
+            .map(|(slot, unit)| (slot, unit.commands))
+            .collect();
         (users, names)
     }
 
@@ -488,5 +554,63 @@ impl Store for RedisStore {
             })
         })();
         counted.unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(unit: &Unit) -> Vec<String> {
+        let text = |arg: redis::Arg<&[u8]>| match arg {
+            redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            _ => "?".into(),
+        };
+        let commands = unit.commands.iter();
+        commands
+            .map(|cmd| cmd.args_iter().map(text).collect::<Vec<_>>().join(" "))
+            .collect()
+    }
+
+    /// Runs of one command on one key merge; each key's order holds; a
+    /// DEL never merges; a merged command stops at `MERGED_MAX`.
+    #[test]
+    fn a_keys_runs_merge_and_keep_their_order() {
+        let mut unit = Unit::new("f".into());
+        let zadd = |score: i64, member: &'static str| {
+            move |cmd: &mut Cmd| {
+                cmd.arg(score).arg(member);
+            }
+        };
+        unit.push("DEL", "f", |_| ());
+        unit.push("ZADD", "f", zadd(1, "a"));
+        unit.push("ZADD", "d", zadd(-1, "g"));
+        unit.push("ZADD", "f", zadd(2, "b"));
+        unit.push("ZREM", "f", |cmd| {
+            cmd.arg("a");
+        });
+        unit.push("ZADD", "f", zadd(3, "a"));
+        unit.push("DEL", "d", |_| ());
+        unit.push("DEL", "d", |_| ());
+        assert_eq!(
+            texts(&unit),
+            [
+                "DEL f",
+                "ZADD f 1 a 2 b",
+                "ZADD d -1 g",
+                "ZREM f a",
+                "ZADD f 3 a",
+                "DEL d",
+                "DEL d"
+            ]
+        );
+        let mut unit = Unit::new("f".into());
+        for n in 0..MERGED_MAX + 1 {
+            unit.push("ZREM", "f", |cmd| {
+                cmd.arg(n);
+            });
+        }
+        assert_eq!(unit.commands.len(), 2);
+        assert_eq!(unit.commands[1].args_iter().count(), 3);
     }
 }

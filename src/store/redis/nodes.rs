@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use redis::cluster::{ClusterClient, ClusterConnection, ClusterPipeline};
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Client, Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo};
+use redis::{Arg, Client, Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo};
 use redis::{Connection, ConnectionLike, RedisResult, ServerErrorKind, Value};
 
 use crate::error::{Error, Result};
@@ -516,16 +516,32 @@ impl Nodes {
     }
 }
 
-/// `blocks` cut into round trips of about `per_trip` commands.
+/// What `commands` weigh in a round trip: a merged command (a ZADD of a
+/// whole head) as the single commands it stands for.
+fn weight(commands: &[Cmd]) -> usize {
+    commands
+        .iter()
+        .map(|cmd| {
+            // Its name and key, then one or two arguments per member or field.
+            let mut args = cmd.args_iter();
+            let pairs = matches!(args.next(), Some(Arg::Simple(b"ZADD" | b"HSET")));
+            let held = args.count().saturating_sub(1);
+            if pairs { held / 2 } else { held }.max(1)
+        })
+        .sum()
+}
+
+/// `blocks` cut into round trips of about `per_trip` commands (merged
+/// ones counted by what they hold).
 fn trips(blocks: Vec<(u16, Vec<Cmd>)>, per_trip: usize) -> Vec<Vec<(u16, Vec<Cmd>)>> {
     let mut trips: Vec<Vec<(u16, Vec<Cmd>)>> = vec![Vec::new()];
     let mut queued = 0;
     for block in blocks {
-        if queued > 0 && queued + block.1.len() > per_trip {
+        if queued > 0 && queued + weight(&block.1) > per_trip {
             trips.push(Vec::new());
             queued = 0;
         }
-        queued += block.1.len();
+        queued += weight(&block.1);
         trips.last_mut().expect("one trip at least").push(block);
     }
     trips
