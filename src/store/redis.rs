@@ -12,7 +12,7 @@
 //! Writes are pipelined, one pipeline per epoch, worker and node, and
 //! idempotent (ZADD/ZREM/SET/DEL), so a replayed epoch changes nothing.
 //! Each user's changes are one transaction, its runs of one command on one
-//! key merged into one variadic command ([`Unit`]).
+//! key merged into one variadic command.
 
 mod nodes;
 
