@@ -280,9 +280,7 @@ impl Nodes {
     /// master of the cluster through the cluster client.
     pub(crate) fn scan(&self, pattern: &str) -> Result<Vec<String>> {
         let Some(reads) = &self.reads else {
-            return self.on(&self.seed_addr, |c| {
-                redis::Commands::scan_match(c, pattern)?.collect()
-            });
+            return self.on(&self.seed_addr, |c| scan_with(pattern, |cmd| cmd.query(c)));
         };
         // The masters as the write path knows them; a stale map fails the
         // scan and is read again.
@@ -571,6 +569,20 @@ fn scan_node(c: &mut ClusterConnection, addr: &str, pattern: &str) -> RedisResul
     let (host, port) = host_port(addr)
         .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Parse, "bad node address")))?;
     let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+    scan_with(pattern, |cmd| {
+        Ok(redis::from_redis_value(
+            c.route_command(cmd, route.clone())?,
+        )?)
+    })
+}
+
+/// Every key matching `pattern` on one server, `SCAN` by `SCAN` through
+/// `query`. A thousand keys a step: the server's default of ten makes a
+/// recovery's scans of a big keyspace thousands of round trips each.
+fn scan_with(
+    pattern: &str,
+    mut query: impl FnMut(&Cmd) -> RedisResult<(u64, Vec<String>)>,
+) -> RedisResult<Vec<String>> {
     let (mut cursor, mut keys) = (0u64, Vec::new());
     loop {
         let mut cmd = redis::cmd("SCAN");
@@ -579,8 +591,7 @@ fn scan_node(c: &mut ClusterConnection, addr: &str, pattern: &str) -> RedisResul
             .arg(pattern)
             .arg("COUNT")
             .arg(1_000);
-        let (next, found): (u64, Vec<String>) =
-            redis::from_redis_value(c.route_command(&cmd, route.clone())?)?;
+        let (next, found) = query(&cmd)?;
         keys.extend(found);
         if next == 0 {
             return Ok(keys);
