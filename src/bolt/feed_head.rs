@@ -302,10 +302,9 @@ impl UserHead {
 /// them oldest first (time, then id). A catch-up or resume epoch holds
 /// hundreds of thousands of stories: with its time beside each (put there
 /// as the story is stashed), the sort reads a story through its pointer
-/// only on equal times. Each stories
-/// bolt sends its stories mostly oldest first (a resume's exactly), so the
-/// log is long runs already in order, which a stable sort merges instead
-/// of sorting afresh.
+/// only on equal times. Each stories bolt sends its stories mostly oldest
+/// first (a resume's exactly), so the log is long runs already in order,
+/// which a stable sort merges instead of sorting afresh.
 fn consolidate_stories(stories: &mut Vec<((Millis, Story), isize)>) {
     stories.sort_by(|a, b| a.0.cmp(&b.0));
     crate::bolt::consolidate_sorted(stories);
@@ -512,13 +511,12 @@ impl Heads {
     /// diffs.
     /// `stories` come consolidated, oldest first ([`consolidate_stories`]).
     fn apply_stories(&mut self, stories: &[((Millis, Story), isize)]) -> Vec<(Entry, isize)> {
-        let additions = stories.iter().filter(|(_, diff)| *diff > 0);
-        if additions.clone().count() >= RESERVE_FOR_ADDITIONS {
-            self.fanout
-                .reserve_for(additions.map(|((_, story), _)| story));
-        }
         let removals = stories.iter().filter(|(_, diff)| *diff < 0);
         let additions = stories.iter().filter(|(_, diff)| *diff > 0);
+        if additions.clone().count() >= RESERVE_FOR_ADDITIONS {
+            let added = additions.clone().map(|((_, story), _)| story);
+            self.fanout.reserve_for(added);
+        }
         let mut changed = Vec::new();
         for ((_, story), diff) in removals.chain(additions) {
             let kept = if *diff < 0 {
