@@ -75,40 +75,50 @@ const MERGED_MAX: usize = 512;
 /// Each key's commands keep their order; other keys' may come between,
 /// which inside one transaction changes nothing.
 struct Unit {
-    /// The user's feed key, made once.
-    feed: String,
     commands: Vec<Cmd>,
     /// Each key's last command: its key, its place, its name and how many
-    /// members or fields it holds. A user has few keys: a list.
+    /// members or fields it holds. A user has few keys: a list, the feed
+    /// key first (with no command yet: an empty name).
     last: Vec<(String, usize, &'static str, usize)>,
 }
 
 impl Unit {
     fn new(feed: String) -> Unit {
         Unit {
-            feed,
             commands: Vec::new(),
-            last: Vec::new(),
+            last: vec![(feed, 0, "", 0)],
         }
+    }
+
+    /// `name FEED ARGS` on the user's feed key.
+    fn push_feed(&mut self, name: &'static str, args: impl FnOnce(&mut Cmd)) {
+        self.push_on(0, name, args);
     }
 
     /// `name key ARGS`, where `args` adds one member's or field's arguments.
     fn push(&mut self, name: &'static str, key: &str, args: impl FnOnce(&mut Cmd)) {
-        let place = self.commands.len();
-        match self.last.iter_mut().find(|last| last.0 == key) {
-            Some((_, at, last_name, held)) => {
-                if *last_name == name && name != "DEL" && *held < MERGED_MAX {
-                    args(&mut self.commands[*at]);
-                    *held += 1;
-                    return;
-                }
-                (*at, *last_name, *held) = (place, name, 1);
+        let at = match self.last.iter().position(|last| last.0 == key) {
+            Some(at) => at,
+            None => {
+                self.last.push((key.to_owned(), 0, "", 0));
+                self.last.len() - 1
             }
-            None => self.last.push((key.to_owned(), place, name, 1)),
+        };
+        self.push_on(at, name, args);
+    }
+
+    /// `name KEY ARGS` on the key `self.last[at]` names.
+    fn push_on(&mut self, at: usize, name: &'static str, args: impl FnOnce(&mut Cmd)) {
+        let (key, place, last_name, held) = &mut self.last[at];
+        if *last_name == name && name != "DEL" && *held < MERGED_MAX {
+            args(&mut self.commands[*place]);
+            *held += 1;
+            return;
         }
         let mut cmd = redis::cmd(name);
-        cmd.arg(key);
+        cmd.arg(key.as_str());
         args(&mut cmd);
+        (*place, *last_name, *held) = (self.commands.len(), name, 1);
         self.commands.push(cmd);
     }
 }
@@ -175,13 +185,12 @@ impl RedisStore {
         for (user, key, diff) in &batch.feed {
             let at = unit_of(user, &mut users);
             let unit = &mut users[at].1;
-            let feed = unit.feed.clone();
             match diff {
-                0 => unit.push("DEL", &feed, |_| ()),
-                d if *d > 0 => unit.push("ZADD", &feed, |cmd| {
+                0 => unit.push_feed("DEL", |_| ()),
+                d if *d > 0 => unit.push_feed("ZADD", |cmd| {
                     cmd.arg(key.time).arg(&*key.id);
                 }),
-                _ => unit.push("ZREM", &feed, |cmd| {
+                _ => unit.push_feed("ZREM", |cmd| {
                     cmd.arg(&*key.id);
                 }),
             }

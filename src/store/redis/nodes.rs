@@ -535,11 +535,12 @@ fn trips(blocks: Vec<(u16, Vec<Cmd>)>, per_trip: usize) -> Vec<Vec<(u16, Vec<Cmd
     let mut trips: Vec<Vec<(u16, Vec<Cmd>)>> = vec![Vec::new()];
     let mut queued = 0;
     for block in blocks {
-        if queued > 0 && queued + weight(&block.1) > per_trip {
+        let writes = weight(&block.1);
+        if queued > 0 && queued + writes > per_trip {
             trips.push(Vec::new());
             queued = 0;
         }
-        queued += weight(&block.1);
+        queued += writes;
         trips.last_mut().expect("one trip at least").push(block);
     }
     trips
