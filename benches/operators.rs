@@ -1,14 +1,16 @@
 //! Micro-benchmarks of the hot operators' inner steps, beside `feedstorm
 //! bench` for the end-to-end figures: decoding an event, the fan-out join
 //! (the users a story reaches), the feed-head bolt over a small dataflow
-//! (head updates with refills), the digest update, and the merge a rebuild
-//! does. `cargo bench --bench operators`; under `cargo test` each runs once.
+//! (head updates with refills), the digest update, the merge a rebuild
+//! does, and a resume's decoding of a checkpoint's stories part.
+//! `cargo bench --bench operators`; under `cargo test` each runs once.
 
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use feedstorm::bolt::digest_groups::DigestGroups;
 use feedstorm::bolt::fanout::{Fanout, Reach, Tid};
+use feedstorm::bolt::stories::StoriesPart;
 use feedstorm::config::DigestConfig;
 use feedstorm::digest::DigestSpec;
 use feedstorm::event::{decode, Activity, TypedId};
@@ -232,9 +234,30 @@ fn head_update(c: &mut Criterion) {
     group.finish();
 }
 
+/// A resume's first step on each worker: decoding its stories part (the
+/// checkpoint's largest) into the handles the bolt keeps.
+fn restore_stories_part(c: &mut Criterion) {
+    let stories: Vec<Story> = (0..50_000).map(story).collect();
+    let deleted = (0..1_000).map(|i| Arc::from(format!("gone{i}")));
+    let part = StoriesPart::of(Some(0), stories.iter().map(|s| &*s.0), deleted);
+    let bytes = bincode::serialize(&part).unwrap();
+    let mut group = c.benchmark_group("checkpoint");
+    group.throughput(Throughput::Elements(50_000));
+    group.bench_function("decode and restore a 50,000-activity stories part", |b| {
+        b.iter(|| {
+            let part: StoriesPart = bincode::deserialize(&bytes).unwrap();
+            let restored = part.into_restored(0).unwrap();
+            assert_eq!(restored.activities.len(), 50_000);
+            restored
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     operators,
     decode_events,
+    restore_stories_part,
     fan_out,
     rebuild_merge,
     digest_update,

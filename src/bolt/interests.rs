@@ -111,7 +111,14 @@ impl InterestsPart {
     }
 }
 
-type Users = HashMap<TypedId, HashMap<(TypedId, Relation), (Millis, InterestOp)>>;
+/// foldhash, seeded per map: fast on typed ids, and no producer can choose
+/// ids that collide (as the stories bolt's).
+type Seeded = foldhash::fast::RandomState;
+
+/// Each user's pairs, by interest and relation, with the winning time and op.
+type Pairs = HashMap<(TypedId, Relation), (Millis, InterestOp), Seeded>;
+
+type Users = HashMap<TypedId, Pairs, Seeded>;
 
 fn save(snapshots: &Snapshots, boundaries: &[u64], users: &Users) {
     if !boundaries.is_empty() {
@@ -145,7 +152,7 @@ impl<'scope> ResolveInterests<'scope> for StreamVec<'scope, u64, InterestEvent> 
         self.unary_frontier(pact, "ResolveInterests", move |_cap, _info| {
             let mut stash = EpochStash::new(1);
             // user -> interest -> the winning (time, op) so far
-            let mut users: Users = HashMap::new();
+            let mut users = Users::default();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| stash.stash(&cap, data.drain(..)));
                 for (caps, events) in stash.take_ready(&[frontier]) {
@@ -159,7 +166,7 @@ impl<'scope> ResolveInterests<'scope> for StreamVec<'scope, u64, InterestEvent> 
                             if follow_self {
                                 session.give((Edge::follows(user.clone(), user.clone()), time, 1));
                             }
-                            HashMap::new()
+                            Pairs::default()
                         });
                         let InterestEvent::Change {
                             time: at,

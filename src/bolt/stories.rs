@@ -194,7 +194,7 @@ pub struct StoriesPart {
     #[serde(deserialize_with = "crate::checkpoint::presized")]
     pub activities: Vec<SavedActivity>,
     /// Deleted ids, so that a late or replayed copy never shows.
-    #[serde(deserialize_with = "crate::checkpoint::presized")]
+    #[serde(deserialize_with = "crate::checkpoint::presized_ids")]
     pub deleted: Vec<Arc<str>>,
 }
 
@@ -202,9 +202,11 @@ pub struct StoriesPart {
 /// the part's table, so a load shares one handle per typed id.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SavedActivity {
+    #[serde(deserialize_with = "crate::checkpoint::shared_str")]
     id: Arc<str>,
     time: Millis,
     actor: u32,
+    #[serde(deserialize_with = "crate::checkpoint::pooled_verb")]
     verb: ArcStr,
     object: u32,
     target: Option<u32>,
@@ -212,6 +214,43 @@ pub struct SavedActivity {
 }
 
 impl StoriesPart {
+    /// The part of a worker that has seen events up to `newest`, retains
+    /// `activities` (oldest first) and has `deleted` these ids.
+    pub fn of<'a>(
+        newest: Option<Millis>,
+        activities: impl Iterator<Item = &'a Activity>,
+        deleted: impl Iterator<Item = Arc<str>>,
+    ) -> StoriesPart {
+        // The bolt shares one handle per typed id (its pool), so the table
+        // is keyed by address (the borrowed activities keep every address
+        // in use); a handle not shared is only saved once per copy.
+        let mut places: HashMap<usize, u32, foldhash::fast::FixedState> = HashMap::default();
+        let mut typed_ids = Vec::new();
+        let mut place = |typed: &TypedId| {
+            *places.entry(typed.address()).or_insert_with(|| {
+                typed_ids.push(typed.clone());
+                (typed_ids.len() - 1) as u32
+            })
+        };
+        let activities = activities
+            .map(|a| SavedActivity {
+                id: a.id.clone(),
+                time: a.time,
+                actor: place(&a.actor),
+                verb: a.verb.clone(),
+                object: place(&a.object),
+                target: a.target.as_ref().map(&mut place),
+                extra: a.extra.clone(),
+            })
+            .collect();
+        StoriesPart {
+            newest,
+            typed_ids,
+            activities,
+            deleted: deleted.collect(),
+        }
+    }
+
     /// Activities and deleted ids in it.
     pub fn records(&self) -> u64 {
         (self.activities.len() + self.deleted.len()) as u64
@@ -278,35 +317,11 @@ impl StoriesPart {
 
 impl Retained {
     fn part(&self) -> StoriesPart {
-        // Handles are shared per typed id (the pool), so the table is
-        // keyed by address; the activities hold every handle meanwhile.
-        let mut places: HashMap<usize, u32, foldhash::fast::FixedState> = HashMap::default();
-        let mut typed_ids = Vec::new();
-        let mut place = |typed: &TypedId| {
-            *places.entry(typed.address()).or_insert_with(|| {
-                typed_ids.push(typed.clone());
-                (typed_ids.len() - 1) as u32
-            })
-        };
-        let activities = self
-            .by_time
-            .iter()
-            .map(|Story(a)| SavedActivity {
-                id: a.id.clone(),
-                time: a.time,
-                actor: place(&a.actor),
-                verb: a.verb.clone(),
-                object: place(&a.object),
-                target: a.target.as_ref().map(&mut place),
-                extra: a.extra.clone(),
-            })
-            .collect();
-        StoriesPart {
-            newest: self.newest,
-            typed_ids,
-            activities,
-            deleted: self.deleted.iter().cloned().collect(),
-        }
+        StoriesPart::of(
+            self.newest,
+            self.by_time.iter().map(|Story(a)| &**a),
+            self.deleted.iter().cloned(),
+        )
     }
 
     /// Loads a restored part: into an empty state in bulk (a resume's

@@ -43,6 +43,7 @@
 //! Unix milliseconds and `BOUNDARY` the epoch, both zero-padded, so names
 //! sort oldest first.
 
+mod decode;
 mod manifest;
 
 use std::collections::BTreeMap;
@@ -61,6 +62,7 @@ use crate::error::{Error, Result};
 use crate::event::unix_ms;
 use crate::spout::SourcePosition;
 
+pub use decode::{pooled_verb, presized, presized_ids, shared_str};
 use manifest::Summed;
 pub use manifest::{inspect, Manifest, PartInfo, SourceEntry};
 
@@ -206,37 +208,6 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_error(dir, e))
-}
-
-/// Deserializes a list with its whole length reserved at once (a part
-/// states it, and the part's checksum was verified before it is read).
-/// Serde's derive reserves at most a megabyte ahead, so a part's
-/// hundreds of thousands of activities grew by doubling, each time copied
-/// into fresh pages. For `#[serde(deserialize_with = "presized")]`.
-pub fn presized<'de, D, T>(deserializer: D) -> std::result::Result<Vec<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de>,
-{
-    struct Presized<T>(std::marker::PhantomData<T>);
-    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Presized<T> {
-        type Value = Vec<T>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a list")
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> std::result::Result<Vec<T>, A::Error> {
-            // Bounded all the same: a length is not trusted with more.
-            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 22));
-            while let Some(item) = seq.next_element()? {
-                items.push(item);
-            }
-            Ok(items)
-        }
-    }
-    deserializer.deserialize_seq(Presized(std::marker::PhantomData))
 }
 
 /// Reads a part written by [`Checkpoints::write_part`].
