@@ -241,6 +241,16 @@ impl UserHead {
 
     /// Adds entries older than every candidate (a refill), newest first.
     fn extend_below(&mut self, older: &[Entry], size: usize, slots: &Slots) {
+        if self.entries.is_empty()
+            && self.changes.is_empty()
+            && self.before.is_none()
+            && older.len() > CHANGE_LOG_LIMIT
+        {
+            // Empty with nothing logged: empty as the epoch began (every
+            // change to the head is logged). A head filled whole (a new
+            // user, a resume) is diffed against that, not logged and sorted.
+            self.before = Some(Vec::new());
+        }
         for entry in older {
             self.add_at(0, *entry, size);
         }
@@ -928,18 +938,30 @@ mod tests {
 
     /// Random inserts and removals, few or many per epoch (so that both the
     /// change log and the end-of-epoch diff are used): replaying the emitted
-    /// changes gives the newest `size` entries of what is present.
+    /// changes gives the newest `size` entries of what is present. With the
+    /// larger head, every seventh epoch starts over from an empty head
+    /// filled whole by a refill, as after a resume.
     #[test]
     fn emitted_changes_replay_to_the_head() {
-        let (size, cap) = (10, 14);
+        for (size, cap, stories, resume_every) in [(10, 14, 300, None), (100, 140, 1000, Some(7))] {
+            emitted_changes_replay(size, cap, stories, resume_every);
+        }
+    }
+
+    fn emitted_changes_replay(
+        size: usize,
+        cap: usize,
+        stories: usize,
+        resume_every: Option<usize>,
+    ) {
         for seed in 0..20u64 {
             let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
             let mut fanout = Fanout::default();
-            let entries: Vec<Entry> = (0..300)
+            let entries: Vec<Entry> = (0..stories)
                 .map(|i| {
                     let story = Story(Arc::new(Activity {
                         id: format!("a{i}").into(),
-                        time: rng.gen_range(0..200),
+                        time: rng.gen_range(0..stories as i64 * 2 / 3),
                         actor: TypedId::parse("user:rob").unwrap(),
                         verb: "post".into(),
                         object: TypedId::parse("thing:t").unwrap(),
@@ -954,7 +976,23 @@ mod tests {
             let mut present: BTreeSet<FeedKey> = BTreeSet::new();
             let mut shown: BTreeSet<FeedKey> = BTreeSet::new();
             for epoch in 0..40 {
-                let ops = if epoch % 2 == 0 { 3 } else { 120 };
+                if resume_every.is_some_and(|every| epoch % every == every - 1) {
+                    // A new head for what is present, and a store to match.
+                    head = UserHead::default();
+                    head.unknown_below = Some(FeedKey::new(Millis::MAX, ""));
+                    shown.clear();
+                }
+                if epoch % 5 == 4 {
+                    // Retraction-heavy: half of what is present goes, so the
+                    // refill of a head still holding entries is long.
+                    for &entry in &entries {
+                        if present.contains(&slots.key(entry)) && rng.gen_bool(0.5) {
+                            present.remove(&slots.key(entry));
+                            head.remove(entry, size, slots);
+                        }
+                    }
+                }
+                let ops = if epoch % 2 == 0 { 3 } else { stories * 2 / 5 };
                 for _ in 0..ops {
                     let entry = entries[rng.gen_range(0..entries.len())];
                     let key = slots.key(entry);

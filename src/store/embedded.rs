@@ -164,6 +164,44 @@ fn apply_group_change(digest: &mut Digest, change: &GroupChange) {
     }
 }
 
+/// Changes in one run from which a head is merged with them in one pass
+/// instead of key by key (when they are a quarter of it or more): a
+/// catch-up's or a resume's epoch replaces whole heads.
+const MERGE_RUN: usize = 32;
+
+/// `head` with `run` applied, in one pass over both, when the run is in
+/// feed order with each key once and holds no reset (the heads bolt's
+/// runs); `None` (and `head` untouched) otherwise.
+fn merged_head(
+    head: &mut BTreeSet<FeedKey>,
+    run: &[(TypedId, FeedKey, isize)],
+) -> Option<BTreeSet<FeedKey>> {
+    let in_order = run.windows(2).all(|pair| pair[0].1 < pair[1].1);
+    if !in_order || run.iter().any(|(_, _, diff)| *diff == 0) {
+        return None;
+    }
+    let mut changes = run.iter().peekable();
+    let mut kept = Vec::with_capacity(head.len() + run.len());
+    for key in std::mem::take(head) {
+        while let Some((_, change, diff)) = changes.next_if(|(_, change, _)| *change < key) {
+            if *diff > 0 {
+                kept.push(change.clone());
+            }
+        }
+        match changes.next_if(|(_, change, _)| *change == key) {
+            Some((_, _, diff)) if *diff < 0 => {}
+            _ => kept.push(key),
+        }
+    }
+    kept.extend(
+        changes
+            .filter(|(_, _, diff)| *diff > 0)
+            .map(|(_, key, _)| key.clone()),
+    );
+    // Sorted and distinct already: the set is built in one pass.
+    Some(kept.into_iter().collect())
+}
+
 impl Store for EmbeddedStore {
     fn apply(&self, batch: &WriteBatch) -> Result<()> {
         self.activities.put_all(&batch.puts);
@@ -176,6 +214,14 @@ impl Store for EmbeddedStore {
                 // pass from its sorted keys, not key by key.
                 *head = run.iter().map(|(_, key, _)| key.clone()).collect();
                 continue;
+            }
+            if run.len() >= MERGE_RUN && run.len() * 4 >= head.len() {
+                if let Some(merged) = merged_head(&mut head, run) {
+                    *head = merged;
+                    drop(head);
+                    self.feeds.remove_if(user, |_, head| head.is_empty());
+                    continue;
+                }
             }
             for (_, key, diff) in run {
                 if *diff == 0 {
@@ -318,5 +364,49 @@ impl Store for EmbeddedStore {
         }
         stats.activities = self.activities.len() as u64;
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// A head merged with a run holds what applying the run key by key
+    /// gives; a run out of order or with a reset is left to that path.
+    #[test]
+    fn a_merged_head_equals_one_changed_key_by_key() {
+        let user = TypedId::parse("user:ann").unwrap();
+        let key = |i: u32| FeedKey::new(i64::from(i / 3), format!("a{i:03}"));
+        for seed in 0..200u64 {
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+            let head: BTreeSet<FeedKey> = (0..300).filter(|_| rng.gen_bool(0.3)).map(key).collect();
+            let mut run: Vec<(TypedId, FeedKey, isize)> = Vec::new();
+            for i in 0..300 {
+                if rng.gen_bool(0.4) {
+                    run.push((user.clone(), key(i), if rng.gen_bool(0.5) { 1 } else { -1 }));
+                }
+            }
+            let mut expected = head.clone();
+            for (_, key, diff) in &run {
+                if *diff > 0 {
+                    expected.insert(key.clone());
+                } else {
+                    expected.remove(key);
+                }
+            }
+            let mut merging = head.clone();
+            assert_eq!(
+                merged_head(&mut merging, &run),
+                Some(expected),
+                "seed {seed}"
+            );
+        }
+        let mut head: BTreeSet<FeedKey> = (0..10).map(key).collect();
+        let backwards = vec![(user.clone(), key(5), 1), (user.clone(), key(2), -1)];
+        assert_eq!(merged_head(&mut head, &backwards), None);
+        let reset = vec![(user.clone(), key(5), 0), (user.clone(), key(6), 1)];
+        assert_eq!(merged_head(&mut head, &reset), None);
+        assert_eq!(head.len(), 10, "left untouched");
     }
 }
