@@ -80,7 +80,7 @@ thread_local! {
 }
 
 /// Deserializes a verb, sharing one handle per distinct verb decoded on
-/// this thread (the first [`VERBS_KEPT`]; any beyond are decoded as they
+/// this thread (the first 64; any beyond are decoded as they
 /// are). For `#[serde(deserialize_with = "pooled_verb")]`.
 pub fn pooled_verb<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ArcStr, D::Error> {
     struct Pooled;
