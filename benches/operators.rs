@@ -185,6 +185,7 @@ fn head_update(c: &mut Criterion) {
                     let (edges_in, edge_collection) = scope.new_collection::<Edge, isize>();
                     let (stories_in, story_collection) = scope.new_collection::<Story, isize>();
                     let (_requests_in, requests) = scope.new_input();
+                    let (_restored_in, restored) = scope.new_input();
                     let settings = HeadSettings {
                         feed_size: 20,
                         slack: 5,
@@ -197,6 +198,7 @@ fn head_update(c: &mut Criterion) {
                     let status = Arc::new(feedstorm::status::Status::new("bench", 1));
                     let (heads, _, _) = edge_collection.maintain_head(
                         story_collection,
+                        restored,
                         requests,
                         settings,
                         drpc,

@@ -22,7 +22,7 @@ use timely::worker::Worker;
 
 use crate::bolt::feed_head::HeadSettings;
 use crate::bolt::interests::InterestsPart;
-use crate::bolt::stories::StoriesPart;
+use crate::bolt::stories::{restored_as_stories, StoriesPart};
 use crate::bolt::{
     Digest, InterestEvent, KeepStories, MaintainHead, ResolveInterests, StoryEvent, Write, WriteTo,
 };
@@ -322,13 +322,14 @@ pub fn build(
         let requests = scope.input_from(&mut requests_in);
 
         let edges = interest_events.resolve_interests(feed.follow_self, checkpoints.clone());
-        let (stories, activity_writes) =
+        let (stories, restored, activity_writes) =
             story_events.keep_stories(newest, feed.retention, checkpoints, store.persistent());
         let recover_into = store.persistent().then(|| store.clone());
         let activity_writes = to_every_store(activity_writes, cluster, store.persistent());
         let mut writes = vec![activity_writes.map(Write::Activity)];
         if let Some(spec) = notifications {
-            let notified = notify(&stories, &edges, spec, recover_into.clone(), status.clone());
+            let all = stories.clone().concat(restored_as_stories(&restored));
+            let notified = notify(&all, &edges, spec, recover_into.clone(), status.clone());
             writes.push(notified.map(Write::Digest));
         }
         let settings = HeadSettings {
@@ -341,8 +342,14 @@ pub fn build(
         };
         // Every worker keeps every story (Storm's all grouping): fan-out is local.
         let everywhere = stories.inner.broadcast().as_collection();
-        let (heads, digests, answers) =
-            edges.maintain_head(everywhere, requests, settings, drpc.clone(), status.clone());
+        let (heads, digests, answers) = edges.maintain_head(
+            everywhere,
+            restored.broadcast(),
+            requests,
+            settings,
+            drpc.clone(),
+            status.clone(),
+        );
         return_answers(answers, drpc.clone());
         writes.push(digests.map(Write::Digest));
         writes.push(heads.map(Write::Head));

@@ -17,6 +17,7 @@ use common::*;
 use differential_dataflow::{AsCollection, VecCollection};
 use feedstorm::bolt::feed_head::{HeadSettings, MaintainHead};
 use feedstorm::bolt::interests::Edge;
+use feedstorm::bolt::stories::RestoredStories;
 use feedstorm::bolt::{ActivityChange, InterestEvent, KeepStories, ResolveInterests, StoryEvent};
 use feedstorm::config::{DigestConfig, FeedConfig, Materialize, NotificationsConfig};
 use feedstorm::digest::{DigestChange, DigestSpec, Group, GroupChange};
@@ -44,6 +45,7 @@ struct Inputs {
 type Upstream<'s> = (
     VecCollection<'s, u64, Edge, isize>,
     VecCollection<'s, u64, Story, isize>,
+    StreamVec<'s, u64, RestoredStories>,
     StreamVec<'s, u64, ActivityChange>,
 );
 
@@ -55,10 +57,10 @@ impl Inputs {
             .input_from(&mut self.interests)
             .resolve_interests(true, None);
         let newest = scope.input_from(&mut self.newest).broadcast();
-        let (stories, writes) = scope
+        let (stories, restored, writes) = scope
             .input_from(&mut self.stories)
             .keep_stories(newest, retention, None, false);
-        (edges, stories, writes)
+        (edges, stories, restored, writes)
     }
 
     fn new() -> Inputs {
@@ -239,7 +241,7 @@ fn stories_bolt_retains_what_the_reference_retains() {
         run(workers, events(&lines), move |scope, inputs| {
             let (story_sink, write_sink) = (story_sink.clone(), write_sink.clone());
             let newest = scope.input_from(&mut inputs.newest).broadcast();
-            let (kept, written) = scope
+            let (kept, _, written) = scope
                 .input_from(&mut inputs.stories)
                 .keep_stories(newest, retention, None, false);
             let probe = ProbeHandle::new();
@@ -355,13 +357,19 @@ fn feed_head_bolt_keeps_the_reference_heads_and_digests() {
         let settings = head_settings(&feed, std::slice::from_ref(&digest));
         run(workers, events(&lines), move |scope, inputs| {
             let (head_sink, digest_sink) = (head_sink.clone(), digest_sink.clone());
-            let (edges, stories, _) = inputs.upstream(scope, feed.retention);
+            let (edges, stories, restored, _) = inputs.upstream(scope, feed.retention);
             let everywhere = stories.inner.broadcast().as_collection();
             let (_, requests) = scope.new_input();
             let drpc = Arc::new(feedstorm::drpc::Drpc::new(0));
             let status = Arc::new(feedstorm::status::Status::new("bolts", 1));
-            let (head_changes, digest_changes, _) =
-                edges.maintain_head(everywhere, requests, settings.clone(), drpc, status);
+            let (head_changes, digest_changes, _) = edges.maintain_head(
+                everywhere,
+                restored.broadcast(),
+                requests,
+                settings.clone(),
+                drpc,
+                status,
+            );
             let probe = ProbeHandle::new();
             head_changes
                 .inspect(move |(user, key, diff): &HeadChange| {
@@ -425,7 +433,7 @@ fn notification_bolt_keeps_the_reference_notification_feeds() {
         let spec = DigestSpec::notifications(&notifications);
         run(workers, events(&lines), move |scope, inputs| {
             let sink = sink.clone();
-            let (edges, stories, _) = inputs.upstream(scope, feed.retention);
+            let (edges, stories, _, _) = inputs.upstream(scope, feed.retention);
             let status = Arc::new(feedstorm::status::Status::new("bolts", 1));
             feedstorm::topology::notify(&stories, &edges, spec.clone(), None, status)
                 .inspect(move |change| sink.lock().unwrap().push(change.clone()))
@@ -484,15 +492,22 @@ fn write_to_bolt_leaves_the_reference_feeds_in_redis() {
             DigestSpec::notifications(&topology.notifications),
         );
         run(workers, events(&lines), move |scope, inputs| {
-            let (edges, stories, activity_writes) = inputs.upstream(scope, feed.retention);
+            let (edges, stories, restored, activity_writes) =
+                inputs.upstream(scope, feed.retention);
             let status = Arc::new(feedstorm::status::Status::new("bolts", 1));
             let notified =
                 feedstorm::topology::notify(&stories, &edges, spec.clone(), None, status.clone());
             let everywhere = stories.inner.broadcast().as_collection();
             let (_, requests) = scope.new_input();
             let drpc = Arc::new(feedstorm::drpc::Drpc::new(0));
-            let (heads, digests, _) =
-                edges.maintain_head(everywhere, requests, settings.clone(), drpc, status.clone());
+            let (heads, digests, _) = edges.maintain_head(
+                everywhere,
+                restored.broadcast(),
+                requests,
+                settings.clone(),
+                drpc,
+                status.clone(),
+            );
             let writes = vec![
                 activity_writes.map(Write::Activity),
                 notified.map(Write::Digest),

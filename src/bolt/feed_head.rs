@@ -30,6 +30,7 @@ use crate::bolt::digest_groups::DigestGroups;
 use crate::bolt::fanout::{Entry, Fanout, FastMap, Slots, Tid};
 use crate::bolt::interests::Edge;
 use crate::bolt::recovery::{each_recovered_user, Only, RecoveryGate};
+use crate::bolt::stories::RestoredStories;
 use crate::bolt::user_runs::UserRuns;
 use crate::bolt::EpochStash;
 use crate::config::Materialize;
@@ -72,7 +73,9 @@ pub struct HeadSettings {
 /// Maintains bounded feed heads and answers rebuild-feed requests.
 pub trait MaintainHead<'scope> {
     /// From the interest and block edges, every retained story (each worker
-    /// must see all of them: broadcast) and the rebuild requests: changes to
+    /// must see all of them: broadcast), the stories a resume restored
+    /// (broadcast too, a batch per worker that restored them) and the
+    /// rebuild requests: changes to
     /// each user's head of `feed_size` entries in SPEC order, and to each
     /// user's digests (`settings.digests`). At the epoch of
     /// each request it answers through `drpc`; in `active` mode the answer
@@ -80,6 +83,7 @@ pub trait MaintainHead<'scope> {
     fn maintain_head(
         self,
         stories: VecCollection<'scope, u64, Story, isize>,
+        restored: StreamVec<'scope, u64, RestoredStories>,
         requests: StreamVec<'scope, u64, Request>,
         settings: HeadSettings,
         drpc: Arc<Drpc>,
@@ -361,7 +365,22 @@ fn diff_sorted(
 enum Input {
     Edge(Edge, isize),
     Story(Story, isize),
+    Restored(Arc<Vec<Story>>),
     Request(Request),
+}
+
+impl Input {
+    fn edge((edge, time, diff): (Edge, u64, isize)) -> (u64, Input) {
+        (time, Input::Edge(edge, diff))
+    }
+
+    fn story((story, time, diff): (Story, u64, isize)) -> (u64, Input) {
+        (time, Input::Story(story, diff))
+    }
+
+    fn batch(restored: RestoredStories) -> (u64, Input) {
+        (restored.time, Input::Restored(restored.stories))
+    }
 }
 
 /// The bolt's state on one worker.
@@ -382,6 +401,8 @@ struct EpochInput {
     edges: Vec<(Edge, isize)>,
     /// Each with its time beside it, for [`consolidate_stories`].
     stories: Vec<((Millis, Story), isize)>,
+    /// Batches of restored stories, each oldest first.
+    restored: Vec<Arc<Vec<Story>>>,
     requests: Vec<Request>,
 }
 
@@ -390,6 +411,7 @@ impl crate::bolt::Stashed<Input> for EpochInput {
         match item {
             Input::Edge(edge, diff) => self.edges.push((edge, diff)),
             Input::Story(story, diff) => self.stories.push(((story.0.time, story), diff)),
+            Input::Restored(batch) => self.restored.push(batch),
             Input::Request(request) => self.requests.push(request),
         }
     }
@@ -447,15 +469,26 @@ impl Heads {
         let EpochInput {
             mut edges,
             mut stories,
+            restored,
             requests,
         } = input;
         crate::bolt::consolidate(&mut edges);
+        if !stories.is_empty() {
+            // Never with a resume's batches in practice: merged the slow way.
+            for batch in &restored {
+                stories.extend(batch.iter().map(|story| ((story.0.time, story.clone()), 1)));
+            }
+        }
         consolidate_stories(&mut stories);
         // Interests first: what a changed edge brings to digests is the
         // interest's stories before this epoch's (this epoch's stories then
         // reach the followers as they are after the edges).
         let (backfills, narrowed) = self.apply_edges(edges);
-        let changed = self.apply_stories(&stories);
+        let changed = if stories.is_empty() {
+            self.apply_restored(&restored)
+        } else {
+            self.apply_stories(&stories)
+        };
         let mut touched: Vec<Tid> = Vec::new();
         self.drop_unshown(narrowed, &mut touched);
         let mut considered = self.deliver(&changed, &mut touched);
@@ -545,6 +578,37 @@ impl Heads {
                 }
             }
             changed.push((entry, *diff));
+        }
+        changed
+    }
+
+    /// [`Heads::apply_stories`] for batches of restored stories, each oldest
+    /// first, alone in their epoch: added oldest first across the batches
+    /// (merged as they are read), with nothing to consolidate.
+    fn apply_restored(&mut self, batches: &[Arc<Vec<Story>>]) -> Vec<(Entry, isize)> {
+        if batches.is_empty() {
+            return Vec::new();
+        }
+        let total = batches.iter().map(|batch| batch.len()).sum();
+        self.fanout
+            .reserve_for(batches.iter().flat_map(|batch| batch.iter()));
+        let mut changed = Vec::with_capacity(total);
+        let mut next = vec![0; batches.len()];
+        // The oldest of the batches' next stories, each time: few batches
+        // (one per worker), so a scan beats a heap.
+        loop {
+            let oldest = (batches.iter().enumerate())
+                .filter_map(|(at, batch)| Some((at, batch.get(next[at])?)))
+                .min_by(|(_, a), (_, b)| a.cmp(b));
+            let Some((at, story)) = oldest else { break };
+            next[at] += 1;
+            let Some(entry) = self.fanout.add_story(story) else {
+                continue;
+            };
+            if !self.digests.is_empty() {
+                self.digests.add_story(entry, &self.fanout.slots);
+            }
+            changed.push((entry, 1));
         }
         changed
     }
@@ -851,6 +915,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, Edge, isize> {
     fn maintain_head(
         self,
         stories: VecCollection<'scope, u64, Story, isize>,
+        restored: StreamVec<'scope, u64, RestoredStories>,
         requests: StreamVec<'scope, u64, Request>,
         settings: HeadSettings,
         drpc: Arc<Drpc>,
@@ -864,6 +929,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, Edge, isize> {
             Exchange::new(|(edge, _, _): &(Edge, u64, isize)| route(&edge.user)),
         );
         let mut stories = builder.new_input(stories.inner, Pipeline);
+        let mut restored = builder.new_input(restored, Pipeline);
         let mut requests =
             builder.new_input(requests, Exchange::new(|(user, _): &Request| route(user)));
         let (heads_out, heads_stream) = builder.new_output();
@@ -881,14 +947,13 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, Edge, isize> {
             let mut heads = Heads::new(settings);
             let (mut out, mut digested) = (Vec::new(), Vec::new());
             move |frontiers| {
-                edges.for_each(|cap, data| {
-                    stash.stash_timed(&cap, data.drain(..).map(|(d, t, r)| (t, Input::Edge(d, r))))
-                });
+                edges
+                    .for_each(|cap, data| stash.stash_timed(&cap, data.drain(..).map(Input::edge)));
                 stories.for_each(|cap, data| {
-                    stash.stash_timed(
-                        &cap,
-                        data.drain(..).map(|(s, t, r)| (t, Input::Story(s, r))),
-                    )
+                    stash.stash_timed(&cap, data.drain(..).map(Input::story))
+                });
+                restored.for_each(|cap, data| {
+                    stash.stash_timed(&cap, data.drain(..).map(Input::batch))
                 });
                 requests
                     .for_each(|cap, data| stash.stash(&cap, data.drain(..).map(Input::Request)));
@@ -896,7 +961,7 @@ impl<'scope> MaintainHead<'scope> for VecCollection<'scope, u64, Edge, isize> {
                 let mut digests_out = digests_out.activate();
                 let mut answers_out = answers_out.activate();
                 for (caps, inputs) in
-                    stash.take_ready(&[&frontiers[0], &frontiers[1], &frontiers[2]])
+                    stash.take_ready(&[&frontiers[0], &frontiers[1], &frontiers[2], &frontiers[3]])
                 {
                     let time = *caps[0].time();
                     let answered =

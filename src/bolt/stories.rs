@@ -75,7 +75,10 @@ pub enum ActivityChange {
 /// Keeps the set of retained activities.
 pub trait KeepStories<'scope> {
     /// Returns the stories, `+1` when an activity becomes retained and `-1`
-    /// when it is deleted or expires, and the activity writes for the sink. `horizon` carries each
+    /// when it is deleted or expires; the stories a resume restores, as one
+    /// [`RestoredStories`] batch per worker instead (a resume's hundreds of
+    /// thousands would otherwise cross the channels one by one); and the
+    /// activity writes for the sink. `horizon` carries each
     /// worker's newest event time per epoch, broadcast to all workers; a story
     /// older than the newest time seen minus `retention` is dropped. With
     /// `checkpoints`, the state is saved at each checkpoint boundary as a
@@ -88,7 +91,49 @@ pub trait KeepStories<'scope> {
         retention: Duration,
         checkpoints: Option<Arc<Checkpoints>>,
         store_holds_restored: bool,
-    ) -> (Stories<'scope>, StreamVec<'scope, u64, ActivityChange>);
+    ) -> (
+        Stories<'scope>,
+        StreamVec<'scope, u64, RestoredStories>,
+        StreamVec<'scope, u64, ActivityChange>,
+    );
+}
+
+/// The stories one worker's stories bolt restored from a checkpoint, oldest
+/// first, each `+1` at `time` (a resume's first epoch): one handle for all
+/// of them, which every worker's fan-out reads.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RestoredStories {
+    /// The epoch they are restored in.
+    pub time: u64,
+    /// The stories, oldest first (feed order), each once.
+    pub stories: Arc<Vec<Story>>,
+}
+
+impl RestoredStories {
+    /// The stories in `batch` (emptied), restored at `time`; none if empty.
+    fn take(time: u64, batch: &mut Vec<Story>) -> Option<RestoredStories> {
+        (!batch.is_empty()).then(|| RestoredStories {
+            time,
+            stories: Arc::new(std::mem::take(batch)),
+        })
+    }
+}
+
+/// `restored` as story updates, one per story: for bolts that key stories
+/// their own way (the notification feed, by target).
+pub fn restored_as_stories<'scope>(
+    restored: &StreamVec<'scope, u64, RestoredStories>,
+) -> Stories<'scope> {
+    use timely::dataflow::operators::vec::Map;
+    restored
+        .clone()
+        .flat_map(|batch| {
+            let time = batch.time;
+            Arc::unwrap_or_clone(batch.stories)
+                .into_iter()
+                .map(move |story| (story, time, 1))
+        })
+        .as_collection()
 }
 
 /// Retained stories: `+1` when an activity becomes retained and `-1` when it
@@ -325,13 +370,14 @@ impl Retained {
     }
 
     /// Loads a restored part: into an empty state in bulk (a resume's
-    /// first epoch), else (never expected) as events, appended to
-    /// `activities` for the epoch's usual path.
+    /// first epoch), its stories appended to `batch`, else (never
+    /// expected) as events, appended to `activities` for the epoch's usual
+    /// path.
     fn restore(
         &mut self,
         restored: Restored,
         time: u64,
-        stories: &mut Vec<StoryUpdate>,
+        (stories, batch): (&mut Vec<StoryUpdate>, &mut Vec<Story>),
         writes: &mut Vec<ActivityChange>,
         activities: &mut Vec<Activity>,
     ) {
@@ -354,7 +400,6 @@ impl Retained {
             self.pools.typed_ids.share(&mut typed);
         }
         self.present.reserve(restored.activities.len());
-        stories.reserve(restored.activities.len());
         writes.reserve(restored.activities.len());
         let mut by_time = Vec::with_capacity(restored.activities.len());
         for mut activity in restored.activities {
@@ -364,12 +409,12 @@ impl Retained {
             if !self.present.insert(ById(activity.clone())) {
                 continue; // a corrupt part: each id once
             }
-            Self::stories(&activity, time, 1, stories);
             by_time.push(Story(activity.clone()));
             writes.push(ActivityChange::Put(activity));
         }
         // Built in one pass from sorted stories, not inserted one by one.
         self.by_time = by_time.into_iter().collect();
+        batch.extend(self.by_time.iter().cloned());
     }
 
     fn stories(activity: &Arc<Activity>, time: u64, diff: isize, out: &mut Vec<StoryUpdate>) {
@@ -417,7 +462,7 @@ impl Retained {
         inputs: Vec<Input>,
         time: u64,
         retention: Millis,
-        stories: &mut Vec<StoryUpdate>,
+        (stories, batch): (&mut Vec<StoryUpdate>, &mut Vec<Story>),
         writes: &mut Vec<ActivityChange>,
     ) {
         let mut activities = Vec::new();
@@ -427,7 +472,7 @@ impl Retained {
                 Input::Event(StoryEvent::Delete(id)) => self.delete(id, time, stories, writes),
                 Input::Event(StoryEvent::Activity(a)) => activities.push(a),
                 Input::Event(StoryEvent::Restored(restored)) => {
-                    self.restore(*restored, time, stories, writes, &mut activities)
+                    self.restore(*restored, time, (stories, batch), writes, &mut activities)
                 }
             }
         }
@@ -468,7 +513,11 @@ impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
         retention: Duration,
         checkpoints: Option<Arc<Checkpoints>>,
         store_holds_restored: bool,
-    ) -> (Stories<'scope>, StreamVec<'scope, u64, ActivityChange>) {
+    ) -> (
+        Stories<'scope>,
+        StreamVec<'scope, u64, RestoredStories>,
+        StreamVec<'scope, u64, ActivityChange>,
+    ) {
         let resumed = checkpoints.as_ref().is_some_and(|c| c.resumed().is_some());
         let skip_writes_before = if resumed && store_holds_restored {
             crate::checkpoint::RESTORE_EPOCHS
@@ -481,21 +530,26 @@ impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
         let mut events = builder.new_input(self, Exchange::new(StoryEvent::route));
         let mut newest = builder.new_input(horizon, timely::dataflow::channels::pact::Pipeline);
         let (stories_out, stories) = builder.new_output();
+        let (restored_out, restored) = builder.new_output();
         let (writes_out, writes) = builder.new_output();
         let mut stories_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<StoryUpdate>>>::from(stories_out);
+        let mut restored_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<RestoredStories>>>::from(restored_out);
         let mut writes_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<ActivityChange>>>::from(writes_out);
 
         builder.build(move |_caps| {
-            let mut stash = EpochStash::new(2);
+            let mut stash = EpochStash::new(3);
             let mut state = Retained::default();
             let mut story_buf = Vec::new();
+            let mut batch = Vec::new();
             let mut write_buf = Vec::new();
             move |frontiers| {
                 events.for_each(|cap, data| stash.stash(&cap, data.drain(..).map(Input::Event)));
                 newest.for_each(|cap, data| stash.stash(&cap, data.drain(..).map(Input::Newest)));
                 let mut stories_out = stories_out.activate();
+                let mut restored_out = restored_out.activate();
                 let mut writes_out = writes_out.activate();
                 for (caps, inputs) in stash.take_ready(&[&frontiers[0], &frontiers[1]]) {
                     let time = *caps[0].time();
@@ -504,15 +558,20 @@ impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
                         let part = state.part();
                         snapshots.save(&due, part.records(), part);
                     }
-                    state.epoch(inputs, time, retention, &mut story_buf, &mut write_buf);
+                    let outputs = (&mut story_buf, &mut batch);
+                    state.epoch(inputs, time, retention, outputs, &mut write_buf);
                     if time < skip_writes_before {
                         write_buf.clear();
                     }
                     stories_out
                         .session(&caps[0])
                         .give_iterator(story_buf.drain(..));
-                    writes_out
+                    let restored = RestoredStories::take(time, &mut batch);
+                    restored_out
                         .session(&caps[1])
+                        .give_iterator(restored.into_iter());
+                    writes_out
+                        .session(&caps[2])
                         .give_iterator(write_buf.drain(..));
                 }
                 if let Some(frontier) = crate::bolt::passed(frontiers) {
@@ -526,6 +585,6 @@ impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
                 crate::bolt::release_burst(&mut write_buf);
             }
         });
-        (stories.as_collection(), writes)
+        (stories.as_collection(), restored, writes)
     }
 }
