@@ -474,7 +474,8 @@ impl Heads {
         } = input;
         crate::bolt::consolidate(&mut edges);
         if !stories.is_empty() {
-            // Never with a resume's batches in practice: merged the slow way.
+            // Batches beside other stories (never in practice: a resume's
+            // epoch holds only its batches) join the consolidation.
             for batch in &restored {
                 stories.extend(batch.iter().map(|story| ((story.0.time, story.clone()), 1)));
             }
@@ -560,26 +561,27 @@ impl Heads {
             let added = additions.clone().map(|((_, story), _)| story);
             self.fanout.reserve_for(added);
         }
-        let mut changed = Vec::new();
-        for ((_, story), diff) in removals.chain(additions) {
-            let kept = if *diff < 0 {
-                self.fanout.remove_story(story)
+        (removals.chain(additions))
+            .filter_map(|((_, story), diff)| self.keep_or_forget(story, *diff))
+            .collect()
+    }
+
+    /// Keeps (`diff > 0`) or forgets one story, in the fan-out and the
+    /// digests; its entry and diff if it was new or kept.
+    fn keep_or_forget(&mut self, story: &Story, diff: isize) -> Option<(Entry, isize)> {
+        let entry = if diff < 0 {
+            self.fanout.remove_story(story)
+        } else {
+            self.fanout.add_story(story)
+        }?;
+        if !self.digests.is_empty() {
+            if diff > 0 {
+                self.digests.add_story(entry, &self.fanout.slots);
             } else {
-                self.fanout.add_story(story)
-            };
-            let Some(entry) = kept else {
-                continue;
-            };
-            if !self.digests.is_empty() {
-                if *diff > 0 {
-                    self.digests.add_story(entry, &self.fanout.slots);
-                } else {
-                    self.digests.remove_story(entry);
-                }
+                self.digests.remove_story(entry);
             }
-            changed.push((entry, *diff));
         }
-        changed
+        Some((entry, diff))
     }
 
     /// [`Heads::apply_stories`] for batches of restored stories, each oldest
@@ -590,8 +592,10 @@ impl Heads {
             return Vec::new();
         }
         let total = batches.iter().map(|batch| batch.len()).sum();
-        self.fanout
-            .reserve_for(batches.iter().flat_map(|batch| batch.iter()));
+        if total >= RESERVE_FOR_ADDITIONS {
+            self.fanout
+                .reserve_for(batches.iter().flat_map(|batch| batch.iter()));
+        }
         let mut changed = Vec::with_capacity(total);
         let mut next = vec![0; batches.len()];
         // The oldest of the batches' next stories, each time: few batches
@@ -602,13 +606,7 @@ impl Heads {
                 .min_by(|(_, a), (_, b)| a.cmp(b));
             let Some((at, story)) = oldest else { break };
             next[at] += 1;
-            let Some(entry) = self.fanout.add_story(story) else {
-                continue;
-            };
-            if !self.digests.is_empty() {
-                self.digests.add_story(entry, &self.fanout.slots);
-            }
-            changed.push((entry, 1));
+            changed.extend(self.keep_or_forget(story, 1));
         }
         changed
     }
