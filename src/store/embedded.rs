@@ -169,16 +169,13 @@ fn apply_group_change(digest: &mut Digest, change: &GroupChange) {
 /// catch-up's or a resume's epoch replaces whole heads.
 const MERGE_RUN: usize = 32;
 
-/// `head` with `run` applied, in one pass over both, when the run is in
-/// feed order with each key once and holds no reset (the heads bolt's
-/// runs); `None` (and `head` untouched) otherwise.
-fn merged_head(
-    head: &mut BTreeSet<FeedKey>,
-    run: &[(TypedId, FeedKey, isize)],
-) -> Option<BTreeSet<FeedKey>> {
+/// Applies `run` to `head` in one pass over both, when the run is in feed
+/// order with each key once and holds no reset (the heads bolt's runs);
+/// otherwise leaves `head` untouched and returns false.
+fn merge_into(head: &mut BTreeSet<FeedKey>, run: &[(TypedId, FeedKey, isize)]) -> bool {
     let in_order = run.windows(2).all(|pair| pair[0].1 < pair[1].1);
     if !in_order || run.iter().any(|(_, _, diff)| *diff == 0) {
-        return None;
+        return false;
     }
     let mut changes = run.iter().peekable();
     let mut kept = Vec::with_capacity(head.len() + run.len());
@@ -199,7 +196,8 @@ fn merged_head(
             .map(|(_, key, _)| key.clone()),
     );
     // Sorted and distinct already: the set is built in one pass.
-    Some(kept.into_iter().collect())
+    *head = kept.into_iter().collect();
+    true
 }
 
 impl Store for EmbeddedStore {
@@ -215,21 +213,16 @@ impl Store for EmbeddedStore {
                 *head = run.iter().map(|(_, key, _)| key.clone()).collect();
                 continue;
             }
-            if run.len() >= MERGE_RUN && run.len() * 4 >= head.len() {
-                if let Some(merged) = merged_head(&mut head, run) {
-                    *head = merged;
-                    drop(head);
-                    self.feeds.remove_if(user, |_, head| head.is_empty());
-                    continue;
-                }
-            }
-            for (_, key, diff) in run {
-                if *diff == 0 {
-                    head.clear();
-                } else if *diff > 0 {
-                    head.insert(key.clone());
-                } else {
-                    head.remove(key);
+            let long = run.len() >= MERGE_RUN && run.len() * 4 >= head.len();
+            if !(long && merge_into(&mut head, run)) {
+                for (_, key, diff) in run {
+                    if *diff == 0 {
+                        head.clear();
+                    } else if *diff > 0 {
+                        head.insert(key.clone());
+                    } else {
+                        head.remove(key);
+                    }
                 }
             }
             drop(head);
@@ -396,17 +389,14 @@ mod tests {
                 }
             }
             let mut merging = head.clone();
-            assert_eq!(
-                merged_head(&mut merging, &run),
-                Some(expected),
-                "seed {seed}"
-            );
+            assert!(merge_into(&mut merging, &run), "seed {seed}: merged");
+            assert_eq!(merging, expected, "seed {seed}");
         }
         let mut head: BTreeSet<FeedKey> = (0..10).map(key).collect();
         let backwards = vec![(user.clone(), key(5), 1), (user.clone(), key(2), -1)];
-        assert_eq!(merged_head(&mut head, &backwards), None);
+        assert!(!merge_into(&mut head, &backwards));
         let reset = vec![(user.clone(), key(5), 0), (user.clone(), key(6), 1)];
-        assert_eq!(merged_head(&mut head, &reset), None);
+        assert!(!merge_into(&mut head, &reset));
         assert_eq!(head.len(), 10, "left untouched");
     }
 }
