@@ -355,24 +355,7 @@ impl Fanout {
                 return None;
             }
         }
-        let object = self.typed_ids.intern(&activity.object);
-        let target = activity.target.as_ref().map(|t| self.typed_ids.intern(t));
-        // As `Activity::story_ids`: actor, object and target, each once.
-        let mut about = [actor, 0, 0];
-        let mut about_len = 1;
-        for tid in std::iter::once(object).chain(target) {
-            if !about[..about_len].contains(&tid) {
-                about[about_len] = tid;
-                about_len += 1;
-            }
-        }
-        let kept = Kept {
-            story: story.clone(),
-            about,
-            about_len: about_len as u8,
-            object_at: u8::from(object != actor),
-            removed: false,
-        };
+        let kept = self.kept(story, actor);
         let slot = match self.slots.free.pop() {
             Some(slot) => {
                 self.slots.kept[slot as usize] = Some(kept);
@@ -410,6 +393,87 @@ impl Fanout {
             }
         }
         Some(entry)
+    }
+
+    /// `story` as a slot keeps it, its actor interned as `actor` already.
+    fn kept(&mut self, story: &Story, actor: Tid) -> Kept {
+        let activity = &story.0;
+        let object = self.typed_ids.intern(&activity.object);
+        let target = activity.target.as_ref().map(|t| self.typed_ids.intern(t));
+        // As `Activity::story_ids`: actor, object and target, each once.
+        let mut about = [actor, 0, 0];
+        let mut about_len = 1;
+        for tid in std::iter::once(object).chain(target) {
+            if !about[..about_len].contains(&tid) {
+                about[about_len] = tid;
+                about_len += 1;
+            }
+        }
+        Kept {
+            story: story.clone(),
+            about,
+            about_len: about_len as u8,
+            object_at: u8::from(object != actor),
+            removed: false,
+        }
+    }
+
+    /// Keeps `stories`, given oldest first, in a fan-out that keeps none
+    /// yet (a resume's restored stories); returns the entries of those
+    /// kept. As [`Fanout::add_story`] one by one, but
+    /// nothing is searched: each story goes to the back of the slots and
+    /// of its typed ids' indexes, each grown once to its size. A story
+    /// not newer than the one before (never expected) takes
+    /// [`Fanout::add_story`]'s way, as do all when stories are kept already.
+    pub fn restore<'a>(&mut self, stories: impl ExactSizeIterator<Item = &'a Story>) -> Vec<Entry> {
+        if !self.slots.kept.is_empty() {
+            return stories.filter_map(|story| self.add_story(story)).collect();
+        }
+        self.slots.kept.reserve_exact(stories.len());
+        let mut entries = Vec::with_capacity(stories.len());
+        let mut counts: Vec<u32> = Vec::new();
+        let mut newest: Option<&Story> = None;
+        let mut out_of_order = Vec::new();
+        for story in stories {
+            if newest.is_some_and(|newest| newest >= story) {
+                out_of_order.push(story);
+                continue;
+            }
+            newest = Some(story);
+            let actor = self.typed_ids.intern(&story.0.actor);
+            let kept = self.kept(story, actor);
+            counts.resize(self.typed_ids.len(), 0);
+            for &tid in kept.about() {
+                counts[tid as usize] += 1;
+            }
+            let slot =
+                Slot::try_from(self.slots.kept.len()).expect("fewer than 2^32 stories per worker");
+            entries.push(Entry {
+                time: story.0.time,
+                slot,
+            });
+            self.slots.kept.push(Some(kept));
+        }
+        for (tid, &count) in counts.iter().enumerate() {
+            if count > 0 {
+                self.about
+                    .insert(tid as Tid, VecDeque::with_capacity(count as usize));
+            }
+        }
+        // In feed order already: every entry is the newest about its ids.
+        for (entry, kept) in entries.iter().zip(&self.slots.kept) {
+            let kept = kept.as_ref().expect("restored just now");
+            for tid in kept.about() {
+                let sorted = self.about.get_mut(tid).expect("made room for it");
+                sorted.push_back(*entry);
+            }
+        }
+        entries.extend(
+            out_of_order
+                .into_iter()
+                .filter_map(|story| self.add_story(story)),
+        );
+        entries
     }
 
     /// Makes room for `stories`, about to be added in one epoch (a resume
@@ -805,6 +869,52 @@ mod tests {
     use crate::event::Activity;
     use rand::{Rng, SeedableRng};
     use std::sync::Arc;
+
+    /// A restore ([`Fanout::restore`]) lists what adding the same stories
+    /// one by one lists, stories out of order and repeated included.
+    #[test]
+    fn a_restore_lists_what_adding_one_by_one_lists() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+        let typed = |n: u32| TypedId::parse(&format!("user:u{n}")).unwrap();
+        let mut stories: Vec<Story> = (0..3_000)
+            .map(|i| {
+                Story(Arc::new(Activity {
+                    id: format!("a{}", i % 2_900).into(),
+                    time: rng.gen_range(0..500),
+                    actor: typed(rng.gen_range(0..30)),
+                    verb: "post".into(),
+                    object: typed(rng.gen_range(0..30)),
+                    target: rng.gen_bool(0.3).then(|| typed(rng.gen_range(0..30))),
+                    extra: None,
+                }))
+            })
+            .collect();
+        stories.sort();
+        // A few out of place, as a corrupt part could send them.
+        stories.swap(10, 2_000);
+        stories.swap(500, 501);
+        let (mut restored, mut added) = (Fanout::default(), Fanout::default());
+        let entries = restored.restore(stories.iter());
+        let one_by_one: Vec<Entry> = stories.iter().filter_map(|s| added.add_story(s)).collect();
+        let keys = |fanout: &Fanout, entries: &[Entry]| {
+            let mut keys: Vec<_> = entries.iter().map(|e| fanout.slots.key(*e)).collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(keys(&restored, &entries), keys(&added, &one_by_one));
+        for n in 0..30 {
+            let tid = |fanout: &Fanout| fanout.typed_ids.get(&typed(n));
+            let listed = |fanout: &Fanout| {
+                let stories = tid(fanout)
+                    .into_iter()
+                    .flat_map(|t| fanout.stories_about(t));
+                stories.map(|e| fanout.slots.key(e)).collect::<Vec<_>>()
+            };
+            assert_eq!(listed(&restored), listed(&added), "typed id {n}");
+        }
+        // Restoring into a fan-out that keeps stories adds one by one.
+        assert!(restored.restore(stories[..100].iter()).is_empty());
+    }
 
     /// Room made ahead ([`Fanout::reserve_for`]) changes no index: the
     /// same stories, with and without it, list the same entries.

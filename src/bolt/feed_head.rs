@@ -592,11 +592,7 @@ impl Heads {
             return Vec::new();
         }
         let total = batches.iter().map(|batch| batch.len()).sum();
-        if total >= RESERVE_FOR_ADDITIONS {
-            self.fanout
-                .reserve_for(batches.iter().flat_map(|batch| batch.iter()));
-        }
-        let mut changed = Vec::with_capacity(total);
+        let mut merged = Vec::with_capacity(total);
         let mut next = vec![0; batches.len()];
         // The oldest of the batches' next stories, each time: few batches
         // (one per worker), so a scan beats a heap.
@@ -606,9 +602,15 @@ impl Heads {
                 .min_by(|(_, a), (_, b)| a.cmp(b));
             let Some((at, story)) = oldest else { break };
             next[at] += 1;
-            changed.extend(self.keep_or_forget(story, 1));
+            merged.push(story);
         }
-        changed
+        let entries = self.fanout.restore(merged.into_iter());
+        if !self.digests.is_empty() {
+            for &entry in &entries {
+                self.digests.add_story(entry, &self.fanout.slots);
+            }
+        }
+        entries.into_iter().map(|entry| (entry, 1)).collect()
     }
 
     /// Drops from the heads of `users` what is no longer in their feed.
