@@ -121,6 +121,9 @@ enum Inserted {
     Below,
 }
 
+/// An edge with its typed ids interned: `(of, user, relation)`.
+type Pair = (Tid, Tid, Relation);
+
 /// Stories added in one epoch from which the fan-out makes room for them
 /// all first (a resume's first epoch, a catch-up's big ones).
 const RESERVE_FOR_ADDITIONS: usize = 4096;
@@ -467,12 +470,12 @@ impl Heads {
         digest_out: &mut Vec<DigestChange>,
     ) -> Vec<Answer> {
         let EpochInput {
-            mut edges,
+            edges,
             mut stories,
             restored,
             requests,
         } = input;
-        crate::bolt::consolidate(&mut edges);
+        let edges = self.interned(edges);
         if !stories.is_empty() {
             // Batches beside other stories (never in practice: a resume's
             // epoch holds only its batches) join the consolidation.
@@ -507,19 +510,32 @@ impl Heads {
         answers
     }
 
+    /// The epoch's edges with their typed ids interned, consolidated:
+    /// integers sort faster than the ids' text, and a resume's epoch
+    /// brings every edge of the worker's users at once. Consolidated edges
+    /// are distinct pairs, each applied on its own, so their order (here
+    /// by interned integers, which differ between workers) changes nothing.
+    fn interned(&mut self, edges: Vec<(Edge, isize)>) -> Vec<(Pair, isize)> {
+        let typed_ids = &mut self.fanout.typed_ids;
+        let mut pairs: Vec<(Pair, isize)> = (edges.into_iter())
+            .map(|(edge, diff)| {
+                let pair = (typed_ids.intern(&edge.of), typed_ids.intern(&edge.user));
+                ((pair.0, pair.1, edge.relation), diff)
+            })
+            .collect();
+        crate::bolt::consolidate(&mut pairs);
+        pairs
+    }
+
     /// Applies the epoch's follows, unfollows, blocks and unblocks to the
     /// fan-out and the digests. Returns the `(user, typed id)` pairs whose
     /// stories may now enter the user's head (a follow or an unblock) and
     /// the users whose heads may now hold entries no longer in their feed
     /// (an unfollow or a block).
-    fn apply_edges(&mut self, edges: Vec<(Edge, isize)>) -> (Vec<(Tid, Tid)>, Vec<Tid>) {
+    fn apply_edges(&mut self, edges: Vec<(Pair, isize)>) -> (Vec<(Tid, Tid)>, Vec<Tid>) {
         let (mut backfills, mut narrowed) = (Vec::new(), Vec::new());
-        for (edge, diff) in edges {
-            let (i, u) = (
-                self.fanout.typed_ids.intern(&edge.of),
-                self.fanout.typed_ids.intern(&edge.user),
-            );
-            match edge.relation {
+        for ((i, u, relation), diff) in edges {
+            match relation {
                 Relation::Follows => {
                     self.digests.follow(u, i, diff, &self.fanout);
                     for _ in 0..diff.unsigned_abs() {
@@ -540,7 +556,7 @@ impl Heads {
                     self.digests.rejoin(u, i, true, &self.fanout);
                 }
             }
-            if (edge.relation == Relation::Follows) == (diff > 0) {
+            if (relation == Relation::Follows) == (diff > 0) {
                 backfills.push((u, i));
             } else {
                 narrowed.push(u);
