@@ -1,7 +1,7 @@
 //! Interests: who follows (and who blocks) which people and things, resolved
 //! last-writer-wins per (user, typed id, relation).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use differential_dataflow::AsCollection;
 use differential_dataflow::VecCollection;
@@ -87,7 +87,31 @@ pub trait ResolveInterests<'scope> {
 pub struct InterestsPart {
     /// Per user, `(typed id, time, op)` of every pair ever followed,
     /// unfollowed, blocked or unblocked (a pair with both relations twice).
+    #[serde(deserialize_with = "pooled_users")]
     pub users: Vec<(TypedId, Vec<SavedPair>)>,
+}
+
+/// Decodes [`InterestsPart::users`] with one handle per typed id: a part
+/// names each followed id once per follower, and shared handles let the
+/// heads bolt intern an edge's ids by address rather than by their text.
+fn pooled_users<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<(TypedId, Vec<SavedPair>)>, D::Error> {
+    let mut users: Vec<(TypedId, Vec<SavedPair>)> = crate::checkpoint::presized(deserializer)?;
+    let mut pool: HashSet<TypedId, Seeded> = HashSet::default();
+    let mut share = |typed: &mut TypedId| match pool.get(typed) {
+        Some(pooled) => *typed = pooled.clone(),
+        None => {
+            pool.insert(typed.clone());
+        }
+    };
+    for (user, pairs) in &mut users {
+        share(user);
+        for (interest, _, _) in pairs {
+            share(interest);
+        }
+    }
+    Ok(users)
 }
 
 /// One (user, interest) pair's winning event: `(interest, time, op)`.
