@@ -229,3 +229,46 @@ impl<'scope> ResolveInterests<'scope> for StreamVec<'scope, u64, InterestEvent> 
         .as_collection()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A decoded part equals the saved one, and each typed id it names has
+    /// one handle, however many users name it.
+    #[test]
+    fn a_decoded_part_shares_one_handle_per_typed_id() {
+        let id = |s: &str| TypedId::parse(s).unwrap();
+        let part = InterestsPart {
+            users: vec![
+                (
+                    id("user:ann"),
+                    vec![(id("user:rob"), 1, InterestOp::Follow)],
+                ),
+                (
+                    id("user:rob"),
+                    vec![
+                        (id("user:ann"), 2, InterestOp::Follow),
+                        (id("thing:t"), 3, InterestOp::Block),
+                    ],
+                ),
+                (
+                    id("user:cid"),
+                    vec![(id("thing:t"), 4, InterestOp::Unfollow)],
+                ),
+            ],
+        };
+        let bytes = bincode::serialize(&part).unwrap();
+        let back: InterestsPart = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(back.users, part.users);
+        let users = &back.users;
+        let address = |typed: &TypedId| typed.address();
+        assert_eq!(address(&users[0].1[0].0), address(&users[1].0), "user:rob");
+        assert_eq!(address(&users[1].1[0].0), address(&users[0].0), "user:ann");
+        assert_eq!(
+            address(&users[1].1[1].0),
+            address(&users[2].1[0].0),
+            "thing:t"
+        );
+    }
+}
