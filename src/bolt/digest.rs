@@ -11,6 +11,16 @@
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
+
+/// foldhash, seeded per map: group keys and typed ids come from producers,
+/// so no producer can choose collisions (as the other bolts' maps).
+type Seeded = foldhash::fast::RandomState;
+
+/// The map kind of this bolt: [`Seeded`] foldhash.
+type Map<K, V> = HashMap<K, V, Seeded>;
+
+/// The set kind of this bolt.
+type Set<K> = HashSet<K, Seeded>;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -135,7 +145,7 @@ impl GroupState {
 /// One user's groups of one digest.
 #[derive(Default)]
 struct UserDigest {
-    groups: HashMap<Key, GroupState>,
+    groups: Map<Key, GroupState>,
     order: TopK<Place>,
 }
 
@@ -148,7 +158,7 @@ impl UserDigest {
         key: &Key,
         story: &Story,
         diff: isize,
-        touched: &mut HashSet<Key>,
+        touched: &mut Set<Key>,
     ) {
         let group = self.groups.entry(key.clone()).or_default();
         let before = group.place(key);
@@ -172,7 +182,7 @@ impl UserDigest {
     }
 
     /// The store changes for the `touched` groups.
-    fn changes(&self, spec: &DigestSpec, touched: HashSet<Key>) -> Vec<GroupChange> {
+    fn changes(&self, spec: &DigestSpec, touched: Set<Key>) -> Vec<GroupChange> {
         let mut changes: Vec<GroupChange> = touched
             .into_iter()
             .map(|key| match self.groups.get(&key) {
@@ -218,7 +228,7 @@ struct Keys {
     interned: Interner,
     /// The live count at the last sweep: sweep when it has doubled.
     swept_at: usize,
-    of_activity: HashMap<*const Activity, Key>,
+    of_activity: Map<*const Activity, Key>,
 }
 
 impl Keys {
@@ -280,16 +290,16 @@ fn names(story: &Story, id: &TypedId) -> bool {
 }
 
 /// The groups each delivery of an epoch touched, per user and spec.
-type Touched = std::collections::BTreeMap<TypedId, Vec<HashSet<Key>>>;
+type Touched = std::collections::BTreeMap<TypedId, Vec<Set<Key>>>;
 
 /// The operator's state on one worker.
 struct Digests {
     specs: Vec<DigestSpec>,
     keys: Vec<Keys>,
     /// Per user, one digest per spec.
-    users: HashMap<TypedId, Vec<UserDigest>>,
+    users: Map<TypedId, Vec<UserDigest>>,
     /// The users with blocks.
-    blocks: HashMap<TypedId, Blocked>,
+    blocks: Map<TypedId, Blocked>,
 }
 
 impl Digests {
@@ -391,7 +401,7 @@ impl Digests {
             .or_insert_with(|| (0..n).map(|_| UserDigest::default()).collect());
         let touched = touched
             .entry(user.clone())
-            .or_insert_with(|| vec![HashSet::new(); n]);
+            .or_insert_with(|| vec![Set::default(); n]);
         for (story, diff) in run {
             for (((spec, keys), digest), touched) in self
                 .specs
@@ -467,8 +477,8 @@ impl<'scope> Digest<'scope> for VecCollection<'scope, u64, (TypedId, Story), isi
             let mut digests = Digests {
                 keys: specs.iter().map(|_| Keys::default()).collect(),
                 specs,
-                users: HashMap::new(),
-                blocks: HashMap::new(),
+                users: Map::default(),
+                blocks: Map::default(),
             };
             let mut out = Vec::new();
             move |frontiers| {
@@ -557,7 +567,7 @@ mod tests {
                     1
                 };
                 counts[i] += diff;
-                let mut touched = HashSet::new();
+                let mut touched = Set::default();
                 let key: Key = Rc::from(spec.key(&stories[i].0));
                 digest.update(&spec, &key, &stories[i], diff, &mut touched);
                 for change in digest.changes(&spec, touched) {
