@@ -11,16 +11,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
-
-/// foldhash, seeded per map: group keys and typed ids come from producers,
-/// so no producer can choose collisions (as the other bolts' maps).
-type Seeded = foldhash::fast::RandomState;
-
-/// The map kind of this bolt: [`Seeded`] foldhash.
-type Map<K, V> = HashMap<K, V, Seeded>;
-
-/// The set kind of this bolt.
-type Set<K> = HashSet<K, Seeded>;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -33,7 +23,7 @@ use timely::dataflow::StreamVec;
 
 use crate::bolt::recovery::{each_recovered_user, Only, RecoveryGate};
 use crate::bolt::top_k::TopK;
-use crate::bolt::{EpochStash, Interner};
+use crate::bolt::{EpochStash, Interner, Seeded};
 use crate::digest::{DigestSpec, Group, GroupOrder};
 use crate::event::{Activity, TypedId};
 use crate::feed::Story;
@@ -60,6 +50,12 @@ pub trait Digest<'scope> {
         status: Arc<Status>,
     ) -> StreamVec<'scope, u64, DigestChange>;
 }
+
+/// The bolt's maps, keyed by group keys and typed ids: [`Seeded`].
+type Map<K, V> = HashMap<K, V, Seeded>;
+
+/// The bolt's sets: [`Seeded`].
+type Set<K> = HashSet<K, Seeded>;
 
 /// A group key, interned: every user's group of one key on a worker shares it.
 type Key = Rc<str>;

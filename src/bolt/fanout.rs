@@ -420,11 +420,11 @@ impl Fanout {
 
     /// Keeps `stories`, given oldest first, in a fan-out that keeps none
     /// yet (a resume's restored stories); returns the entries of those
-    /// kept. As [`Fanout::add_story`] one by one, but
-    /// nothing is searched: each story goes to the back of the slots and
-    /// of its typed ids' indexes, each grown once to its size. A story
-    /// not newer than the one before (never expected) takes
-    /// [`Fanout::add_story`]'s way, as do all when stories are kept already.
+    /// kept. As [`Fanout::add_story`] one by one, but nothing is searched:
+    /// each story goes to the back of the slots and of its typed ids'
+    /// indexes, each grown once to its size. A story not newer than the
+    /// one before (never expected) takes [`Fanout::add_story`]'s way, as do
+    /// all when stories are kept already.
     pub fn restore<'a>(&mut self, stories: impl ExactSizeIterator<Item = &'a Story>) -> Vec<Entry> {
         if !self.slots.kept.is_empty() {
             return stories.filter_map(|story| self.add_story(story)).collect();
@@ -870,25 +870,34 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use std::sync::Arc;
 
+    fn typed(n: u32) -> TypedId {
+        TypedId::parse(&format!("user:u{n}")).unwrap()
+    }
+
+    /// `n` stories with random times below `times`, about typed ids below
+    /// `ids`, their activity ids `a{i % distinct}`.
+    fn random_stories(seed: u64, n: usize, distinct: usize, times: i64, ids: u32) -> Vec<Story> {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+        (0..n)
+            .map(|i| {
+                Story(Arc::new(Activity {
+                    id: format!("a{}", i % distinct).into(),
+                    time: rng.gen_range(0..times),
+                    actor: typed(rng.gen_range(0..ids)),
+                    verb: "post".into(),
+                    object: typed(rng.gen_range(0..ids)),
+                    target: rng.gen_bool(0.3).then(|| typed(rng.gen_range(0..ids))),
+                    extra: None,
+                }))
+            })
+            .collect()
+    }
+
     /// A restore ([`Fanout::restore`]) lists what adding the same stories
     /// one by one lists, stories out of order and repeated included.
     #[test]
     fn a_restore_lists_what_adding_one_by_one_lists() {
-        let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
-        let typed = |n: u32| TypedId::parse(&format!("user:u{n}")).unwrap();
-        let mut stories: Vec<Story> = (0..3_000)
-            .map(|i| {
-                Story(Arc::new(Activity {
-                    id: format!("a{}", i % 2_900).into(),
-                    time: rng.gen_range(0..500),
-                    actor: typed(rng.gen_range(0..30)),
-                    verb: "post".into(),
-                    object: typed(rng.gen_range(0..30)),
-                    target: rng.gen_bool(0.3).then(|| typed(rng.gen_range(0..30))),
-                    extra: None,
-                }))
-            })
-            .collect();
+        let mut stories = random_stories(11, 3_000, 2_900, 500, 30);
         stories.sort();
         // A few out of place, as a corrupt part could send them.
         stories.swap(10, 2_000);
@@ -920,21 +929,7 @@ mod tests {
     /// same stories, with and without it, list the same entries.
     #[test]
     fn reserving_ahead_changes_no_index() {
-        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
-        let typed = |n: u32| TypedId::parse(&format!("user:u{n}")).unwrap();
-        let stories: Vec<Story> = (0..5_000)
-            .map(|i| {
-                Story(Arc::new(Activity {
-                    id: format!("a{i}").into(),
-                    time: rng.gen_range(0..2_000),
-                    actor: typed(rng.gen_range(0..40)),
-                    verb: "post".into(),
-                    object: typed(rng.gen_range(0..40)),
-                    target: rng.gen_bool(0.3).then(|| typed(rng.gen_range(0..40))),
-                    extra: None,
-                }))
-            })
-            .collect();
+        let stories = random_stories(7, 5_000, 5_000, 2_000, 40);
         let (mut reserved, mut plain) = (Fanout::default(), Fanout::default());
         reserved.reserve_for(stories[..4_000].iter());
         for story in &stories {

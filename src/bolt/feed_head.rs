@@ -519,8 +519,8 @@ impl Heads {
         let typed_ids = &mut self.fanout.typed_ids;
         let mut pairs: Vec<(Pair, isize)> = (edges.into_iter())
             .map(|(edge, diff)| {
-                let pair = (typed_ids.intern(&edge.of), typed_ids.intern(&edge.user));
-                ((pair.0, pair.1, edge.relation), diff)
+                let (of, user) = (typed_ids.intern(&edge.of), typed_ids.intern(&edge.user));
+                ((of, user, edge.relation), diff)
             })
             .collect();
         crate::bolt::consolidate(&mut pairs);

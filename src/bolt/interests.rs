@@ -12,7 +12,7 @@ use timely::dataflow::StreamVec;
 
 use std::sync::Arc;
 
-use crate::bolt::EpochStash;
+use crate::bolt::{EpochStash, Seeded};
 use crate::checkpoint::{Checkpoints, Snapshots};
 use crate::event::{InterestOp, Millis, Relation, TypedId};
 use crate::grouping::route;
@@ -134,10 +134,6 @@ impl InterestsPart {
         })
     }
 }
-
-/// foldhash, seeded per map: fast on typed ids, and no producer can choose
-/// ids that collide (as the stories bolt's).
-type Seeded = foldhash::fast::RandomState;
 
 /// Each user's pairs, by interest and relation, with the winning time and op.
 type Pairs = HashMap<(TypedId, Relation), (Millis, InterestOp), Seeded>;

@@ -198,12 +198,15 @@ impl<D, C: Stashed<D>> EpochStash<D, C> {
     }
 }
 
+/// The hasher of the bolts' maps keyed by producers' text (ids, typed ids,
+/// group keys): foldhash, fast on short text, and seeded per map so that no
+/// producer can choose ids that collide.
+pub type Seeded = foldhash::fast::RandomState;
+
 /// Interned strings (activity ids, group keys), shared by all users' state on
-/// one worker, so that a string held by many users is stored once. Hashed
-/// with seeded foldhash: fast on short text, and the text comes from
-/// producers, so no producer can choose collisions.
+/// one worker, so that a string held by many users is stored once.
 #[derive(Default)]
-pub struct Interner(HashSet<Rc<str>, foldhash::fast::RandomState>);
+pub struct Interner(HashSet<Rc<str>, Seeded>);
 
 impl Interner {
     /// The shared copy of `text`.

@@ -15,7 +15,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
-use crate::bolt::EpochStash;
+use crate::bolt::{EpochStash, Seeded};
 use crate::checkpoint::{Checkpoints, Snapshots};
 use crate::event::{Activity, Millis, TypedId};
 use crate::feed::{ById, Story};
@@ -145,10 +145,6 @@ enum Input {
     Event(StoryEvent),
     Newest(Millis),
 }
-
-/// foldhash, seeded per map: fast on ids and typed ids, and no producer
-/// can choose ids that collide.
-type Seeded = foldhash::fast::RandomState;
 
 /// The operator's state on one worker. Every index shares the activity's
 /// one id allocation.
