@@ -476,8 +476,8 @@ impl Fanout {
         entries
     }
 
-    /// Makes room for `stories`, about to be added in one epoch (a resume
-    /// adds every retained story at once): the slots and each typed id's
+    /// Makes room for `stories`, about to be added in one epoch (a big
+    /// catch-up epoch, or a resume that routes stories one by one): the slots and each typed id's
     /// index grow once, to their size, instead of by an eighth or a
     /// quarter at a time, each growth a copy onto new pages.
     pub fn reserve_for<'a>(&mut self, stories: impl Iterator<Item = &'a Story>) {

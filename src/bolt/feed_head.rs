@@ -125,7 +125,8 @@ enum Inserted {
 type Pair = (Tid, Tid, Relation);
 
 /// Stories added in one epoch from which the fan-out makes room for them
-/// all first (a resume's first epoch, a catch-up's big ones).
+/// all first (a catch-up's big epochs, a resume on another worker count;
+/// a resume on the same count goes through [`Fanout::restore`]).
 const RESERVE_FOR_ADDITIONS: usize = 4096;
 
 /// Candidates held beyond the cap before the oldest are dropped in one go

@@ -1,7 +1,7 @@
 //! Interests: who follows (and who blocks) which people and things, resolved
 //! last-writer-wins per (user, typed id, relation).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use differential_dataflow::AsCollection;
 use differential_dataflow::VecCollection;
@@ -12,7 +12,7 @@ use timely::dataflow::StreamVec;
 
 use std::sync::Arc;
 
-use crate::bolt::{EpochStash, Seeded};
+use crate::bolt::{EpochStash, Pool, Seeded};
 use crate::checkpoint::{Checkpoints, Snapshots};
 use crate::event::{InterestOp, Millis, Relation, TypedId};
 use crate::grouping::route;
@@ -98,17 +98,11 @@ fn pooled_users<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Vec<(TypedId, Vec<SavedPair>)>, D::Error> {
     let mut users: Vec<(TypedId, Vec<SavedPair>)> = crate::checkpoint::presized(deserializer)?;
-    let mut pool: HashSet<TypedId, Seeded> = HashSet::default();
-    let mut share = |typed: &mut TypedId| match pool.get(typed) {
-        Some(pooled) => *typed = pooled.clone(),
-        None => {
-            pool.insert(typed.clone());
-        }
-    };
+    let mut pool = Pool::new(TypedId::is_shared);
     for (user, pairs) in &mut users {
-        share(user);
+        pool.share(user);
         for (interest, _, _) in pairs {
-            share(interest);
+            pool.share(interest);
         }
     }
     Ok(users)

@@ -203,6 +203,43 @@ impl<D, C: Stashed<D>> EpochStash<D, C> {
 /// producer can choose ids that collide.
 pub type Seeded = foldhash::fast::RandomState;
 
+/// One handle per distinct value (a typed id's or a verb's text): the
+/// spouts and decoders make a fresh copy per record, and a celebrity's id
+/// would otherwise be held once per story or follower naming them.
+pub(crate) struct Pool<T> {
+    handles: HashSet<T, Seeded>,
+    /// Pool size after the last sweep: the next sweep waits for it to double.
+    swept_at: usize,
+    /// Whether anything besides the pool still holds the handle.
+    in_use: fn(&T) -> bool,
+}
+
+impl<T: std::hash::Hash + Eq + Clone> Pool<T> {
+    /// An empty pool; a sweep forgets the handles `in_use` says are not.
+    pub(crate) fn new(in_use: fn(&T) -> bool) -> Self {
+        Pool {
+            handles: HashSet::default(),
+            swept_at: 0,
+            in_use,
+        }
+    }
+
+    /// Replaces `handle` by the pool's handle of its value, pooling it if new.
+    pub(crate) fn share(&mut self, handle: &mut T) {
+        match self.handles.get(handle) {
+            Some(pooled) => *handle = pooled.clone(),
+            None => {
+                self.handles.insert(handle.clone());
+                if self.handles.len() > 2 * self.swept_at.max(1024) {
+                    // Forget handles that nothing else holds any more.
+                    self.handles.retain(self.in_use);
+                    self.swept_at = self.handles.len();
+                }
+            }
+        }
+    }
+}
+
 /// Interned strings (activity ids, group keys), shared by all users' state on
 /// one worker, so that a string held by many users is stored once.
 #[derive(Default)]

@@ -15,7 +15,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
-use crate::bolt::{EpochStash, Seeded};
+use crate::bolt::{EpochStash, Pool, Seeded};
 use crate::checkpoint::{Checkpoints, Snapshots};
 use crate::event::{Activity, Millis, TypedId};
 use crate::feed::{ById, Story};
@@ -157,41 +157,6 @@ struct Retained {
     deleted: HashSet<Arc<str>, Seeded>,
     newest: Option<Millis>,
     pools: Pools,
-}
-
-/// One copy of each typed id's text (and each verb) that retained
-/// activities name: the spouts parse a fresh copy per event, and a
-/// celebrity's id would otherwise be held once per story about them.
-struct Pool<T> {
-    handles: HashSet<T, Seeded>,
-    /// Pool size after the last sweep: the next sweep waits for it to double.
-    swept_at: usize,
-    /// Whether a retained activity still holds the handle.
-    in_use: fn(&T) -> bool,
-}
-
-impl<T: std::hash::Hash + Eq + Clone> Pool<T> {
-    fn new(in_use: fn(&T) -> bool) -> Self {
-        Pool {
-            handles: HashSet::default(),
-            swept_at: 0,
-            in_use,
-        }
-    }
-
-    fn share(&mut self, handle: &mut T) {
-        match self.handles.get(handle) {
-            Some(pooled) => *handle = pooled.clone(),
-            None => {
-                self.handles.insert(handle.clone());
-                if self.handles.len() > 2 * self.swept_at.max(1024) {
-                    // Forget handles that no retained activity holds any more.
-                    self.handles.retain(self.in_use);
-                    self.swept_at = self.handles.len();
-                }
-            }
-        }
-    }
 }
 
 /// The pools of the handles activities hold.
