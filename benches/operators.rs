@@ -10,7 +10,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use feedstorm::bolt::digest_groups::DigestGroups;
 use feedstorm::bolt::fanout::{Fanout, Reach, Tid};
-use feedstorm::bolt::stories::StoriesPart;
+use feedstorm::bolt::stories::{LoadedStories, StoriesPart};
 use feedstorm::config::DigestConfig;
 use feedstorm::digest::DigestSpec;
 use feedstorm::event::{decode, Activity, TypedId};
@@ -247,8 +247,8 @@ fn restore_stories_part(c: &mut Criterion) {
     group.throughput(Throughput::Elements(50_000));
     group.bench_function("decode and restore a 50,000-activity stories part", |b| {
         b.iter(|| {
-            let part: StoriesPart = bincode::deserialize(&bytes).unwrap();
-            let restored = part.into_restored(0).unwrap();
+            let part: LoadedStories = bincode::deserialize(&bytes).unwrap();
+            let restored = part.into_restored(0);
             assert_eq!(restored.activities.len(), 50_000);
             restored
         })

@@ -22,7 +22,7 @@ use timely::worker::Worker;
 
 use crate::bolt::feed_head::HeadSettings;
 use crate::bolt::interests::InterestsPart;
-use crate::bolt::stories::{restored_as_stories, StoriesPart};
+use crate::bolt::stories::{restored_as_stories, LoadedStories};
 use crate::bolt::{
     Digest, InterestEvent, KeepStories, MaintainHead, ResolveInterests, StoryEvent, Write, WriteTo,
 };
@@ -148,27 +148,22 @@ impl Inputs {
     /// first): its activities, deleted ids and retention horizon. With
     /// `saved_by` (the part was saved by a worker of the same count), the
     /// part goes to that worker in one piece; else each activity and
-    /// deleted id is routed on its own. Fails on a corrupt part.
-    pub fn restore_stories(
-        &mut self,
-        mut part: StoriesPart,
-        saved_by: Option<usize>,
-    ) -> crate::error::Result<()> {
+    /// deleted id is routed on its own.
+    pub fn restore_stories(&mut self, mut part: LoadedStories, saved_by: Option<usize>) {
         if let Some(newest) = part.newest {
             self.newest_in_epoch = Some(self.newest_in_epoch.map_or(newest, |n| n.max(newest)));
         }
         if let Some(worker) = saved_by {
-            let restored = part.into_restored(worker)?;
+            let restored = part.into_restored(worker);
             self.stories.send(StoryEvent::Restored(Box::new(restored)));
-            return Ok(());
+            return;
         }
-        for activity in part.take_activities()? {
+        for activity in part.take_activities() {
             self.stories.send(StoryEvent::Activity(activity));
         }
         for id in part.deleted {
             self.stories.send(StoryEvent::Delete(id));
         }
-        Ok(())
     }
 
     /// Sends a checkpoint's interests part into the current epoch (a

@@ -1,13 +1,13 @@
 //! Stories: the retained, de-duplicated, undeleted activities, as stories
 //! about each typed id they name.
 
-use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arcstr::ArcStr;
 use differential_dataflow::{AsCollection, VecCollection};
+use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
@@ -16,7 +16,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
 use crate::bolt::{EpochStash, Pool, Seeded};
-use crate::checkpoint::{Checkpoints, Snapshots};
+use crate::checkpoint::{presize, Checkpoints, Presized, SharedIds, Snapshots};
 use crate::event::{Activity, Millis, TypedId};
 use crate::feed::{ById, Story};
 use crate::grouping::route;
@@ -188,19 +188,17 @@ impl Pools {
 type StoryUpdate = (Story, u64, isize);
 
 /// The stories bolt's part of a checkpoint on one worker: what it needs to
-/// resume, as events a resume sends it again.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// resume, as events a resume sends it again. A resume decodes it as a
+/// [`LoadedStories`].
+#[derive(Debug, Default, Serialize)]
 pub struct StoriesPart {
     /// The newest event time seen (the retention horizon's base).
     pub newest: Option<Millis>,
     /// The typed ids the activities name, each saved once.
-    #[serde(deserialize_with = "crate::checkpoint::presized")]
     pub typed_ids: Vec<TypedId>,
     /// The retained activities, oldest first.
-    #[serde(deserialize_with = "crate::checkpoint::presized")]
     pub activities: Vec<SavedActivity>,
     /// Deleted ids, so that a late or replayed copy never shows.
-    #[serde(deserialize_with = "crate::checkpoint::presized_ids")]
     pub deleted: Vec<Arc<str>>,
 }
 
@@ -217,6 +215,28 @@ pub struct SavedActivity {
     object: u32,
     target: Option<u32>,
     extra: Option<Box<str>>,
+}
+
+impl SavedActivity {
+    /// The activity, its typed ids taken from `table`; an error names a
+    /// place the table does not hold (a corrupt part).
+    fn resolve(self, table: &[TypedId]) -> Result<Activity, String> {
+        let typed = |at: u32| {
+            table
+                .get(at as usize)
+                .cloned()
+                .ok_or_else(|| format!("a stories part names typed id {at} of {}", table.len()))
+        };
+        Ok(Activity {
+            id: self.id,
+            time: self.time,
+            actor: typed(self.actor)?,
+            verb: self.verb,
+            object: typed(self.object)?,
+            target: self.target.map(typed).transpose()?,
+            extra: self.extra,
+        })
+    }
 }
 
 impl StoriesPart {
@@ -261,61 +281,119 @@ impl StoriesPart {
     pub fn records(&self) -> u64 {
         (self.activities.len() + self.deleted.len()) as u64
     }
+}
 
-    /// The part as worker `worker` restores it in one piece; an error names
-    /// a typed id the table does not hold (a corrupt part).
-    pub fn into_restored(mut self, worker: usize) -> crate::error::Result<Restored> {
-        // Each activity goes straight into its handle: no list of them
-        // between the decoded part and the bolt (340,000 on a worker of
-        // the restart bench, all on pages touched for the first time).
-        let activities = self.take_as(Arc::new)?;
-        Ok(Restored {
+/// A [`StoriesPart`] as a resume decodes it (the same bytes): each
+/// activity goes straight from the bytes into the handle the bolt keeps,
+/// with no list of saved activities between (340,000 on a worker of the
+/// restart bench, all on pages touched for the first time).
+#[derive(Debug)]
+pub struct LoadedStories {
+    /// The newest event time the part had seen.
+    pub newest: Option<Millis>,
+    /// Every typed id the activities name, once: they hold these handles.
+    pub typed_ids: Vec<TypedId>,
+    /// The retained activities, oldest first.
+    pub activities: Vec<Arc<Activity>>,
+    /// Deleted ids.
+    pub deleted: Vec<Arc<str>>,
+}
+
+impl LoadedStories {
+    /// Activities and deleted ids in it.
+    pub fn records(&self) -> u64 {
+        (self.activities.len() + self.deleted.len()) as u64
+    }
+
+    /// The part as worker `worker` restores it in one piece.
+    pub fn into_restored(self, worker: usize) -> Restored {
+        Restored {
             worker,
             newest: self.newest,
             typed_ids: self.typed_ids,
-            activities,
+            activities: self.activities,
             deleted: self.deleted,
-        })
+        }
     }
 
     /// Takes out the retained activities, oldest first (the typed-id table
-    /// stays); an error names a typed id the table does not hold (a
-    /// corrupt part).
-    pub fn take_activities(&mut self) -> crate::error::Result<Vec<Activity>> {
-        self.take_as(|activity| activity)
+    /// stays), for a resume that routes them one by one.
+    pub fn take_activities(&mut self) -> Vec<Activity> {
+        std::mem::take(&mut self.activities)
+            .into_iter()
+            .map(Arc::unwrap_or_clone)
+            .collect()
+    }
+}
+
+impl<'de> Deserialize<'de> for LoadedStories {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        const FIELDS: &[&str] = &["newest", "typed_ids", "activities", "deleted"];
+        deserializer.deserialize_struct("StoriesPart", FIELDS, LoadedVisitor)
+    }
+}
+
+/// Decodes a [`StoriesPart`]'s fields in order (as bincode writes a
+/// struct), the activities against the typed-id table decoded before them.
+struct LoadedVisitor;
+
+impl<'de> Visitor<'de> for LoadedVisitor {
+    type Value = LoadedStories;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a stories part")
     }
 
-    /// [`StoriesPart::take_activities`], each activity wrapped by `wrap`.
-    fn take_as<T: Borrow<Activity>>(
-        &mut self,
-        wrap: impl Fn(Activity) -> T,
-    ) -> crate::error::Result<Vec<T>> {
-        let table = &self.typed_ids;
-        let typed = |at: u32| {
-            table.get(at as usize).cloned().ok_or_else(|| {
-                crate::error::Error::Checkpoint(format!(
-                    "a stories part names typed id {at} of {}",
-                    table.len()
-                ))
-            })
-        };
-        let mut activities = std::mem::take(&mut self.activities)
-            .into_iter()
-            .map(|saved| {
-                Ok(wrap(Activity {
-                    id: saved.id,
-                    time: saved.time,
-                    actor: typed(saved.actor)?,
-                    verb: saved.verb,
-                    object: typed(saved.object)?,
-                    target: saved.target.map(typed).transpose()?,
-                    extra: saved.extra,
-                }))
-            })
-            .collect::<crate::error::Result<Vec<_>>>()?;
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LoadedStories, A::Error> {
+        let missing = |at| A::Error::invalid_length(at, &"a stories part of 4 fields");
+        let newest = seq.next_element()?.ok_or_else(|| missing(0))?;
+        let Presized(typed_ids) = seq.next_element()?.ok_or_else(|| missing(1))?;
+        let mut activities: Vec<Arc<Activity>> = seq
+            .next_element_seed(Activities { table: &typed_ids })?
+            .ok_or_else(|| missing(2))?;
+        let SharedIds(deleted) = seq.next_element()?.ok_or_else(|| missing(3))?;
         // Oldest first: the bolts' time indexes then only append.
-        if !activities.is_sorted_by_key(|a| a.borrow().time) {
-            activities.sort_unstable_by_key(|a| a.borrow().time);
+        if !activities.is_sorted_by_key(|a| a.time) {
+            activities.sort_unstable_by_key(|a| a.time);
+        }
+        Ok(LoadedStories {
+            newest,
+            typed_ids,
+            activities,
+            deleted,
+        })
+    }
+}
+
+/// Decodes a part's saved activities, each resolved against `table` and
+/// put in its handle as it is read.
+struct Activities<'a> {
+    table: &'a [TypedId],
+}
+
+impl<'de> DeserializeSeed<'de> for Activities<'_> {
+    type Value = Vec<Arc<Activity>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Activities<'_> {
+    type Value = Vec<Arc<Activity>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of saved activities")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut activities = Vec::with_capacity(presize(seq.size_hint()));
+        while let Some(saved) = seq.next_element::<SavedActivity>()? {
+            let activity = saved.resolve(self.table).map_err(A::Error::custom)?;
+            activities.push(Arc::new(activity));
         }
         Ok(activities)
     }
@@ -547,5 +625,97 @@ impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
             }
         });
         (stories.as_collection(), restored, writes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{LoadedStories, SavedActivity, StoriesPart};
+    use crate::event::{Activity, TypedId};
+
+    /// Activity `n` at `time`, its typed ids one handle each across calls
+    /// (as the bolt's pool keeps them).
+    fn activity(n: u64, time: i64) -> Activity {
+        thread_local! {
+            static HANDLES: std::cell::RefCell<Vec<TypedId>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let id = |s: String| {
+            HANDLES.with_borrow_mut(|handles| match handles.iter().find(|t| t.as_str() == s) {
+                Some(handle) => handle.clone(),
+                None => {
+                    handles.push(TypedId::parse(&s).expect("a typed id"));
+                    handles.last().expect("pushed").clone()
+                }
+            })
+        };
+        Activity {
+            id: format!("a{n}").into(),
+            time,
+            actor: id(format!("user:u{}", n % 7)),
+            verb: if n.is_multiple_of(2) { "post" } else { "love" }.into(),
+            object: id(format!("thing:t{}", n % 5)),
+            target: n.is_multiple_of(3).then(|| id(format!("board:b{}", n % 4))),
+            extra: n.is_multiple_of(4).then(|| format!("{{\"n\":{n}}}").into()),
+        }
+    }
+
+    fn load(part: &StoriesPart) -> bincode::Result<LoadedStories> {
+        bincode::deserialize(&bincode::serialize(part).expect("a part encodes"))
+    }
+
+    #[test]
+    fn a_loaded_part_holds_what_was_saved_with_one_handle_per_typed_id() {
+        let activities: Vec<Activity> = (0..200).map(|n| activity(n, 1_000 + n as i64)).collect();
+        let deleted = (0..3).map(|n| Arc::from(format!("gone{n}")));
+        let part = StoriesPart::of(Some(1_199), activities.iter(), deleted);
+        let loaded = load(&part).expect("the part loads");
+        assert_eq!(loaded.records(), part.records());
+        assert_eq!(loaded.newest, Some(1_199));
+        let got: Vec<&Activity> = loaded.activities.iter().map(|a| &**a).collect();
+        assert_eq!(got, activities.iter().collect::<Vec<_>>());
+        assert_eq!(loaded.deleted, ["gone0", "gone1", "gone2"].map(Arc::from));
+        // Each typed id is in the table once, and every activity holds
+        // the table's handle of it.
+        let mut names: Vec<&str> = loaded.typed_ids.iter().map(|t| t.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), loaded.typed_ids.len());
+        for a in &loaded.activities {
+            for typed in [Some(&a.actor), Some(&a.object), a.target.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                let table = loaded
+                    .typed_ids
+                    .iter()
+                    .find(|t| *t == typed)
+                    .expect("in the table");
+                assert_eq!(
+                    table.address(),
+                    typed.address(),
+                    "{typed} shares the table's handle"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_part_saved_out_of_order_loads_oldest_first() {
+        let activities: Vec<Activity> = [30, 10, 20].map(|t| activity(t as u64, t)).into();
+        let part = StoriesPart::of(None, activities.iter(), std::iter::empty());
+        let loaded = load(&part).expect("the part loads");
+        let times: Vec<i64> = loaded.activities.iter().map(|a| a.time).collect();
+        assert_eq!(times, [10, 20, 30]);
+    }
+
+    #[test]
+    fn a_part_naming_a_typed_id_outside_its_table_does_not_load() {
+        let mut part = StoriesPart::of(None, [activity(1, 5)].iter(), std::iter::empty());
+        let saved: &mut SavedActivity = &mut part.activities[0];
+        saved.object = part.typed_ids.len() as u32;
+        let error = load(&part).expect_err("a corrupt part").to_string();
+        assert!(error.contains("names typed id"), "{error}");
     }
 }

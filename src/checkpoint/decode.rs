@@ -11,32 +11,48 @@ use arcstr::ArcStr;
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-/// Deserializes a list with its whole length reserved at once (a part
-/// states it, and the part's checksum was verified before it is read).
-/// Serde's derive reserves at most a megabyte ahead, so a part's
-/// hundreds of thousands of activities grew by doubling, each time copied
-/// into fresh pages. For `#[serde(deserialize_with = "presized")]`.
+/// How many items to reserve for a list that states `hint` of them (a
+/// part states its lengths, and its checksum was verified before it is
+/// read): all, but bounded all the same, as a length is not trusted with
+/// more.
+pub fn presize(hint: Option<usize>) -> usize {
+    hint.unwrap_or(0).min(1 << 22)
+}
+
+/// A list decoded with its whole length reserved at once. Serde's derive
+/// reserves at most a megabyte ahead, so a part's hundreds of thousands of
+/// activities grew by doubling, each time copied into fresh pages.
+pub struct Presized<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Presized<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Items<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Items<T> {
+            type Value = Vec<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+                let mut items = Vec::with_capacity(presize(seq.size_hint()));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(items)
+            }
+        }
+        deserializer
+            .deserialize_seq(Items(std::marker::PhantomData))
+            .map(Presized)
+    }
+}
+
+/// [`Presized`] as a field's decoder: `#[serde(deserialize_with = "presized")]`.
 pub fn presized<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
 {
-    struct Presized<T>(std::marker::PhantomData<T>);
-    impl<'de, T: Deserialize<'de>> Visitor<'de> for Presized<T> {
-        type Value = Vec<T>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a list")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-            // Bounded all the same: a length is not trusted with more.
-            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 22));
-            while let Some(item) = seq.next_element()? {
-                items.push(item);
-            }
-            Ok(items)
-        }
-    }
-    deserializer.deserialize_seq(Presized(std::marker::PhantomData))
+    Presized::deserialize(deserializer).map(|Presized(items)| items)
 }
 
 /// Deserializes an `Arc<str>` with one allocation (serde's own goes
@@ -65,10 +81,19 @@ impl<'de> Deserialize<'de> for SharedStr {
     }
 }
 
-/// [`presized`] for a list of ids, each decoded by [`shared_str`].
+/// A list of ids, [`Presized`], each decoded by [`shared_str`].
+pub struct SharedIds(pub Vec<Arc<str>>);
+
+impl<'de> Deserialize<'de> for SharedIds {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let Presized(ids) = Presized::<SharedStr>::deserialize(deserializer)?;
+        Ok(SharedIds(ids.into_iter().map(|SharedStr(id)| id).collect()))
+    }
+}
+
+/// [`SharedIds`] as a field's decoder: `#[serde(deserialize_with = "presized_ids")]`.
 pub fn presized_ids<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Arc<str>>, D::Error> {
-    let ids: Vec<SharedStr> = presized(deserializer)?;
-    Ok(ids.into_iter().map(|SharedStr(id)| id).collect())
+    SharedIds::deserialize(deserializer).map(|SharedIds(ids)| ids)
 }
 
 /// Verbs decoded on this thread, one handle each: a part names a few verbs

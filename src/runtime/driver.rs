@@ -625,9 +625,9 @@ fn resume(
     let manifest = &resumed.manifest;
     let saved_by = (manifest.workers * manifest.processes == peers).then_some(index);
     for path in resumed.parts("stories", index, peers) {
-        let part: crate::bolt::stories::StoriesPart = read_part(&path)?;
+        let part: crate::bolt::stories::LoadedStories = read_part(&path)?;
         stories += part.records();
-        inputs.restore_stories(part, saved_by)?;
+        inputs.restore_stories(part, saved_by);
     }
     inputs.advance_to(1);
     for path in resumed.parts("interests", index, peers) {
