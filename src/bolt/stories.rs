@@ -630,35 +630,31 @@ impl<'scope> KeepStories<'scope> for StreamVec<'scope, u64, StoryEvent> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
     use std::sync::Arc;
 
     use super::{LoadedStories, SavedActivity, StoriesPart};
     use crate::event::{Activity, TypedId};
 
-    /// Activity `n` at `time`, its typed ids one handle each across calls
+    /// An activity for each `(n, time)`, their typed ids one handle each
     /// (as the bolt's pool keeps them).
-    fn activity(n: u64, time: i64) -> Activity {
-        thread_local! {
-            static HANDLES: std::cell::RefCell<Vec<TypedId>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        let id = |s: String| {
-            HANDLES.with_borrow_mut(|handles| match handles.iter().find(|t| t.as_str() == s) {
-                Some(handle) => handle.clone(),
-                None => {
-                    handles.push(TypedId::parse(&s).expect("a typed id"));
-                    handles.last().expect("pushed").clone()
-                }
-            })
+    fn activities(at: impl IntoIterator<Item = (u64, i64)>) -> Vec<Activity> {
+        let mut handles: HashMap<String, TypedId> = HashMap::new();
+        let mut id = |s: String| {
+            let parsed = TypedId::parse(&s).expect("a typed id");
+            handles.entry(s).or_insert(parsed).clone()
         };
-        Activity {
-            id: format!("a{n}").into(),
-            time,
-            actor: id(format!("user:u{}", n % 7)),
-            verb: if n.is_multiple_of(2) { "post" } else { "love" }.into(),
-            object: id(format!("thing:t{}", n % 5)),
-            target: n.is_multiple_of(3).then(|| id(format!("board:b{}", n % 4))),
-            extra: n.is_multiple_of(4).then(|| format!("{{\"n\":{n}}}").into()),
-        }
+        at.into_iter()
+            .map(|(n, time)| Activity {
+                id: format!("a{n}").into(),
+                time,
+                actor: id(format!("user:u{}", n % 7)),
+                verb: if n.is_multiple_of(2) { "post" } else { "love" }.into(),
+                object: id(format!("thing:t{}", n % 5)),
+                target: n.is_multiple_of(3).then(|| id(format!("board:b{}", n % 4))),
+                extra: n.is_multiple_of(4).then(|| format!("{{\"n\":{n}}}").into()),
+            })
+            .collect()
     }
 
     fn load(part: &StoriesPart) -> bincode::Result<LoadedStories> {
@@ -667,7 +663,7 @@ mod tests {
 
     #[test]
     fn a_loaded_part_holds_what_was_saved_with_one_handle_per_typed_id() {
-        let activities: Vec<Activity> = (0..200).map(|n| activity(n, 1_000 + n as i64)).collect();
+        let activities = activities((0..200).map(|n| (n, 1_000 + n as i64)));
         let deleted = (0..3).map(|n| Arc::from(format!("gone{n}")));
         let part = StoriesPart::of(Some(1_199), activities.iter(), deleted);
         let loaded = load(&part).expect("the part loads");
@@ -703,7 +699,7 @@ mod tests {
 
     #[test]
     fn a_part_saved_out_of_order_loads_oldest_first() {
-        let activities: Vec<Activity> = [30, 10, 20].map(|t| activity(t as u64, t)).into();
+        let activities = activities([(30, 30), (10, 10), (20, 20)]);
         let part = StoriesPart::of(None, activities.iter(), std::iter::empty());
         let loaded = load(&part).expect("the part loads");
         let times: Vec<i64> = loaded.activities.iter().map(|a| a.time).collect();
@@ -712,7 +708,7 @@ mod tests {
 
     #[test]
     fn a_part_naming_a_typed_id_outside_its_table_does_not_load() {
-        let mut part = StoriesPart::of(None, [activity(1, 5)].iter(), std::iter::empty());
+        let mut part = StoriesPart::of(None, activities([(1, 5)]).iter(), std::iter::empty());
         let saved: &mut SavedActivity = &mut part.activities[0];
         saved.object = part.typed_ids.len() as u32;
         let error = load(&part).expect_err("a corrupt part").to_string();

@@ -91,11 +91,6 @@ impl<'de> Deserialize<'de> for SharedIds {
     }
 }
 
-/// [`SharedIds`] as a field's decoder: `#[serde(deserialize_with = "presized_ids")]`.
-pub fn presized_ids<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Arc<str>>, D::Error> {
-    SharedIds::deserialize(deserializer).map(|SharedIds(ids)| ids)
-}
-
 /// Verbs decoded on this thread, one handle each: a part names a few verbs
 /// hundreds of thousands of times.
 const VERBS_KEPT: usize = 64;
@@ -134,14 +129,21 @@ pub fn pooled_verb<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ArcStr,
 mod tests {
     use super::*;
 
-    #[derive(serde::Serialize, Deserialize)]
+    #[derive(serde::Serialize)]
     struct Saved {
+        id: Arc<str>,
+        verb: ArcStr,
+        ids: Vec<Arc<str>>,
+    }
+
+    /// [`Saved`] decoded by this module's helpers.
+    #[derive(Deserialize)]
+    struct Loaded {
         #[serde(deserialize_with = "shared_str")]
         id: Arc<str>,
         #[serde(deserialize_with = "pooled_verb")]
         verb: ArcStr,
-        #[serde(deserialize_with = "presized_ids")]
-        ids: Vec<Arc<str>>,
+        ids: SharedIds,
     }
 
     #[test]
@@ -152,10 +154,10 @@ mod tests {
             ids: vec!["x".into(), "yz".into()],
         };
         let bytes = bincode::serialize(&vec![saved("a1", "love"), saved("a2", "love")]).unwrap();
-        let back: Vec<Saved> = bincode::deserialize(&bytes).unwrap();
+        let back: Vec<Loaded> = bincode::deserialize(&bytes).unwrap();
         assert_eq!((&*back[0].id, &*back[1].id), ("a1", "a2"));
         assert_eq!(
-            back[1].ids.iter().map(|id| &**id).collect::<Vec<_>>(),
+            back[1].ids.0.iter().map(|id| &**id).collect::<Vec<_>>(),
             ["x", "yz"]
         );
         assert!(ArcStr::ptr_eq(&back[0].verb, &back[1].verb));

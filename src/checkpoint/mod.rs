@@ -62,7 +62,7 @@ use crate::error::{Error, Result};
 use crate::event::unix_ms;
 use crate::spout::SourcePosition;
 
-pub use decode::{pooled_verb, presize, presized, presized_ids, shared_str, Presized, SharedIds};
+pub use decode::{pooled_verb, presize, presized, shared_str, Presized, SharedIds};
 use manifest::Summed;
 pub use manifest::{inspect, Manifest, PartInfo, SourceEntry};
 
