@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use feedstorm::bolt::digest_groups::DigestGroups;
-use feedstorm::bolt::fanout::{Fanout, Reach, Tid};
+use feedstorm::bolt::fanout::{Entry, Fanout, Reach, Tid};
 use feedstorm::bolt::stories::{LoadedStories, StoriesPart};
+use feedstorm::bolt::user_runs::UserRuns;
 use feedstorm::config::DigestConfig;
 use feedstorm::digest::DigestSpec;
 use feedstorm::event::{decode, Activity, TypedId};
@@ -98,6 +99,15 @@ fn fan_out(c: &mut Criterion) {
                 reach.each(&fanout, entry, |_| delivered += 1);
             }
             delivered
+        })
+    });
+    group.bench_function("group every story's deliveries by user", |b| {
+        let changed: Vec<(Entry, isize)> = entries.iter().map(|&entry| (entry, 1)).collect();
+        let mut runs = UserRuns::default();
+        b.iter(|| {
+            let mut grouped = 0usize;
+            runs.for_each(&changed, &fanout, |_, run| grouped += run.len());
+            grouped
         })
     });
     group.finish();

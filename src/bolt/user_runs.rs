@@ -7,8 +7,9 @@
 //! its first join below the candidates, and the digests know early which
 //! groups can no longer reach theirs. Grouped, a user's state is looked up
 //! once per run and stays in cache while the run is applied. The grouping
-//! is a stable counting sort over the users reached ([`Reach`]): two passes
-//! over the followers, and buffers kept between epochs.
+//! is a stable counting sort over the users reached ([`Reach`]): one walk
+//! of the followers, whose users are kept in order, then a pass over those
+//! to place them; buffers kept between epochs.
 
 use crate::bolt::fanout::{Entry, Fanout, Reach, Tid};
 
@@ -20,6 +21,12 @@ pub struct UserRuns {
     reach: Reach,
     /// The epoch's changes, leaves then joins newest first.
     order: Vec<(Entry, bool)>,
+    /// The users each change reaches, change after change: the followers
+    /// are walked once (the walk dedups a story's users), not again to
+    /// place them.
+    reached: Vec<Tid>,
+    /// Where each change's users end in `reached`.
+    ends: Vec<usize>,
     /// Per user, where their changes start in `by_user`.
     starts: Vec<usize>,
     /// The changes (indexes into `order`), grouped by user.
@@ -42,6 +49,8 @@ impl UserRuns {
         let UserRuns {
             reach,
             order,
+            reached,
+            ends,
             starts,
             by_user,
             run,
@@ -50,12 +59,19 @@ impl UserRuns {
         let joins = changed.iter().rev().filter(|(_, diff)| *diff > 0);
         order.clear();
         order.extend(leaves.chain(joins).map(|(entry, diff)| (*entry, *diff > 0)));
-        // Two passes over the users reached: count per user, then place.
+        // One walk of the users reached, counted per user as they are kept;
+        // then each placed from the kept list.
         let users = fanout.typed_ids.len();
         starts.clear();
         starts.resize(users + 1, 0);
+        reached.clear();
+        ends.clear();
         for (entry, _) in order.iter() {
-            reach.each(fanout, *entry, |user| starts[user as usize + 1] += 1);
+            reach.each(fanout, *entry, |user| {
+                reached.push(user);
+                starts[user as usize + 1] += 1;
+            });
+            ends.push(reached.len());
         }
         for user in 0..users {
             starts[user + 1] += starts[user];
@@ -63,12 +79,14 @@ impl UserRuns {
         by_user.clear();
         by_user.resize(starts[users], 0);
         let mut next = starts.clone();
-        for (at, (entry, _)) in order.iter().enumerate() {
+        let mut begin = 0;
+        for (at, &end) in ends.iter().enumerate() {
             let at = u32::try_from(at).expect("fewer than 2^32 stories an epoch");
-            reach.each(fanout, *entry, |user| {
+            for &user in &reached[begin..end] {
                 by_user[next[user as usize]] = at;
                 next[user as usize] += 1;
-            });
+            }
+            begin = end;
         }
         for (user, span) in starts.windows(2).enumerate() {
             if span[0] < span[1] {
@@ -82,6 +100,8 @@ impl UserRuns {
             }
         }
         crate::bolt::release_unused(order, order.len());
+        crate::bolt::release_unused(reached, reached.len());
+        crate::bolt::release_unused(ends, ends.len());
         crate::bolt::release_unused(by_user, by_user.len());
         crate::bolt::release_unused(run, run.len());
     }
