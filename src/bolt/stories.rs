@@ -46,8 +46,10 @@ impl StoryEvent {
     }
 }
 
-/// One worker's [`StoriesPart`], decoded, as [`StoryEvent::Restored`]
-/// carries it to the worker that saved it.
+/// One worker's [`LoadedStories`], as [`StoryEvent::Restored`] carries it
+/// to the worker that saved it. The same fields, kept apart: this one
+/// crosses processes in serde's own form, while a [`LoadedStories`] only
+/// decodes a part's form (typed ids as places in the part's table).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Restored {
     /// The worker it goes to (the one that saved it).
